@@ -1,0 +1,1 @@
+"""Fleet: run and benchmark packages on real or simulated devices."""

@@ -1,0 +1,508 @@
+"""The ``edgekit`` command line (Typer), thin over the Python API.
+
+Every command takes ``--json`` (one JSON document on stdout, nothing else).
+A user error exits 2 with one line naming the problem and the fix; the
+traceback appears only with ``--debug`` (or ``EDGEKIT_DEBUG=1``).  Build-side
+modules are imported inside the commands that need them.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import typer
+
+from .errors import ConfigError, EdgekitError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Quantize, compile, package and run one ONNX model for every edge device family.",
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": os.environ.get("EDGEKIT_DEBUG") == "1"}
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else.")
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__}")
+
+
+def _fail(message: str, as_json: bool) -> "typer.Exit":
+    one_line = " ".join(message.split())
+    if as_json:
+        _emit_json({"error": one_line})
+    sys.stderr.write(f"error: {one_line}\n")
+    return typer.Exit(code=2)
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """User errors → exit 2 with one line; everything else is a bug and keeps its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import warnings
+
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            with warnings.catch_warnings():
+                if as_json:
+                    warnings.simplefilter("ignore")
+                return fn(*args, **kwargs)
+        except EdgekitError as exc:
+            if _state["debug"]:
+                raise
+            raise _fail(str(exc), as_json) from None
+
+    return wrapper
+
+
+class _Progress:
+    """Progress bars on stderr (rich), silent with --json or when stderr is not a terminal-less pipe."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar = None
+        self._tasks: Dict[str, Any] = {}
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description:<18}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._bar.__enter__()
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self._bar is None:
+            return
+        task = self._tasks.get(stage)
+        if task is None:
+            task = self._tasks[stage] = self._bar.add_task(stage, total=total or None)
+        self._bar.update(task, completed=done, total=total or None)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            for task in self._tasks.values():
+                t = self._bar.tasks[task]
+                if t.total is None:
+                    self._bar.update(task, total=1, completed=1)
+            self._bar.__exit__(*exc)
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for user errors."),
+) -> None:
+    if debug:
+        _state["debug"] = True
+
+
+# ----------------------------------------------------------------- parsing helpers
+def _floats(text: Optional[str], flag: str) -> Optional[Tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated numbers like 0.485,0.456,0.406, got {text!r}") from None
+
+
+def _size(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        if len(parts) == 1:
+            h = w = int(parts[0])
+        elif len(parts) == 2:
+            h, w = int(parts[0]), int(parts[1])
+        else:
+            raise ValueError
+        if h <= 0 or w <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"--size: expected HxW like 224x224 (or one number), got {text!r}") from None
+    return h, w
+
+
+def _image_hw(model: Path) -> Optional[Tuple[int, int, str]]:
+    """(H, W, layout) of a 4-D image input, from the ONNX graph."""
+    from edgekit.targets.canonicalize import load_onnx
+
+    proto = load_onnx(model)
+    inits = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        return None
+    if dims[1] in (1, 3) and dims[2] and dims[3]:
+        return dims[2], dims[3], "nchw"
+    if dims[3] in (1, 3) and dims[1] and dims[2]:
+        return dims[1], dims[2], "nhwc"
+    return None
+
+
+# ----------------------------------------------------------------- build
+@app.command()
+@command
+def build(
+    model: Path = typer.Argument(..., help="The source ONNX model."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Target name (see `edgekit targets`)."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Device profile, e.g. raspberry-pi-5."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8 (default: the device's, else fp32)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images folder, .npz or .npy."),
+    val: Optional[Path] = typer.Option(None, "--val", help="Validation data; a folder of class subfolders gives accuracy."),
+    task: str = typer.Option("raw", "--task", help="classify, detect, segment or raw."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Text file, one class name per line."),
+    size: Optional[str] = typer.Option(None, "--size", help="Input size HxW; fixes dynamic dims and sets the resize."),
+    resize: Optional[str] = typer.Option(None, "--resize", help="stretch, letterbox or crop."),
+    interpolation: Optional[str] = typer.Option(None, "--interpolation", help="nearest, bilinear, bicubic or area."),
+    color: Optional[str] = typer.Option(None, "--color", help="rgb, bgr or gray."),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean after scaling, e.g. 0.485,0.456,0.406."),
+    std: Optional[str] = typer.Option(None, "--std", help="Per-channel std, e.g. 0.229,0.224,0.225."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Pixel scale before mean/std (default 1/255)."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="nchw or nhwc (default: the model's)."),
+    preprocess_file: Optional[Path] = typer.Option(None, "--preprocess", help="JSON file with the preprocessing steps."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Quantization recipe JSON."),
+    min_sqnr: Optional[float] = typer.Option(None, "--min-sqnr", help="Fail the build below this SQNR (dB)."),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="Fail above this drop (points)."),
+    allow_gate_failure: bool = typer.Option(False, "--allow-gate-failure", help="Keep the package even if a gate fails."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .edgepkg (or a directory)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Quantize, compile, verify and package MODEL for one target or device."""
+    from edgekit import preprocess as pre
+    from edgekit.targets.pipeline import build_package
+
+    if not model.exists():
+        raise ConfigError(f"{model}: no such model file; give the path of an .onnx model")
+    image_flags = any(x is not None for x in (size, resize, interpolation, color, mean, std, scale, layout))
+    image_data = any(p is not None and p.is_dir() for p in (calib, val))
+    steps: Any = None
+    if preprocess_file is not None:
+        if image_flags:
+            raise ConfigError("--preprocess replaces --size/--resize/--color/--mean/--std/--scale/--layout; give one or the other")
+        steps = preprocess_file
+    elif image_flags or image_data:
+        hw = _size(size)
+        model_hw = _image_hw(model)
+        if hw is None:
+            if model_hw is None:
+                raise ConfigError("the model's input size is not fixed; give --size HxW")
+            hw = model_hw[:2]
+        m = _floats(mean, "--mean") or (0.0,)
+        s = _floats(std, "--std") or (1.0,)
+        steps = pre.default_image_steps(
+            hw[0],
+            hw[1],
+            color=color or "rgb",
+            resize=resize or "stretch",
+            interpolation=interpolation or "bilinear",
+            mean=m,
+            std=s,
+            scale=scale if scale is not None else 1 / 255,
+            layout=layout or (model_hw[2] if model_hw else "nchw"),
+        )
+    gates = {"min_sqnr_db": min_sqnr, "max_accuracy_drop": max_accuracy_drop}
+    with _Progress(not as_json) as bar:
+        result = build_package(
+            model,
+            target=target,
+            device=device,
+            precision=precision,
+            calibration=calib,
+            validation=val,
+            preprocess=steps,
+            task=task,
+            labels=labels,
+            gates=gates,
+            output=output,
+            recipe=recipe,
+            size=_size(size),
+            allow_gate_failure=allow_gate_failure,
+            progress=bar,
+        )
+    size_bytes = _package_size(result.path)
+    if as_json:
+        _emit_json({"package": str(result.path), "size_bytes": size_bytes, "manifest": result.manifest})
+        return
+    v = result.manifest["verification"]
+    typer.echo(f"wrote {result.path} ({size_bytes / 1024:.1f} KiB)")
+    typer.echo(_verification_line(v))
+
+
+def _package_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _verification_line(v: Dict[str, Any]) -> str:
+    parts = [f"verified on {v['samples']} samples ({v['data']})"]
+    if v.get("min_sqnr_db") is not None:
+        parts.append(f"min SQNR {v['min_sqnr_db']:.1f} dB")
+    if v.get("top1_agreement") is not None:
+        parts.append(f"top-1 agreement {100 * v['top1_agreement']:.2f}%")
+    if v.get("accuracy_reference") is not None:
+        parts.append(f"accuracy fp32 {100 * v['accuracy_reference']:.2f}% → {100 * v['accuracy_candidate']:.2f}%")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------- inspect
+@app.command()
+@command
+def inspect(
+    package: Path = typer.Argument(..., help="A .edgepkg file or package directory."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Also load it with this runtime and report what it sees."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show a package's manifest, verification and compatibility report."""
+    from .package import open_package
+
+    opened = open_package(package)
+    try:
+        doc: Dict[str, Any] = {"package": str(package), "size_bytes": _package_size(package), "manifest": opened.manifest.to_json()}
+    finally:
+        opened.close()
+    if runtime is not None:
+        from .model import load
+
+        with load(package, runtime=runtime) as m:
+            doc["runtime"] = m.runner.describe()
+    if as_json:
+        _emit_json(doc)
+        return
+    m = doc["manifest"]
+    t = m["target"]
+    typer.echo(f"{m['name']}  ({doc['size_bytes'] / 1024:.1f} KiB, built {m['created']} by edgekit {m['edgekit_version']})")
+    typer.echo(f"  target     {t['name']}  device={t.get('device') or '-'}  runtime={t['runtime']}  precision={m['precision']}")
+    typer.echo(f"  verified   {', '.join(f'{k} {v}' for k, v in t.get('runtime_versions', {}).items())}")
+    for io in ("inputs", "outputs"):
+        for x in m[io]:
+            q = f" q(scale={x['quantization']['scale']:.6g}, zp={x['quantization']['zero_point']})" if x.get("quantization") else ""
+            typer.echo(f"  {io[:-1]:<10} {x['name']} {x['shape']} {x['dtype']} {x.get('layout') or ''}{q}")
+    typer.echo("  preprocess " + " → ".join(_step_text(s) for s in m["preprocess"]) if m["preprocess"] else "  preprocess none (tensor input)")
+    typer.echo(f"  postprocess {json.dumps(m['postprocess'])}")
+    if m.get("quantization"):
+        qz = m["quantization"]
+        typer.echo(f"  quantization {json.dumps({k: v for k, v in qz.items() if k != 'recipe'})[:300]}")
+    if m.get("verification"):
+        typer.echo("  " + _verification_line(m["verification"]))
+        for name, o in m["verification"].get("outputs", {}).items():
+            typer.echo(f"    {name}: max-abs {o['max_abs']:.4g}  cosine {o['cosine']:.6f}  SQNR {o['sqnr_db']:.1f} dB")
+    sup = m.get("support") or {}
+    typer.echo(f"  support    {'all nodes supported' if sup.get('ok', True) else sup}")
+    if "runtime" in doc:
+        typer.echo(f"  runtime    {json.dumps(doc['runtime'])}")
+
+
+def _step_text(step: Dict[str, Any]) -> str:
+    args = ",".join(f"{k}={v}" for k, v in step.items() if k != "op")
+    return f"{step['op']}({args})"
+
+
+# ----------------------------------------------------------------- run
+@app.command()
+@command
+def run(
+    package: Path = typer.Argument(..., help="A .edgepkg file or package directory."),
+    inputs: List[str] = typer.Argument(None, help="Images (paths) or .npy tensors to run."),
+    tensor: List[str] = typer.Option(None, "--tensor", help="NAME=FILE.npy, for models with several inputs."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write the raw outputs to an .npz file."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Run with another runtime than the manifest's."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run a package on images or tensors and print the results."""
+    import numpy as np
+
+    from .model import load
+
+    if not inputs and not tensor:
+        raise ConfigError("nothing to run: give image paths / .npy files, or --tensor NAME=FILE.npy")
+    jobs: List[Tuple[str, Any]] = []
+    if tensor:
+        feeds = {}
+        for item in tensor:
+            name, sep, file = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--tensor: expected NAME=FILE.npy, got {item!r}")
+            if not Path(file).is_file():
+                raise ConfigError(f"--tensor {name}: {file} does not exist")
+            feeds[name] = np.load(file, allow_pickle=False)
+        jobs.append(("--tensor", feeds))
+    for item in inputs or []:
+        jobs.append((item, Path(item)))
+    results, saved = [], {}
+    with load(package, runtime=runtime) as m:
+        for label, source in jobs:
+            r = m.predict(source)
+            doc = r.to_dict()
+            doc["input"] = label
+            doc["latency_ms"] = round(m.runner.last_latency_s * 1e3, 4)
+            results.append(doc)
+            for k, v in r.outputs.items():
+                saved[k if len(jobs) == 1 else f"{len(results) - 1}/{k}"] = v
+    if save is not None:
+        np.savez(save, **saved)
+    if as_json:
+        _emit_json({"package": str(package), "results": results, "saved": str(save) if save else None})
+        return
+    for doc in results:
+        typer.echo(_result_text(doc))
+    if save is not None:
+        typer.echo(f"saved raw outputs to {save}")
+
+
+def _result_text(doc: Dict[str, Any]) -> str:
+    head = f"{doc['input']}  ({doc['latency_ms']:.3f} ms)"
+    task = doc.get("task")
+    if task == "classify":
+        tops = ", ".join(f"{c.get('label') or c['index']} {c['score']:.3f}" for c in doc["top"])
+        return f"{head}: {tops}"
+    if task == "detect":
+        lines = [f"{head}: {len(doc['detections'])} detection(s)"]
+        for d in doc["detections"]:
+            box = ", ".join(f"{v:.1f}" for v in d["box"])
+            lines.append(f"  {d.get('label') or d['class_id']} {d['score']:.3f} [{box}]")
+        return "\n".join(lines)
+    if task == "segment":
+        return f"{head}: mask {doc.get('shape')} classes {doc.get('classes')}"
+    shapes = ", ".join(f"{k} {v}" for k, v in doc.get("shapes", {}).items())
+    return f"{head}: {shapes}"
+
+
+# ----------------------------------------------------------------- bench
+@app.command()
+@command
+def bench(
+    package: Path = typer.Argument(..., help="A .edgepkg file or package directory."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="Benchmark with another runtime than the manifest's."),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs first."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "-n", min=1, help="Timed runs (default 100)."),
+    duration: Optional[float] = typer.Option(None, "--duration", min=0.01, help="Run for this many seconds instead."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Runtime threads (runtime option)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Time Model.infer on the package's input shapes (median, p90, p99, throughput)."""
+    from .bench import benchmark_package
+
+    if iterations is not None and duration is not None:
+        raise ConfigError("give --iterations or --duration, not both")
+    options = {"intra_op_num_threads": threads} if threads else {}
+    with _Progress(not as_json) as bar:
+        stats = benchmark_package(
+            package, runtime=runtime, warmup=warmup, iterations=iterations, duration=duration, progress=bar, **options
+        )
+    if as_json:
+        _emit_json(stats)
+        return
+    typer.echo(
+        f"{stats['package']} on {stats['runtime']}: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms, "
+        f"p99 {stats['p99_ms']:.3f} ms, {stats['throughput_ips']:.1f} inferences/s over {stats['iterations']} runs"
+    )
+
+
+# ----------------------------------------------------------------- targets
+@app.command()
+@command
+def targets(as_json: bool = JsonOpt) -> None:
+    """List targets and device profiles, and whether each toolchain is installed here."""
+    from edgekit.runners import RUNNERS
+    from edgekit.targets import TARGETS
+    from edgekit.targets.devices import load_profiles
+
+    rows = []
+    for name in TARGETS.names():
+        try:
+            tgt = TARGETS.get(name)()
+            installed, detail = tgt.toolchain()
+            rows.append(
+                {
+                    "name": name,
+                    "runtime": tgt.runtime,
+                    "precisions": sorted(p.value for p in tgt.precisions),
+                    "installed": installed,
+                    "detail": detail,
+                    "description": tgt.description,
+                }
+            )
+        except ImportError as exc:  # a plug-in whose own import fails
+            rows.append({"name": name, "installed": False, "detail": str(exc)})
+    devices = [p.to_json() for p in load_profiles().values()]
+    doc = {"targets": rows, "devices": devices, "runners": RUNNERS.names()}
+    if as_json:
+        _emit_json(doc)
+        return
+    typer.echo("targets:")
+    for r in rows:
+        mark = "installed" if r["installed"] else "missing  "
+        typer.echo(f"  {r['name']:<12} {mark}  {','.join(r.get('precisions', [])):<16} {r.get('detail', '')}")
+    typer.echo("devices:")
+    for d in devices:
+        typer.echo(f"  {d['name']:<18} → {d['target']:<12} {d['precision']:<5} {d['description']}")
+
+
+# ----------------------------------------------------------------- quickstart
+@app.command()
+@command
+def quickstart(
+    output_dir: Path = typer.Option(Path("edgekit-quickstart"), "--output-dir", "-o", help="Where the packages go."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build the bundled Fashion-MNIST model for every installed target, verify each, print one table."""
+    from edgekit.targets.quickstart import run_quickstart
+
+    with _Progress(not as_json) as bar:
+        rows = run_quickstart(output_dir, progress=bar)
+    if as_json:
+        _emit_json({"output_dir": str(output_dir), "packages": rows})
+        return
+    header = f"{'target':<12} {'precision':<9} {'size KiB':>9} {'top-1 agr':>9} {'min SQNR':>9} {'acc fp32':>9} {'acc pkg':>8} {'latency ms':>10}  package"
+    typer.echo(header)
+    typer.echo("-" * len(header))
+    for r in rows:
+        if r.get("error"):
+            typer.echo(f"{r['target']:<12} {r['precision']:<9} failed: {r['error']}")
+            continue
+        typer.echo(
+            f"{r['target']:<12} {r['precision']:<9} {r['size_bytes'] / 1024:>9.1f} {100 * r['top1_agreement']:>8.2f}% "
+            f"{r['min_sqnr_db']:>6.1f} dB {100 * r['accuracy_reference']:>8.2f}% {100 * r['accuracy_candidate']:>7.2f}% "
+            f"{r['latency_ms']:>10.4f}  {r['package']}"
+        )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

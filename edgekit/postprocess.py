@@ -1,0 +1,851 @@
+"""Postprocessing: model outputs → typed results, one numpy implementation.
+
+Every target (onnxruntime, OpenVINO, TFLite, Core ML, QNN, TensorRT) hands its
+raw output tensors to :func:`postprocess`, so a detection from a Raspberry Pi
+and one from a Jetson come out of the same code.  Device side: numpy only,
+Python 3.9+, numpy 1.21 through 2.x.
+
+Tasks (the ``postprocess`` object of ``manifest.json``, see
+:func:`config_from_json` / :func:`config_to_json`):
+
+``classify``  ``[1, C]`` (also ``[C]``, ``[1, C, 1, 1]``) → softmax if needed,
+              top-k, labels → :class:`ClassifyResult`.
+``detect``    ``[1, 4+C, N]`` (YOLOv8) or ``[1, N, 5+C]`` (YOLOv5 / YOLOX) →
+              decode, confidence filter, greedy NMS, boxes mapped back to the
+              original image → :class:`DetectResult`.
+``segment``   ``[1, C, H, W]`` or ``[1, H, W, C]`` → per-pixel argmax →
+              :class:`SegmentResult`.
+``raw``       the output tensors untouched → :class:`RawResult`.
+
+Geometry comes from preprocessing as a duck-typed *transform* (see
+:class:`BoxTransform`); this module never imports :mod:`edgekit.preprocess`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Type,
+    Union,
+)
+
+import numpy as np
+
+from .errors import ConfigError, InputError, ManifestError
+
+__all__ = [
+    "Task",
+    "SoftmaxMode",
+    "DetectLayout",
+    "ClassifyConfig",
+    "DetectConfig",
+    "SegmentConfig",
+    "RawConfig",
+    "TaskConfig",
+    "config_from_json",
+    "config_to_json",
+    "config_for_task",
+    "BoxTransform",
+    "Classification",
+    "ClassifyResult",
+    "Detection",
+    "DetectResult",
+    "SegmentResult",
+    "RawResult",
+    "Result",
+    "postprocess",
+    "softmax",
+    "box_iou",
+    "nms",
+]
+
+
+# ---------------------------------------------------------------------------
+# Enums
+# ---------------------------------------------------------------------------
+
+
+class Task(str, Enum):
+    """What the model's outputs mean."""
+
+    CLASSIFY = "classify"
+    DETECT = "detect"
+    SEGMENT = "segment"
+    RAW = "raw"
+
+
+class SoftmaxMode(str, Enum):
+    """When :class:`ClassifyConfig` applies a softmax to the scores.
+
+    ``auto`` applies it unless the scores already are a probability
+    distribution (all >= 0 and summing to 1 within ``1e-2``; the loose
+    tolerance lets fp16 and dequantized int8 softmax outputs through, and
+    logits practically never pass it by accident).
+    """
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class DetectLayout(str, Enum):
+    """How a detector's single output tensor is laid out.
+
+    ``yolov8``  ``[1, 4+C, N]``: cx, cy, w, h, then C class scores (no objectness).
+    ``yolov5``  ``[1, N, 5+C]``: cx, cy, w, h, objectness, then C class scores;
+                score = objectness × class score.  YOLOX exports the same layout.
+    ``auto``    decide from the shape, see :func:`_resolve_layout`.
+    """
+
+    AUTO = "auto"
+    YOLOV8 = "yolov8"
+    YOLOV5 = "yolov5"
+
+
+# ---------------------------------------------------------------------------
+# Field validation, shared by the constructors (ConfigError) and by
+# config_from_json (ManifestError with the field path).
+# ---------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A field value is wrong; ``expected`` completes "expected ..."."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+def _show(value: Any) -> str:
+    """A short rendering of a bad value for an error message."""
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, str):
+        return repr(value) if len(value) < 40 else "a string"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "an object"
+    return repr(value)
+
+
+def _choices(enum: Type[Enum]) -> str:
+    return "{" + ",".join(repr(m.value) for m in enum) + "}"
+
+
+_Check = Callable[[Any], Any]
+
+
+def _enum(enum: Type[Enum]) -> _Check:
+    def check(value: Any) -> Any:
+        if isinstance(value, enum):
+            return value
+        if isinstance(value, str):
+            try:
+                return enum(value)
+            except ValueError:
+                pass
+        raise _Invalid(f"one of {_choices(enum)}")
+
+    return check
+
+
+def _int_min(minimum: int) -> _Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise _Invalid(f"an integer >= {minimum}")
+        return int(value)
+
+    return check
+
+
+def _unit_number(value: Any) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not (0.0 <= float(value) <= 1.0):  # also rejects NaN
+        raise _Invalid("a number in [0, 1]")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise _Invalid("true or false")
+    return bool(value)
+
+
+def _output_name(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _Invalid("an output name (a non-empty string) or null")
+    return value
+
+
+def _validate(cfg: Any) -> None:
+    """Check and normalize every field of a frozen config in place."""
+    for name, check in _FIELDS[type(cfg)].items():
+        value = getattr(cfg, name)
+        try:
+            normalized = check(value)
+        except _Invalid as exc:
+            raise ConfigError(f'"{name}" must be {exc.expected}, but got {_show(value)}') from None
+        object.__setattr__(cfg, name, normalized)  # frozen: normalize str → enum, int → float
+
+
+# ---------------------------------------------------------------------------
+# Task configs
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Classification: softmax if needed, then the ``top_k`` best classes.
+
+    Args:
+        top_k: how many classes to report (capped at the number of classes).
+        softmax: a :class:`SoftmaxMode` or its value ("auto", "always", "never").
+        output: the output tensor to read; None takes the first output.
+    """
+
+    task: ClassVar[Task] = Task.CLASSIFY
+    top_k: int = 5
+    softmax: Union[SoftmaxMode, str] = SoftmaxMode.AUTO
+    output: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Object detection: decode, confidence filter, greedy NMS.
+
+    Args:
+        layout: a :class:`DetectLayout` or its value ("auto", "yolov8", "yolov5").
+        conf_threshold: keep candidates whose score is strictly above this.
+        iou_threshold: suppress a box whose IoU with a better box of the same
+            class (any class if ``class_agnostic``) is strictly above this.
+        max_detections: keep at most this many, best first.
+        class_agnostic: one NMS over all classes instead of one per class.
+        output: the output tensor to read; None takes the first output.
+    """
+
+    task: ClassVar[Task] = Task.DETECT
+    layout: Union[DetectLayout, str] = DetectLayout.AUTO
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 300
+    class_agnostic: bool = False
+    output: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Semantic segmentation: per-pixel argmax over the class scores.
+
+    The output is ``[1, C, H, W]`` unless labels are given and the last
+    dimension (not the second) equals their count, which means ``[1, H, W, C]``.
+    ``C == 1`` is a binary mask (foreground where probability > 0.5, or logit > 0
+    when the values are not in [0, 1]).  An integer ``[1, H, W]`` output is taken
+    as class ids already (models that end with ArgMax).
+    """
+
+    task: ClassVar[Task] = Task.SEGMENT
+    output: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@dataclass(frozen=True)
+class RawConfig:
+    """No postprocessing: the result carries the output tensors."""
+
+    task: ClassVar[Task] = Task.RAW
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+TaskConfig = Union[ClassifyConfig, DetectConfig, SegmentConfig, RawConfig]
+
+# Field tables as data: one checker per field, used for construction and JSON.
+_FIELDS: Dict[type, Dict[str, _Check]] = {
+    ClassifyConfig: {"top_k": _int_min(1), "softmax": _enum(SoftmaxMode), "output": _output_name},
+    DetectConfig: {
+        "layout": _enum(DetectLayout),
+        "conf_threshold": _unit_number,
+        "iou_threshold": _unit_number,
+        "max_detections": _int_min(1),
+        "class_agnostic": _bool,
+        "output": _output_name,
+    },
+    SegmentConfig: {"output": _output_name},
+    RawConfig: {},
+}
+
+_CONFIGS: Dict[Task, type] = {
+    Task.CLASSIFY: ClassifyConfig,
+    Task.DETECT: DetectConfig,
+    Task.SEGMENT: SegmentConfig,
+    Task.RAW: RawConfig,
+}
+
+
+def config_for_task(task: Union[Task, str], **params: Any) -> TaskConfig:
+    """Build the config of ``task`` ("classify", ...) from keyword parameters.
+
+    Raises:
+        ConfigError: unknown task, unknown parameter or bad value.
+    """
+    try:
+        task = _enum(Task)(task)
+    except _Invalid as exc:
+        raise ConfigError(f'"task" must be {exc.expected}, but got {_show(task)}') from None
+    cls = _CONFIGS[task]
+    unknown = sorted(set(params) - set(_FIELDS[cls]))
+    if unknown:
+        known = ", ".join(_FIELDS[cls]) or "none"
+        raise ConfigError(f"unknown parameter(s) {unknown} for task {task.value!r}; known: {known}")
+    return cls(**params)
+
+
+def config_to_json(cfg: TaskConfig) -> Dict[str, Any]:
+    """The JSON object stored as ``manifest.postprocess`` (has a "task" key)."""
+    if type(cfg) not in _FIELDS:
+        raise ConfigError(f"expected a ClassifyConfig, DetectConfig, SegmentConfig or RawConfig, got {type(cfg).__name__}")
+    data: Dict[str, Any] = {"task": cfg.task.value}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        data[f.name] = value.value if isinstance(value, Enum) else value
+    return data
+
+
+def config_from_json(data: Any, where: str = "manifest.postprocess") -> TaskConfig:
+    """Parse a ``postprocess`` JSON object; the inverse of :func:`config_to_json`.
+
+    Missing fields take their defaults; unknown fields are errors (a typo such
+    as ``iou_treshold`` must not silently fall back to the default).
+
+    Raises:
+        ManifestError: naming the field path, e.g.
+            ``manifest.postprocess.iou_threshold: expected a number in [0, 1], got 2``.
+    """
+    if not isinstance(data, Mapping):
+        raise ManifestError(f"{where}: expected an object with a \"task\" field, got {_show(data)}")
+    if "task" not in data:
+        raise ManifestError(f"{where}.task: required field is missing; expected one of {_choices(Task)}")
+    try:
+        task = _enum(Task)(data["task"])
+    except _Invalid as exc:
+        raise ManifestError(f"{where}.task: expected {exc.expected}, got {_show(data['task'])}") from None
+    cls = _CONFIGS[task]
+    checks = _FIELDS[cls]
+    kwargs: Dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "task":
+            continue
+        if key not in checks:
+            known = ", ".join(["task", *checks])
+            raise ManifestError(f"{where}.{key}: unknown field for task {task.value!r}; known fields: {known}")
+        try:
+            kwargs[key] = checks[key](value)
+        except _Invalid as exc:
+            raise ManifestError(f"{where}.{key}: expected {exc.expected}, got {_show(value)}") from None
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # pragma: no cover - every field was checked above
+        raise ManifestError(f"{where}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# The geometry contract with preprocessing
+# ---------------------------------------------------------------------------
+
+
+class BoxTransform(Protocol):
+    """What preprocessing records about the geometry of one image.
+
+    ``to_original`` maps an ``(N, 4)`` float xyxy array from model-input pixels
+    to original-image pixels (clipped to the image).  A transform may also have
+    ``mask_to_original(mask: np.ndarray) -> np.ndarray`` mapping an ``(H, W)``
+    class-id mask at model resolution to the original image; without it,
+    segmentation masks stay at model resolution.
+    """
+
+    original_size: Tuple[int, int]  # (width, height)
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        ...
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+def _label(labels: Optional[Sequence[str]], index: int) -> Optional[str]:
+    if labels is not None and 0 <= index < len(labels):
+        return str(labels[index])
+    return None
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One class of a classification: index, label (if labels are known), score."""
+
+    index: int
+    label: Optional[str]
+    score: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"index": self.index, "label": self.label, "score": self.score}
+
+
+# Results hold arrays, so eq=False (array == array has no truth value) and the
+# raw outputs stay out of repr.
+@dataclass(frozen=True, eq=False)
+class ClassifyResult:
+    """The ``top_k`` classes, best first; ``.label/.index/.score`` are the top-1."""
+
+    top: List[Classification]
+    outputs: Dict[str, np.ndarray] = field(repr=False)
+
+    @property
+    def label(self) -> Optional[str]:
+        return self.top[0].label
+
+    @property
+    def index(self) -> int:
+        return self.top[0].index
+
+    @property
+    def score(self) -> float:
+        return self.top[0].score
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "task": Task.CLASSIFY.value,
+            "index": self.index,
+            "label": self.label,
+            "score": self.score,
+            "top": [c.to_dict() for c in self.top],
+        }
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One object: ``box`` is (x1, y1, x2, y2) in original-image pixels."""
+
+    box: Tuple[float, float, float, float]
+    score: float
+    class_id: int
+    label: Optional[str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"box": list(self.box), "score": self.score, "class_id": self.class_id, "label": self.label}
+
+
+@dataclass(frozen=True, eq=False)
+class DetectResult:
+    """Detections after NMS, best first."""
+
+    detections: List[Detection]
+    outputs: Dict[str, np.ndarray] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.detections)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"task": Task.DETECT.value, "detections": [d.to_dict() for d in self.detections]}
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentResult:
+    """``mask`` is an ``(H, W)`` int32 array of class ids (original image size
+    when the transform can map masks, else model resolution)."""
+
+    mask: np.ndarray
+    outputs: Dict[str, np.ndarray] = field(repr=False)
+    labels: Optional[Tuple[str, ...]] = None
+
+    def class_ids(self) -> List[int]:
+        """The class ids present in the mask, ascending."""
+        return [int(i) for i in np.unique(self.mask)]
+
+    def to_dict(self, *, include_mask: bool = True) -> Dict[str, Any]:
+        """Per-class pixel counts, plus the mask as nested lists unless
+        ``include_mask`` is False (a 640×640 mask is ~1 MB of JSON)."""
+        ids, counts = np.unique(self.mask, return_counts=True)
+        total = max(int(self.mask.size), 1)
+        classes = [
+            {"class_id": int(i), "label": _label(self.labels, int(i)), "pixels": int(n), "fraction": int(n) / total}
+            for i, n in zip(ids, counts)
+        ]
+        data: Dict[str, Any] = {"task": Task.SEGMENT.value, "shape": [int(s) for s in self.mask.shape], "classes": classes}
+        if include_mask:
+            data["mask"] = self.mask.tolist()
+        return data
+
+
+@dataclass(frozen=True, eq=False)
+class RawResult:
+    """The output tensors, untouched."""
+
+    outputs: Dict[str, np.ndarray] = field(repr=False)
+
+    def to_dict(self, *, include_data: bool = True) -> Dict[str, Any]:
+        """Name → shape, dtype and (unless ``include_data`` is False) values."""
+        out: Dict[str, Any] = {}
+        for name, value in self.outputs.items():
+            arr = np.asarray(value)
+            entry: Dict[str, Any] = {"shape": [int(s) for s in arr.shape], "dtype": str(arr.dtype)}
+            if include_data:
+                entry["data"] = arr.tolist()
+            out[name] = entry
+        return {"task": Task.RAW.value, "outputs": out}
+
+
+Result = Union[ClassifyResult, DetectResult, SegmentResult, RawResult]
+
+
+# ---------------------------------------------------------------------------
+# Numeric helpers
+# ---------------------------------------------------------------------------
+
+
+def softmax(x: Any, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax (subtracts the max; all ``-inf`` rows stay NaN-free
+    where any value is finite)."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)  # a row of -inf would otherwise give inf - inf
+    e = np.exp(x - m)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def box_iou(boxes1: Any, boxes2: Any) -> np.ndarray:
+    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes → ``(N, M)``.
+
+    Degenerate boxes (zero or negative width/height) have area 0 and IoU 0.
+    """
+    a = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = area_a[:, None] + area_b[None, :] - inter
+    # union is 0 only when both boxes are degenerate; then inter is 0 too → IoU 0
+    return inter / np.maximum(union, np.finfo(np.float64).tiny)
+
+
+def nms(
+    boxes: Any,
+    scores: Any,
+    iou_threshold: float,
+    *,
+    class_ids: Any = None,
+    max_detections: Optional[int] = None,
+) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first.
+
+    Visits boxes by descending score (ties: lower index first) and drops every
+    later box whose IoU with a kept box is strictly above ``iou_threshold``.
+    With ``class_ids`` only boxes of the same class suppress each other (a mask
+    rather than the coordinate-offset trick, so IoUs are exact at any scale).
+    Stops once ``max_detections`` boxes are kept: greedy order means these are
+    exactly the first ``max_detections`` of a full run.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if b.shape[0] != s.shape[0]:
+        raise ValueError(f"nms: {b.shape[0]} boxes but {s.shape[0]} scores")
+    cls = None if class_ids is None else np.asarray(class_ids).reshape(-1)
+    limit = b.shape[0] if max_detections is None else max_detections
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    order = np.argsort(-s, kind="stable")
+    keep: List[int] = []
+    while order.size and len(keep) < limit:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        if not rest.size:
+            break
+        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = iw * ih
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, np.finfo(np.float64).tiny)
+        suppress = iou > iou_threshold
+        if cls is not None:
+            suppress &= cls[rest] == cls[i]
+        order = rest[~suppress]
+    return np.asarray(keep, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------
+# Task implementations
+# ---------------------------------------------------------------------------
+
+# Ultralytics caps NMS input the same way: after the confidence filter, a
+# badly calibrated (e.g. broken int8) model could still pass everything, and
+# greedy NMS is quadratic.  Keeping the best 30000 changes nothing for a sane
+# model and bounds the worst case.
+_MAX_NMS_CANDIDATES = 30000
+
+_ONE_AT_A_TIME = "predict handles one image at a time: call it once per image, or use Model.infer for batched tensors"
+
+
+def _shape(arr: np.ndarray) -> str:
+    return "[" + ", ".join(str(int(d)) for d in arr.shape) + "]"
+
+
+def _check_batch(name: str, arr: np.ndarray) -> None:
+    if arr.shape[0] != 1:
+        raise InputError(f"output {name!r} has batch size {arr.shape[0]} (shape {_shape(arr)}); {_ONE_AT_A_TIME}")
+
+
+def _select_output(outputs: Mapping[str, np.ndarray], wanted: Optional[str]) -> Tuple[str, np.ndarray]:
+    if not outputs:
+        raise InputError("postprocess got no output tensors")
+    if wanted is None:
+        name = next(iter(outputs))
+    elif wanted in outputs:
+        name = wanted
+    else:
+        raise InputError(f"the model has no output {wanted!r}; its outputs are {list(outputs)}")
+    return name, np.asarray(outputs[name])
+
+
+def _is_distribution(p: np.ndarray) -> bool:
+    return bool(p.size) and bool(np.all(p >= 0)) and abs(float(np.sum(p)) - 1.0) <= 1e-2
+
+
+def _classify(cfg: ClassifyConfig, name: str, out: np.ndarray, outputs: Dict[str, np.ndarray],
+              transform: Any, labels: Optional[Sequence[str]]) -> ClassifyResult:
+    if out.ndim == 0:
+        raise InputError(f"classify: output {name!r} is a scalar; expected class scores shaped [1, C]")
+    if out.ndim >= 2:
+        _check_batch(name, out)
+        # [1, C], [1, C, 1, 1] (convnets without a final flatten) → C
+        non_unit = [d for d in out.shape[1:] if d != 1]
+        if len(non_unit) > 1:
+            raise InputError(
+                f"classify: output {name!r} has shape {_shape(out)}; expected class scores shaped [1, C] "
+                "(use task 'raw' for feature maps or embeddings)"
+            )
+    scores = out.reshape(-1).astype(np.float64)
+    if scores.size == 0:
+        raise InputError(f"classify: output {name!r} is empty (shape {_shape(out)})")
+    mode = cfg.softmax
+    if mode is SoftmaxMode.ALWAYS or (mode is SoftmaxMode.AUTO and not _is_distribution(scores)):
+        scores = softmax(scores)
+    k = min(cfg.top_k, scores.size)
+    # stable sort on -score: equal scores keep the lower class index first
+    order = np.argsort(-scores, kind="stable")[:k]
+    top = [Classification(index=int(i), label=_label(labels, int(i)), score=float(scores[i])) for i in order]
+    return ClassifyResult(top=top, outputs=outputs)
+
+
+def _resolve_layout(layout: DetectLayout, shape: Tuple[int, int], num_labels: Optional[int]) -> DetectLayout:
+    """Pick the detector layout for a ``[A, B]`` prediction (batch dim removed).
+
+    ``yolov8`` is ``[4+C, N]`` and ``yolov5`` is ``[N, 5+C]``.  For ``auto``:
+
+    * with labels (C known): the layout whose feature dimension equals 4+C
+      (yolov8, dim 1) or 5+C (yolov5, dim 2); both or neither fitting is an error.
+    * without labels: candidates far outnumber features (8400 vs 84 for a
+      640² YOLOv8), so the smaller dimension holds the features: A < B →
+      yolov8, A > B → yolov5.  Unless the larger dimension is at least twice
+      the smaller, the guess is too weak and it is an error.
+
+    A YOLOv8 export transposed to ``[1, N, 4+C]`` is indistinguishable from
+    YOLOv5 by shape alone; labels catch that (4+C fits neither), otherwise set
+    ``layout``.
+    """
+    if layout is not DetectLayout.AUTO:
+        return layout
+    a, b = shape
+    fix = 'set "layout" to "yolov8" ([1, 4+C, N]) or "yolov5" ([1, N, 5+C]; also YOLOX) in the detect config'
+    if num_labels is not None:
+        v8 = a == 4 + num_labels
+        v5 = b == 5 + num_labels
+        if v8 and not v5:
+            return DetectLayout.YOLOV8
+        if v5 and not v8:
+            return DetectLayout.YOLOV5
+        if v8 and v5:
+            raise ConfigError(f"detect: output [1, {a}, {b}] fits both yolov8 and yolov5 for {num_labels} labels; {fix}")
+        raise ConfigError(
+            f"detect: output [1, {a}, {b}] fits no known layout for {num_labels} labels "
+            f"(yolov8 needs dim 1 = {4 + num_labels}, yolov5 needs dim 2 = {5 + num_labels}); "
+            f"check the labels file, or {fix}"
+        )
+    small, large = min(a, b), max(a, b)
+    if large < 2 * small:
+        raise ConfigError(
+            f"detect: cannot tell the layout of output [1, {a}, {b}] (neither dimension clearly "
+            f"counts candidates); {fix}, or give the labels"
+        )
+    return DetectLayout.YOLOV8 if a < b else DetectLayout.YOLOV5
+
+
+def _detect(cfg: DetectConfig, name: str, out: np.ndarray, outputs: Dict[str, np.ndarray],
+            transform: Any, labels: Optional[Sequence[str]]) -> DetectResult:
+    if out.ndim != 3:
+        raise InputError(
+            f"detect: output {name!r} has shape {_shape(out)}; expected [1, 4+C, N] (yolov8) "
+            "or [1, N, 5+C] (yolov5 / YOLOX)"
+        )
+    _check_batch(name, out)
+    pred = out[0]
+    layout = _resolve_layout(cfg.layout, (int(pred.shape[0]), int(pred.shape[1])), None if labels is None else len(labels))
+    if layout is DetectLayout.YOLOV8:
+        if pred.shape[0] < 5:
+            raise InputError(f"detect: yolov8 output {name!r} {_shape(out)} needs dim 1 >= 5 (4 box values + classes)")
+        pred = pred.T  # [N, 4+C]; a view, so no copy of the 8400×84 tensor
+        xywh = pred[:, :4]
+        class_scores = pred[:, 4:]
+    else:
+        if pred.shape[1] < 6:
+            raise InputError(
+                f"detect: yolov5 output {name!r} {_shape(out)} needs dim 2 >= 6 (4 box values, objectness, classes)"
+            )
+        xywh = pred[:, :4]
+        class_scores = pred[:, 5:] * pred[:, 4:5]
+    class_ids = np.argmax(class_scores, axis=1)
+    scores = np.take_along_axis(class_scores, class_ids[:, None], axis=1)[:, 0]
+    # pre-filter before anything quadratic; NaN scores fail the comparison
+    candidates = np.nonzero(scores > cfg.conf_threshold)[0]
+    candidates = candidates[np.all(np.isfinite(xywh[candidates]), axis=1)]
+    if candidates.size > _MAX_NMS_CANDIDATES:
+        best = np.argpartition(-scores[candidates], _MAX_NMS_CANDIDATES)[:_MAX_NMS_CANDIDATES]
+        candidates = np.sort(candidates[best])
+    xywh = xywh[candidates].astype(np.float64)
+    scores = scores[candidates].astype(np.float64)
+    class_ids = class_ids[candidates]
+    boxes = np.empty_like(xywh)
+    boxes[:, 0:2] = xywh[:, 0:2] - xywh[:, 2:4] / 2
+    boxes[:, 2:4] = xywh[:, 0:2] + xywh[:, 2:4] / 2
+    keep = nms(
+        boxes,
+        scores,
+        cfg.iou_threshold,
+        class_ids=None if cfg.class_agnostic else class_ids,
+        max_detections=cfg.max_detections,
+    )
+    boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
+    if transform is not None and boxes.shape[0]:
+        mapped = np.asarray(transform.to_original(boxes), dtype=np.float64)
+        if mapped.shape != boxes.shape:  # a bug in the transform, not a user error
+            raise ValueError(f"transform.to_original returned shape {mapped.shape} for boxes shaped {boxes.shape}")
+        boxes = mapped
+    detections = [
+        Detection(
+            box=(float(bx[0]), float(bx[1]), float(bx[2]), float(bx[3])),
+            score=float(sc),
+            class_id=int(ci),
+            label=_label(labels, int(ci)),
+        )
+        for bx, sc, ci in zip(boxes, scores, class_ids)
+    ]
+    return DetectResult(detections=detections, outputs=outputs)
+
+
+def _segment(cfg: SegmentConfig, name: str, out: np.ndarray, outputs: Dict[str, np.ndarray],
+             transform: Any, labels: Optional[Sequence[str]]) -> SegmentResult:
+    expected = "expected [1, C, H, W], [1, H, W, C] or integer class ids [1, H, W]"
+    if out.ndim not in (3, 4):
+        raise InputError(f"segment: output {name!r} has shape {_shape(out)}; {expected}")
+    _check_batch(name, out)
+    if out.ndim == 3:
+        if np.issubdtype(out.dtype, np.integer):
+            mask = out[0]
+        else:  # a single score map: same as C == 1
+            mask = _binary(out[0])
+    else:
+        scores = out[0]
+        n = None if labels is None else len(labels)
+        if n is not None and scores.shape[2] == n and scores.shape[0] != n:
+            scores = np.moveaxis(scores, 2, 0)  # HWC → CHW
+        if scores.shape[0] == 1:
+            mask = _binary(scores[0])
+        else:
+            mask = np.argmax(scores, axis=0)
+    mask = mask.astype(np.int32, copy=False)
+    mapper = getattr(transform, "mask_to_original", None)
+    if mapper is not None:
+        mask = np.asarray(mapper(mask)).astype(np.int32, copy=False)
+    return SegmentResult(mask=mask, outputs=outputs, labels=None if labels is None else tuple(labels))
+
+
+def _binary(score_map: np.ndarray) -> np.ndarray:
+    """Foreground (1) / background (0) from one channel: probabilities
+    (all values in [0, 1]) split at 0.5, logits at 0."""
+    s = np.asarray(score_map, dtype=np.float64)
+    is_prob = s.size > 0 and float(np.min(s)) >= 0.0 and float(np.max(s)) <= 1.0
+    return (s > (0.5 if is_prob else 0.0)).astype(np.int32)
+
+
+def _raw(cfg: RawConfig, outputs: Dict[str, np.ndarray]) -> RawResult:
+    return RawResult(outputs=outputs)
+
+
+_TASKS: Dict[type, Callable[..., Any]] = {
+    ClassifyConfig: _classify,
+    DetectConfig: _detect,
+    SegmentConfig: _segment,
+}
+
+
+def postprocess(
+    config: TaskConfig,
+    outputs: Mapping[str, np.ndarray],
+    *,
+    transform: Optional[BoxTransform] = None,
+    labels: Optional[Sequence[str]] = None,
+) -> Result:
+    """Turn one image's output tensors into a typed result.
+
+    Args:
+        config: the task config (from the manifest via :func:`config_from_json`).
+        outputs: output name → array, in model order; the task reads
+            ``config.output`` or, when that is None, the first one.
+        transform: the preprocessing geometry (see :class:`BoxTransform`);
+            None (tensor inputs) leaves boxes and masks in model coordinates.
+        labels: class names, index → name.
+
+    Raises:
+        InputError: a batch larger than 1, a missing output, or a shape the task
+            cannot read.
+        ConfigError: ``config`` is not a task config, or the detect layout is ambiguous.
+    """
+    if type(config) not in _FIELDS:
+        raise ConfigError(
+            "postprocess needs a ClassifyConfig, DetectConfig, SegmentConfig or RawConfig, "
+            f"got {type(config).__name__} (use config_from_json for a JSON object)"
+        )
+    outs = dict(outputs)
+    if isinstance(config, RawConfig):
+        return _raw(config, outs)
+    name, out = _select_output(outs, config.output)
+    return _TASKS[type(config)](config, name, out, outs, transform, labels)

@@ -1,0 +1,1 @@
+"""Build side: calibration feeds, quantization recipes, parity and accuracy evaluation."""

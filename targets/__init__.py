@@ -1,0 +1,17 @@
+"""Build side: one compiler per target, device profiles and the build pipeline.
+
+Import direction is one way: ``edgekit`` (device side) ← ``quantize`` ← ``targets``.
+"""
+from __future__ import annotations
+
+from edgekit.registry import Registry
+
+from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
+
+TARGETS: "Registry[type]" = Registry(
+    "target",
+    "edgekit.targets",
+    builtins={"onnxruntime": "edgekit.targets.onnxruntime:OnnxRuntimeTarget"},
+)
+
+__all__ = ["TARGETS", "Artifact", "BuildSpec", "Precision", "SupportReport", "Target", "UnsupportedNode"]

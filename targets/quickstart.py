@@ -1,0 +1,90 @@
+"""``edgekit quickstart``: the bundled Fashion-MNIST CNN through every installed target."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from edgekit.errors import EdgekitError
+
+from . import TARGETS
+from .pipeline import build_package
+
+
+
+def bundled_model_dir() -> Path:
+    """The folder holding the bundled model, labels and images (inside the installed edgekit)."""
+    import edgekit
+
+    return Path(edgekit.__file__).resolve().parent / "data"
+
+
+def bundled_model() -> Dict[str, Any]:
+    root = bundled_model_dir()
+    meta = json.loads((root / "fashion_mnist_model.json").read_text(encoding="utf-8"))
+    return {
+        "model": root / "fashion_mnist_cnn.onnx",
+        "labels": root / "fashion_mnist_labels.txt",
+        "calibration": root / "fashion_mnist" / "calib",
+        "validation": root / "fashion_mnist" / "val",
+        "preprocess": meta["preprocess"],
+        "meta": meta,
+    }
+
+
+def run_quickstart(
+    output_dir: Path,
+    *,
+    targets: Optional[List[str]] = None,
+    latency_iterations: int = 200,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> List[Dict[str, Any]]:
+    """Build, verify and time one package per installed target × precision."""
+    from edgekit.bench import benchmark_model
+    from edgekit.model import load
+
+    b = bundled_model()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows: List[Dict[str, Any]] = []
+    for name in targets or TARGETS.names():
+        tgt = TARGETS.get(name)()
+        installed, _detail = tgt.toolchain()
+        if not installed:
+            continue
+        for precision in sorted(p.value for p in tgt.precisions):
+            out = output_dir / f"fashion_mnist-{name}-{precision}.edgepkg"
+            row: Dict[str, Any] = {"target": name, "precision": precision, "package": str(out)}
+            try:
+                result = build_package(
+                    b["model"],
+                    target=name,
+                    precision=precision,
+                    calibration=b["calibration"],
+                    validation=b["validation"],
+                    preprocess=b["preprocess"],
+                    task="classify",
+                    labels=b["labels"],
+                    output=out,
+                    name="fashion_mnist_cnn",
+                    progress=progress,
+                )
+            except EdgekitError as exc:
+                row["error"] = " ".join(str(exc).split())
+                rows.append(row)
+                continue
+            v = result.manifest["verification"]
+            with load(result.path) as m:
+                stats = benchmark_model(m, warmup=20, iterations=latency_iterations)
+            row.update(
+                size_bytes=result.path.stat().st_size,
+                top1_agreement=v.get("top1_agreement"),
+                min_sqnr_db=v.get("min_sqnr_db"),
+                accuracy_reference=v.get("accuracy_reference"),
+                accuracy_candidate=v.get("accuracy_candidate"),
+                samples=v.get("samples"),
+                latency_ms=stats["median_ms"],
+                runtime=result.manifest["target"]["runtime"],
+            )
+            rows.append(row)
+    return rows
