@@ -345,6 +345,7 @@ def run(
     import numpy as np
 
     from .model import load
+    from .postprocess import RawResult, SegmentResult
 
     if not inputs and not tensor:
         raise ConfigError("nothing to run: give image paths / .npy files, or --tensor NAME=FILE.npy")
@@ -365,7 +366,13 @@ def run(
     with load(package, runtime=runtime) as m:
         for label, source in jobs:
             r = m.predict(source)
-            doc = r.to_dict()
+            # masks and raw tensors go to --save, not into the printed document
+            if isinstance(r, SegmentResult):
+                doc = r.to_dict(include_mask=False)
+            elif isinstance(r, RawResult):
+                doc = r.to_dict(include_data=False)
+            else:
+                doc = r.to_dict()
             doc["input"] = label
             doc["latency_ms"] = round(m.runner.last_latency_s * 1e3, 4)
             results.append(doc)
@@ -395,8 +402,9 @@ def _result_text(doc: Dict[str, Any]) -> str:
             lines.append(f"  {d.get('label') or d['class_id']} {d['score']:.3f} [{box}]")
         return "\n".join(lines)
     if task == "segment":
-        return f"{head}: mask {doc.get('shape')} classes {doc.get('classes')}"
-    shapes = ", ".join(f"{k} {v}" for k, v in doc.get("shapes", {}).items())
+        classes = ", ".join(f"{c.get('label') or c['class_id']} {100 * c['fraction']:.1f}%" for c in doc["classes"])
+        return f"{head}: mask {doc['shape']}: {classes}"
+    shapes = ", ".join(f"{k} {v['shape']} {v['dtype']}" for k, v in doc.get("outputs", {}).items())
     return f"{head}: {shapes}"
 
 

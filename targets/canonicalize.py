@@ -1,0 +1,476 @@
+"""Shared ONNX canonicalization: every target builds from the same fixed-shape,
+folded fp32 graph.
+
+``load_onnx`` reads a model and turns every way that can fail into one
+:class:`ModelError` naming the file and the fix.  Models below opset 13 are
+*converted* with ``onnx.version_converter`` (and the conversion is recorded
+in ``CanonicalModel.notes``) rather than refused: the converter handles the
+common old exports (opset 9–12 CNNs) and refusing would only push the user to
+run the same converter by hand.  A conversion that fails is a ModelError
+with the manual fix.
+
+``canonicalize`` then
+
+1. fixes dynamic dims: the batch dim becomes 1, ``input_shapes`` win over
+   everything, ``size=(H, W)`` fills the spatial dims of 4-D image inputs
+   (NCHW vs NHWC guessed from where the 1- or 3-channel dim is); what stays
+   symbolic is listed in ``dynamic_dims`` so ``check`` can refuse it with the fix;
+2. runs ONNX shape inference, then onnxruntime's BASIC graph optimizations
+   (constant folding, Identity/Dropout elimination, Conv+BatchNorm/Add/Mul
+   folding — all of which leave standard ONNX ops) via
+   ``optimized_model_filepath``, and reloads the result.  When onnxruntime
+   cannot load the model because an op has no kernel (custom domains, ops ORT
+   lacks) folding is skipped with a note, so that ``Target.check`` can list
+   those nodes by name; any other load failure is a ModelError;
+3. describes inputs/outputs as :class:`TensorSpec` (dims that stay unknown
+   are ``-1``; the pipeline refuses dynamic *inputs*, while outputs may stay
+   data-dependent, e.g. after NonZero).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edgekit.errors import ConfigError, ModelError
+from edgekit.manifest import DTYPES, TensorSpec
+
+MIN_OPSET = 13
+#: protobuf's hard limit; bigger models must keep weights in external data files
+_PROTO_LIMIT = 2**31 - 1
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+ModelSource = Union[str, os.PathLike, bytes, bytearray, "onnx.ModelProto"]  # noqa: F821
+
+
+def _onnx() -> Any:
+    import onnx  # build side only; imported lazily so `import edgekit.targets` stays cheap
+
+    return onnx
+
+
+@dataclass
+class CanonicalModel:
+    """The fixed-shape, folded fp32 model every target starts from."""
+
+    model: Any  # onnx.ModelProto
+    inputs: Tuple[TensorSpec, ...]
+    outputs: Tuple[TensorSpec, ...]
+    opset: int
+    notes: Tuple[str, ...] = ()
+    dynamic_dims: Tuple[str, ...] = ()
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write the model (external data next to it when above the 2 GB protobuf limit)."""
+        return save_onnx(self.model, path)
+
+
+def save_onnx(model: Any, path: Union[str, os.PathLike]) -> Path:
+    onnx = _onnx()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if model.ByteSize() > _PROTO_LIMIT - (64 << 20):
+        onnx.save_model(model, str(p), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=p.name + ".data")
+    else:
+        onnx.save_model(model, str(p))
+    return p
+
+
+def opset_of(model: Any) -> int:
+    for imp in model.opset_import:
+        if imp.domain in _DEFAULT_DOMAINS:
+            return int(imp.version)
+    return 0
+
+
+def onnx_sha256(source: Union[str, os.PathLike, bytes, bytearray, Any]) -> str:
+    """sha256 of the model file's bytes (as ``sha256sum model.onnx``; external data not included).
+
+    A ModelProto is hashed in its deterministic serialization.
+    """
+    h = hashlib.sha256()
+    if isinstance(source, (bytes, bytearray)):
+        h.update(source)
+    elif isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        try:
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except FileNotFoundError:
+            raise ModelError(f"model file {p} does not exist; check the path") from None
+    elif hasattr(source, "SerializeToString"):
+        h.update(source.SerializeToString(deterministic=True))
+    else:
+        raise ConfigError(f"cannot hash a {type(source).__name__}; give a path, bytes or an onnx.ModelProto")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------
+
+def load_onnx(source: ModelSource) -> Any:
+    """Read an ONNX model (path, bytes or ModelProto) and check it.
+
+    External data is loaded from next to the file.  Opset < 13 is converted to
+    13 (see the module docstring); the conversion is recorded in the model's
+    metadata (``edgekit.converted_from_opset``) and surfaced by
+    :func:`canonicalize` as a note.
+    """
+    onnx = _onnx()
+    from google.protobuf.message import DecodeError
+
+    what: str
+    if isinstance(source, onnx.ModelProto):
+        model, what = source, "the given ModelProto"
+    elif isinstance(source, (bytes, bytearray)):
+        what = "the given model bytes"
+        try:
+            model = onnx.load_from_string(bytes(source))
+        except (DecodeError, RuntimeError, ValueError) as err:
+            raise ModelError(
+                f"{what} are not a valid ONNX model ({err}); the file may be truncated — re-export the model"
+            ) from None
+    elif isinstance(source, (str, os.PathLike)):
+        p = Path(source).expanduser()
+        what = str(p)
+        if not p.exists():
+            raise ModelError(f"model file {p} does not exist; check the path")
+        if p.is_dir():
+            raise ModelError(f"{p} is a folder; give the path of the .onnx file")
+        try:
+            model = onnx.load(str(p), load_external_data=True)
+        except (DecodeError, RuntimeError, ValueError) as err:
+            raise ModelError(
+                f"{p} is not a valid ONNX model ({err}); it may be truncated or not ONNX — re-export the model"
+            ) from None
+        except FileNotFoundError as err:
+            missing = err.filename or str(err)
+            raise ModelError(
+                f"{p}: external weight file {missing} is missing; keep the .onnx file and its data file(s) "
+                "in the same folder"
+            ) from None
+        except OSError as err:
+            raise ModelError(f"cannot read {p}: {err}") from None
+    else:
+        raise ConfigError(f"cannot load a model from a {type(source).__name__}; give a path, bytes or onnx.ModelProto")
+
+    if not model.HasField("graph") or not model.graph.output:
+        raise ModelError(f"{what} has no graph or no outputs; it may be truncated — re-export the model")
+    try:
+        if model.ByteSize() < _PROTO_LIMIT:
+            onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
+        raise ModelError(f"{what} fails the ONNX checker: {first}; re-export the model") from None
+
+    opset = opset_of(model)
+    if opset == 0:
+        raise ModelError(f"{what} imports no default-domain ONNX opset; re-export it as a standard ONNX model")
+    if opset < MIN_OPSET:
+        try:
+            converted = onnx.version_converter.convert_version(model, MIN_OPSET)
+        except Exception as err:  # the converter raises bare RuntimeErrors / C++ exceptions
+            raise ModelError(
+                f"{what} uses opset {opset} and could not be converted to opset {MIN_OPSET} ({err}); "
+                f"re-export it with opset >= {MIN_OPSET} (torch.onnx.export(..., opset_version=17))"
+            ) from None
+        entry = converted.metadata_props.add()
+        entry.key, entry.value = "edgekit.converted_from_opset", str(opset)
+        model = converted
+    return model
+
+
+# ---------------------------------------------------------------------------
+# canonicalize
+# ---------------------------------------------------------------------------
+
+def _real_inputs(graph: Any) -> List[Any]:
+    inits = {t.name for t in graph.initializer}
+    return [vi for vi in graph.input if vi.name not in inits]
+
+
+def _dims(vi: Any) -> List[Union[int, str, None]]:
+    """Static dims as ints, symbolic ones as their name (or None when unnamed)."""
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return []
+    out: List[Union[int, str, None]] = []
+    for d in t.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            out.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            out.append(d.dim_param)
+        else:
+            out.append(None)
+    return out
+
+
+def guess_layout(shape: Sequence[Any]) -> Optional[str]:
+    """'nchw' / 'nhwc' for a 4-D image-like shape, by where the 1- or 3-channel dim is."""
+    if len(shape) != 4:
+        return None
+    c1, c3 = shape[1], shape[3]
+    # channel-first wins a tie ([1, 3, 224, 3] is odd either way; PyTorch exports NCHW)
+    if isinstance(c1, int) and c1 in (1, 3, 4):
+        return "nchw"
+    if isinstance(c3, int) and c3 in (1, 3, 4):
+        return "nhwc"
+    return None
+
+
+def _fix_input_dims(
+    model: Any,
+    input_shapes: Optional[Mapping[str, Sequence[int]]],
+    size: Optional[Tuple[int, int]],
+    notes: List[str],
+) -> Tuple[List[str], Dict[str, Optional[str]]]:
+    graph = model.graph
+    inputs = _real_inputs(graph)
+    names = [vi.name for vi in inputs]
+    shapes = dict(input_shapes or {})
+    for name in shapes:
+        if name not in names:
+            raise ConfigError(f"input_shapes names {name!r}, but the model inputs are {names}")
+    if size is not None:
+        if (
+            len(size) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in size)
+        ):
+            raise ConfigError(f'"size" must be (height, width) positive integers, but got {size!r}')
+    dynamic: List[str] = []
+    layouts: Dict[str, Optional[str]] = {}
+    for vi in inputs:
+        dims = _dims(vi)
+        tt = vi.type.tensor_type
+        if vi.name in shapes:
+            want = [int(v) for v in shapes[vi.name]]
+            if any(v <= 0 for v in want):
+                raise ConfigError(f"input_shapes[{vi.name!r}] must be positive integers, but got {list(shapes[vi.name])}")
+            if dims and len(dims) != len(want):
+                raise ConfigError(
+                    f"input_shapes[{vi.name!r}] has rank {len(want)} but the model input has rank {len(dims)} "
+                    f"({dims}); give {len(dims)} dims"
+                )
+            for i, (have, new) in enumerate(zip(dims, want)):
+                if isinstance(have, int) and have != new:
+                    notes.append(f"input {vi.name!r} dim {i}: overriding the model's static {have} with {new}")
+            new_dims: List[Union[int, str, None]] = list(want)
+        else:
+            new_dims = list(dims)
+            if new_dims and not isinstance(new_dims[0], int):
+                notes.append(f"input {vi.name!r}: dynamic batch dim {new_dims[0]!r} fixed to 1")
+                new_dims[0] = 1
+            layout = guess_layout(new_dims)
+            if size is not None and len(new_dims) == 4:
+                if layout is None:
+                    layout = "nchw"  # both channel candidates symbolic: PyTorch exports are channel-first
+                    notes.append(f"input {vi.name!r}: layout not evident from {dims}; assuming NCHW for --size")
+                hw = (2, 3) if layout == "nchw" else (1, 2)
+                for axis, value in zip(hw, size):
+                    have = new_dims[axis]
+                    if isinstance(have, int):
+                        if have != int(value):
+                            raise ConfigError(
+                                f"input {vi.name!r} is fixed at {new_dims[hw[0]]}x{new_dims[hw[1]]} (HxW) but "
+                                f"size asks for {size[0]}x{size[1]}; drop --size or re-export with dynamic H/W"
+                            )
+                    else:
+                        new_dims[axis] = int(value)
+        layouts[vi.name] = guess_layout(new_dims)
+        if not tt.HasField("shape"):
+            if vi.name not in shapes:
+                dynamic.append(f"{vi.name}: unknown rank")
+                continue
+        tt.shape.ClearField("dim")
+        for i, d in enumerate(new_dims):
+            dim = tt.shape.dim.add()
+            if isinstance(d, int):
+                dim.dim_value = d
+            else:
+                if d:
+                    dim.dim_param = d
+                dynamic.append(f"{vi.name}[{i}]" + (f" ({d!r})" if d else ""))
+    return dynamic, layouts
+
+
+def _dtype_name(elem_type: int, what: str) -> str:
+    onnx = _onnx()
+    try:
+        name = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except Exception:
+        name = onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type else "undefined"
+    if name not in DTYPES:
+        raise ModelError(
+            f"{what} has element type {name}, which edgekit packages cannot carry "
+            f"(supported: {', '.join(DTYPES)}); re-export the model with float32 inputs/outputs"
+        )
+    return name
+
+
+def _spec(vi: Any, what: str, layout: Optional[str]) -> TensorSpec:
+    dims = _dims(vi)
+    shape = tuple(d if isinstance(d, int) else -1 for d in dims)
+    return TensorSpec(name=vi.name, shape=shape, dtype=_dtype_name(vi.type.tensor_type.elem_type, what), layout=layout)
+
+
+_UNLOADABLE_OP_MARKERS = (
+    "is not a registered function/op",
+    "No Op registered for",
+    "Could not find an implementation for",
+    "not_implemented",
+    "NOT_IMPLEMENTED",
+)
+
+
+def _ort_basic_optimize(model: Any, workdir: Path, notes: List[str]) -> Any:
+    """Constant folding + BN/Add/Mul folding with onnxruntime's BASIC level; returns the reloaded model."""
+    onnx = _onnx()
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        notes.append("constant/BatchNorm folding skipped: onnxruntime is not installed (pip install 'edgekit[build]')")
+        return model
+    src = workdir / "input.onnx"
+    dst = workdir / "basic.onnx"
+    large = model.ByteSize() > _PROTO_LIMIT - (64 << 20)
+    save_onnx(model, src)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(dst)
+    so.log_severity_level = 3
+    if large:
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "basic.onnx.data")
+        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    try:
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        msg = str(err)
+        if any(m in msg for m in _UNLOADABLE_OP_MARKERS):
+            short = msg.split(":", 3)[-1].strip() if msg.count(":") >= 3 else msg
+            notes.append(f"constant/BatchNorm folding skipped: onnxruntime cannot load the model ({short})")
+            return model
+        raise ModelError(
+            f"onnxruntime cannot load the model: {msg.strip().splitlines()[0]}; "
+            "fix the export (check it with onnx.checker.check_model(model, full_check=True)) and re-export"
+        ) from None
+    optimized = onnx.load(str(dst), load_external_data=True)
+    # ORT records its own producer; keep the exporter's metadata for provenance
+    optimized.producer_name, optimized.producer_version = model.producer_name, model.producer_version
+    del optimized.metadata_props[:]
+    optimized.metadata_props.extend(model.metadata_props)
+    return optimized
+
+
+def _name_nodes(graph: Any) -> int:
+    """Give every unnamed top-level node a unique name; returns how many were named."""
+    taken = {n.name for n in graph.node if n.name}
+    count = 0
+    for i, n in enumerate(graph.node):
+        if n.name:
+            continue
+        name, k = f"{n.op_type}_{i}", 0
+        while name in taken:
+            k += 1
+            name = f"{n.op_type}_{i}_{k}"
+        n.name = name
+        taken.add(name)
+        count += 1
+    return count
+
+
+def _unfolded_batchnorms(model: Any) -> List[str]:
+    producer = {o: n for n in model.graph.node for o in n.output}
+    left = []
+    for n in model.graph.node:
+        if n.op_type == "BatchNormalization" and n.input and n.input[0] in producer:
+            p = producer[n.input[0]]
+            if p.op_type in ("Conv", "ConvTranspose"):
+                left.append(f"{n.name or n.output[0]} after {p.op_type} {p.name or p.output[0]}")
+    return left
+
+
+def canonicalize(
+    model: ModelSource,
+    input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    size: Optional[Tuple[int, int]] = None,
+    *,
+    optimize: bool = True,
+) -> CanonicalModel:
+    """Fix shapes, fold constants and BatchNorm, and describe the IO (see the module docstring).
+
+    ``model`` may be a path, bytes or ModelProto (never modified in place).
+    ``optimize=False`` skips the onnxruntime pass (shape inference still runs).
+    """
+    onnx = _onnx()
+    notes: List[str] = []
+    proto = load_onnx(model)
+    proto = copy.deepcopy(proto)
+    for prop in proto.metadata_props:
+        if prop.key == "edgekit.converted_from_opset":
+            notes.append(f"converted from opset {prop.value} to {MIN_OPSET} with onnx.version_converter")
+
+    in_names = [vi.name for vi in _real_inputs(proto.graph)]
+    out_names = [vo.name for vo in proto.graph.output]
+    dynamic, layouts = _fix_input_dims(proto, input_shapes, size, notes)
+
+    # Stale intermediate/output shapes (symbolic batch) would fight the fixed
+    # input dims during inference; drop them and let inference re-derive.
+    del proto.graph.value_info[:]
+    for vo in proto.graph.output:
+        vo.type.tensor_type.ClearField("shape")
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-canon-") as tmp:
+        if optimize:
+            proto = _ort_basic_optimize(proto, Path(tmp), notes)
+        proto = _infer_shapes(proto, Path(tmp), notes)
+
+    if [vi.name for vi in _real_inputs(proto.graph)] != in_names or [vo.name for vo in proto.graph.output] != out_names:
+        raise ModelError(  # would be an edgekit bug: ORT keeps graph IO names
+            f"canonicalization changed the model's input/output names ({in_names} → "
+            f"{[vi.name for vi in _real_inputs(proto.graph)]}); report this as a bug"
+        )
+    unnamed = _name_nodes(proto.graph)
+    if unnamed:
+        notes.append(f"named {unnamed} unnamed node(s) '<op_type>_<index>' so recipes and reports can refer to them")
+    for left in _unfolded_batchnorms(proto):
+        notes.append(f"BatchNormalization {left} was not folded (its Conv output has other consumers)")
+
+    inputs = tuple(_spec(vi, f"input {vi.name!r}", layouts.get(vi.name)) for vi in _real_inputs(proto.graph))
+    outputs = tuple(_spec(vo, f"output {vo.name!r}", None) for vo in proto.graph.output)
+    for spec in outputs:
+        if any(d < 0 for d in spec.shape) or not spec.shape:
+            if not spec.shape:
+                notes.append(f"output {spec.name!r}: shape unknown after inference")
+            else:
+                notes.append(f"output {spec.name!r}: data-dependent dims {list(spec.shape)} (-1 = unknown)")
+    return CanonicalModel(
+        model=proto,
+        inputs=inputs,
+        outputs=outputs,
+        opset=opset_of(proto),
+        notes=tuple(notes),
+        dynamic_dims=tuple(dynamic),
+    )
+
+
+def _infer_shapes(model: Any, workdir: Path, notes: List[str]) -> Any:
+    onnx = _onnx()
+    try:
+        if model.ByteSize() > _PROTO_LIMIT - (64 << 20):
+            src, dst = workdir / "infer_in.onnx", workdir / "infer_out.onnx"
+            save_onnx(model, src)
+            onnx.shape_inference.infer_shapes_path(str(src), str(dst), strict_mode=False, data_prop=True)
+            return onnx.load(str(dst), load_external_data=True)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as err:  # inference is best effort; ORT is the judge of validity
+        notes.append(f"ONNX shape inference failed ({str(err).splitlines()[0] if str(err) else err}); shapes left as exported")
+        return model
