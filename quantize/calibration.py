@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,8 +41,9 @@ Feed = Dict[str, np.ndarray]
 class CalibrationSet:
     """Feeds (batch dim 1, already in the model's input dtype) and optional labels.
 
-    ``classes`` are the class folder names, in label order, when the labels
-    came from class subfolders.
+    ``classes``: when the labels came from class subfolders, the class names in
+    label order (``class_names`` if given, else the folder names; with
+    ``<index>_name`` folders, ``classes[i]`` is the folder of label ``i``).
     """
 
     feeds: List[Feed]
@@ -367,7 +368,10 @@ def _load_images(
         if class_names is None and all(_INDEX_PREFIX.match(f) for f in folders):
             # "0_tshirt", "1_trouser", ..., "10_x": the number is the label, not the sort order
             folder_index = {f: int(_INDEX_PREFIX.match(f).group(1)) for f in folders}  # type: ignore[union-attr]
-            classes = [f for f, _ in sorted(folder_index.items(), key=lambda kv: kv[1])]
+            # classes[i] is the folder of label i ("" where no folder has that index)
+            classes = [""] * (max(folder_index.values()) + 1)
+            for f, i in folder_index.items():
+                classes[i] = f
         else:
             folder_index = {f: _class_index(f, class_names, folders, root) for f in folders}
             classes = list(class_names) if class_names is not None else folders

@@ -17,7 +17,7 @@ accuracy of both models is reported; ``accuracy_drop_points`` is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np

@@ -32,7 +32,7 @@ import copy
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -151,6 +151,11 @@ def load_onnx(source: ModelSource) -> Any:
         except (DecodeError, RuntimeError, ValueError) as err:
             raise ModelError(
                 f"{p} is not a valid ONNX model ({err}); it may be truncated or not ONNX — re-export the model"
+            ) from None
+        except onnx.checker.ValidationError as err:  # raised for an external data file that is missing
+            raise ModelError(
+                f"{p}: its external weights cannot be read ({str(err).strip().splitlines()[0]}); keep the .onnx "
+                "file and its data file(s) in the same folder"
             ) from None
         except FileNotFoundError as err:
             missing = err.filename or str(err)
@@ -367,7 +372,24 @@ def _ort_basic_optimize(model: Any, workdir: Path, notes: List[str]) -> Any:
     optimized.producer_name, optimized.producer_version = model.producer_name, model.producer_version
     del optimized.metadata_props[:]
     optimized.metadata_props.extend(model.metadata_props)
+    # ORT's writer imports every domain it knows (ai.onnx.ml, training, ...); keep the ones in use
+    used = _used_domains(optimized.graph) | {d.domain for d in model.opset_import}
+    keep = [imp for imp in optimized.opset_import if imp.domain in used or imp.domain in _DEFAULT_DOMAINS]
+    del optimized.opset_import[:]
+    optimized.opset_import.extend(keep)
     return optimized
+
+
+def _used_domains(graph: Any) -> set:
+    out = set()
+    for node in graph.node:
+        out.add(node.domain or "")
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                out |= _used_domains(attr.g)
+            for sub in attr.graphs:
+                out |= _used_domains(sub)
+    return out
 
 
 def _name_nodes(graph: Any) -> int:

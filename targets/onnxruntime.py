@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from edgekit.errors import CalibrationError, ConfigError, ModelError
+from edgekit.errors import CalibrationError, ModelError
 from edgekit.manifest import TensorSpec
 
 from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
