@@ -272,8 +272,13 @@ def _verification_line(v: Dict[str, Any]) -> str:
         parts.append(f"min SQNR {v['min_sqnr_db']:.1f} dB")
     if v.get("top1_agreement") is not None:
         parts.append(f"top-1 agreement {100 * v['top1_agreement']:.2f}%")
-    if v.get("accuracy_reference") is not None:
-        parts.append(f"accuracy fp32 {100 * v['accuracy_reference']:.2f}% → {100 * v['accuracy_candidate']:.2f}%")
+    if v.get("reference_accuracy") is not None:
+        parts.append(
+            f"accuracy fp32 {100 * v['reference_accuracy']:.2f}% → {100 * v['candidate_accuracy']:.2f}% "
+            f"({v['accuracy_drop_points']:+.2f} points drop)"
+        )
+    if v.get("note"):
+        parts.append(v["note"])
     return "; ".join(parts)
 
 
@@ -317,8 +322,8 @@ def inspect(
         typer.echo(f"  quantization {json.dumps({k: v for k, v in qz.items() if k != 'recipe'})[:300]}")
     if m.get("verification"):
         typer.echo("  " + _verification_line(m["verification"]))
-        for name, o in m["verification"].get("outputs", {}).items():
-            typer.echo(f"    {name}: max-abs {o['max_abs']:.4g}  cosine {o['cosine']:.6f}  SQNR {o['sqnr_db']:.1f} dB")
+        for o in m["verification"].get("outputs", []):
+            typer.echo(f"    {o['name']}: max-abs {o['max_abs']:.4g}  cosine {o['cosine']:.6f}  SQNR {o['sqnr_db']:.1f} dB")
     sup = m.get("support") or {}
     typer.echo(f"  support    {'all nodes supported' if sup.get('ok', True) else sup}")
     if "runtime" in doc:
@@ -502,10 +507,14 @@ def quickstart(
             typer.echo(f"{r['target']:<12} {r['precision']:<9} failed: {r['error']}")
             continue
         typer.echo(
-            f"{r['target']:<12} {r['precision']:<9} {r['size_bytes'] / 1024:>9.1f} {100 * r['top1_agreement']:>8.2f}% "
-            f"{r['min_sqnr_db']:>6.1f} dB {100 * r['accuracy_reference']:>8.2f}% {100 * r['accuracy_candidate']:>7.2f}% "
+            f"{r['target']:<12} {r['precision']:<9} {r['size_bytes'] / 1024:>9.1f} {_pct(r['top1_agreement']):>9} "
+            f"{r['min_sqnr_db']:>6.1f} dB {_pct(r['reference_accuracy']):>9} {_pct(r['candidate_accuracy']):>8} "
             f"{r['latency_ms']:>10.4f}  {r['package']}"
         )
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def main() -> None:

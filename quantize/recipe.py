@@ -98,7 +98,9 @@ class OpConfig:
     default: every CPU kernel and OpenVINO accept it).  ``weight_dtype``: int8
     (symmetric) or uint8.  ``per_channel``: one weight scale per output
     channel.  ``symmetric_activations``: zero-point fixed at 0 / the midpoint.
-    ``skip``: keep this op in float.
+    ``skip``: keep this op in float.  ``reduce_range``: 7-bit weights, for
+    x86 CPUs without VNNI whose u8×s8 int8 kernels saturate 16-bit pair sums;
+    None lets the target decide from the device (True for x86, False for Arm).
     """
 
     activation_dtype: QuantDtype = QuantDtype.UINT8
@@ -106,6 +108,7 @@ class OpConfig:
     per_channel: bool = True
     symmetric_activations: bool = False
     skip: bool = False
+    reduce_range: Optional[bool] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -115,6 +118,8 @@ class OpConfig:
         _bool(self.per_channel, "per_channel")
         _bool(self.symmetric_activations, "symmetric_activations")
         _bool(self.skip, "skip")
+        if self.reduce_range is not None:
+            _bool(self.reduce_range, "reduce_range")
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -123,6 +128,7 @@ class OpConfig:
             "per_channel": self.per_channel,
             "symmetric_activations": self.symmetric_activations,
             "skip": self.skip,
+            "reduce_range": self.reduce_range,
         }
 
     @classmethod

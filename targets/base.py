@@ -107,7 +107,10 @@ class Artifact:
     ``files`` are paths relative to the workdir; the pipeline copies them under
     ``model/`` in the package.  ``inputs``/``outputs`` default to the source
     model's when None.  ``details`` lands in ``manifest.target.details`` and
-    ``quantization`` in ``manifest.quantization``.
+    ``quantization`` in ``manifest.quantization``.  ``verify_options`` are
+    runner options the pipeline uses only while verifying on the build host
+    (with ``verify_note`` saying why), e.g. to emulate a device's exact integer
+    arithmetic where the host's kernels differ.
     """
 
     files: List[str]
@@ -118,6 +121,8 @@ class Artifact:
     outputs: Optional[Sequence[TensorSpec]] = None
     details: Dict[str, Any] = field(default_factory=dict)
     quantization: Optional[Dict[str, Any]] = None
+    verify_options: Dict[str, Any] = field(default_factory=dict)
+    verify_note: str = ""
 
 
 class Target(ABC):

@@ -335,7 +335,7 @@ def build_package(
         from edgekit.model import load as _load
 
         candidate, times = [], []
-        with _load(staged, runtime=runtime) as m:
+        with _load(staged, runtime=runtime, **artifact.verify_options) as m:
             runtime_versions.update({k: v for k, v in m.runner.describe().items() if k not in ("runner", "providers")})
             for i, feed in enumerate(feeds):
                 out = m.infer(_adapt_feed(feed, m.runner))
@@ -348,6 +348,8 @@ def build_package(
             "data": verify_source,
             "reference": "fp32 source model on onnxruntime (CPUExecutionProvider)",
             "runtime": runtime,
+            "runtime_options": dict(artifact.verify_options),
+            "note": artifact.verify_note or None,
             **parity.to_json(),
             "latency_ms": {
                 "artifact_median": round(float(np.median(times)) * 1e3, 4) if times else None,

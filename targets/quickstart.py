@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional
 from edgekit.errors import EdgekitError
 
 from . import TARGETS
+from .base import Precision
 from .pipeline import build_package
 
 
@@ -52,7 +53,7 @@ def run_quickstart(
         installed, _detail = tgt.toolchain()
         if not installed:
             continue
-        for precision in sorted(p.value for p in tgt.precisions):
+        for precision in [p.value for p in Precision if p in tgt.precisions]:
             out = output_dir / f"fashion_mnist-{name}-{precision}.edgepkg"
             row: Dict[str, Any] = {"target": name, "precision": precision, "package": str(out)}
             try:
@@ -80,8 +81,8 @@ def run_quickstart(
                 size_bytes=result.path.stat().st_size,
                 top1_agreement=v.get("top1_agreement"),
                 min_sqnr_db=v.get("min_sqnr_db"),
-                accuracy_reference=v.get("accuracy_reference"),
-                accuracy_candidate=v.get("accuracy_candidate"),
+                reference_accuracy=v.get("reference_accuracy"),
+                candidate_accuracy=v.get("candidate_accuracy"),
                 samples=v.get("samples"),
                 latency_ms=stats["median_ms"],
                 runtime=result.manifest["target"]["runtime"],

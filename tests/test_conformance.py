@@ -15,14 +15,14 @@ from models.meta import GOLDEN_MODELS
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from edgekit.targets import TARGETS  # noqa: E402  (build side, after the skips)
+from edgekit.targets import TARGETS, Precision  # noqa: E402  (build side, after the skips)
 
 
 def _cases():
     for target in TARGETS.names():
         tgt = TARGETS.get(target)()
         installed, detail = tgt.toolchain()
-        for precision in sorted(p.value for p in tgt.precisions):
+        for precision in [p.value for p in Precision if p in tgt.precisions]:
             for gm in GOLDEN_MODELS:
                 marks = []
                 if not installed:
