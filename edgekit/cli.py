@@ -76,10 +76,10 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class _Progress:
-    """Progress bars on stderr (rich), silent with --json or when stderr is not a terminal-less pipe."""
+    """Progress bars on stderr (rich); silent with --json or when stderr is not a terminal."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+        self.enabled = enabled and sys.stderr.isatty()
         self._bar = None
         self._tasks: Dict[str, Any] = {}
 

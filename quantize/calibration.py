@@ -24,7 +24,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -319,6 +319,7 @@ def _load_image_folder(
     preprocessor: Any,
     limit: Optional[int],
     class_names: Optional[Sequence[str]],
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> CalibrationSet:
     files = sorted(
         (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
@@ -329,7 +330,7 @@ def _load_image_folder(
             f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)}); "
             "point --calib at a folder of images, or give a .npz/.npy file of input tensors"
         )
-    return _load_images(files, root, inputs, preprocessor, limit, class_names)
+    return _load_images(files, root, inputs, preprocessor, limit, class_names, progress)
 
 
 def _load_images(
@@ -339,6 +340,7 @@ def _load_images(
     preprocessor: Any,
     limit: Optional[int],
     class_names: Optional[Sequence[str]],
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> CalibrationSet:
     if len(inputs) != 1:
         names = [s.name for s in inputs]
@@ -380,7 +382,9 @@ def _load_images(
     feeds: List[Feed] = []
     labels: List[int] = []
     skipped: List[Tuple[Path, str]] = []
-    for path in chosen:
+    for done, path in enumerate(chosen, 1):
+        if progress is not None:
+            progress(done, len(chosen))
         try:
             tensor = preprocessor(path).tensor
         except (EdgekitError, OSError, ValueError, SyntaxError) as err:
@@ -444,6 +448,7 @@ def load_feeds(
     *,
     limit: Optional[int] = None,
     class_names: Optional[Sequence[str]] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> CalibrationSet:
     """Load calibration (or validation) data for a model with ``inputs``.
 
@@ -453,7 +458,8 @@ def load_feeds(
     ``preprocessor``: an :class:`edgekit.preprocess.Preprocessor` (images only).
     ``limit``: at most this many samples (for folders: spread evenly over the
     sorted files so every class folder contributes).  ``class_names``: the
-    model's labels, to map class folders to label indices.
+    model's labels, to map class folders to label indices.  ``progress(done,
+    total)`` is called as images are decoded and preprocessed.
     """
     _check_limit(limit)
     inputs = list(inputs)
@@ -469,14 +475,14 @@ def load_feeds(
                 "pass a folder of images, a .npz (one array per input name) or a .npy file"
             )
         if path.is_dir():
-            return _load_image_folder(path, inputs, preprocessor, limit, class_names)
+            return _load_image_folder(path, inputs, preprocessor, limit, class_names, progress)
         suffix = path.suffix.lower()
         if suffix == ".npz":
             return _load_npz(path, inputs, limit)
         if suffix == ".npy":
             return _load_npy(path, inputs, limit)
         if suffix in IMAGE_EXTENSIONS:
-            return _load_images([path], path, inputs, preprocessor, limit, None)
+            return _load_images([path], path, inputs, preprocessor, limit, None, progress)
         raise CalibrationError(
             f"{path}: unsupported calibration file type {suffix or '(none)'!r}; "
             f"give a folder of images, an image ({', '.join(IMAGE_EXTENSIONS)}), a .npz or a .npy file"

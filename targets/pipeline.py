@@ -251,11 +251,11 @@ def build_package(
     verify_set: Optional[CalibrationSet] = None
     verify_source = ""
     if calibration is not None:
-        progress("calibration data", 0, 0)
-        calib = load_feeds(calibration, canon.inputs, pre, limit=rec.num_samples + HOLDOUT_MAX, class_names=class_names)
+        calib = load_feeds(calibration, canon.inputs, pre, limit=rec.num_samples + HOLDOUT_MAX, class_names=class_names,
+                           progress=lambda d, t: progress("calibration data", d, t))
     if validation is not None:
-        progress("validation data", 0, 0)
-        verify_set = load_feeds(validation, canon.inputs, pre, class_names=class_names)
+        verify_set = load_feeds(validation, canon.inputs, pre, class_names=class_names,
+                                progress=lambda d, t: progress("validation data", d, t))
         verify_source = verify_set.source
     elif calib is not None and len(calib.feeds) >= 2:
         n_hold = max(1, min(HOLDOUT_MAX, len(calib.feeds) // 5))

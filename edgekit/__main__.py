@@ -1,0 +1,4 @@
+"""``python -m edgekit`` is the ``edgekit`` command."""
+from .cli import main
+
+main()
