@@ -11,9 +11,9 @@ import functools
 import json
 import os
 import sys
-import time
+
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import typer
 
@@ -318,8 +318,7 @@ def inspect(
     typer.echo("  preprocess " + " → ".join(_step_text(s) for s in m["preprocess"]) if m["preprocess"] else "  preprocess none (tensor input)")
     typer.echo(f"  postprocess {json.dumps(m['postprocess'])}")
     if m.get("quantization"):
-        qz = m["quantization"]
-        typer.echo(f"  quantization {json.dumps({k: v for k, v in qz.items() if k != 'recipe'})[:300]}")
+        typer.echo(f"  quantization {_quantization_text(m['quantization'])}")
     if m.get("verification"):
         typer.echo("  " + _verification_line(m["verification"]))
         for o in m["verification"].get("outputs", []):
@@ -330,8 +329,25 @@ def inspect(
         typer.echo(f"  runtime    {json.dumps(doc['runtime'])}")
 
 
+def _quantization_text(q: Dict[str, Any]) -> str:
+    """One line for any target's quantization record (keys vary by target)."""
+    recipe = q.get("recipe") or {}
+    calib = q.get("calibration") or {}
+    parts = [str(q.get("format", "quantized"))]
+    if recipe.get("method"):
+        parts.append(f"{recipe['method']} calibration on {calib.get('count', '?')} samples")
+    for key in ("quantize_linear_nodes", "dequantize_linear_nodes", "excluded_count"):
+        if key in q:
+            parts.append(f"{key.replace('_', ' ')} {q[key]}")
+    extra = {k: v for k, v in q.items() if k not in ("format", "recipe", "calibration", "tool") and k not in
+             ("quantize_linear_nodes", "dequantize_linear_nodes", "excluded_count", "quantized_nodes", "excluded_nodes",
+              "calibration_samples_given") and not isinstance(v, (dict, list))}
+    parts += [f"{k} {v}" for k, v in extra.items()]
+    return ", ".join(parts)
+
+
 def _step_text(step: Dict[str, Any]) -> str:
-    args = ",".join(f"{k}={v}" for k, v in step.items() if k != "op")
+    args = ",".join(f"{k}={v}" for k, v in step.items() if k != "op" and v is not None)
     return f"{step['op']}({args})"
 
 

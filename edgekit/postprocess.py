@@ -41,6 +41,7 @@ from typing import (
 
 import numpy as np
 
+from ._validate import choices
 from .errors import ConfigError, InputError, ManifestError
 
 __all__ = [
@@ -139,10 +140,6 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _choices(enum: Type[Enum]) -> str:
-    return "{" + ",".join(repr(m.value) for m in enum) + "}"
-
-
 _Check = Callable[[Any], Any]
 
 
@@ -155,7 +152,7 @@ def _enum(enum: Type[Enum]) -> _Check:
                 return enum(value)
             except ValueError:
                 pass
-        raise _Invalid(f"one of {_choices(enum)}")
+        raise _Invalid(f"one of {choices(enum)}")
 
     return check
 
@@ -346,7 +343,7 @@ def config_from_json(data: Any, where: str = "manifest.postprocess") -> TaskConf
     if not isinstance(data, Mapping):
         raise ManifestError(f"{where}: expected an object with a \"task\" field, got {_show(data)}")
     if "task" not in data:
-        raise ManifestError(f"{where}.task: required field is missing; expected one of {_choices(Task)}")
+        raise ManifestError(f"{where}.task: required field is missing; expected one of {choices(Task)}")
     try:
         task = _enum(Task)(data["task"])
     except _Invalid as exc:

@@ -39,6 +39,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ._validate import choices, coerce_enum
 from .errors import ConfigError, InputError, ManifestError
 
 __all__ = [
@@ -126,20 +127,6 @@ _NP_DTYPES = {
 # --------------------------------------------------------------------------- validation helpers
 
 
-def _choices(cls: type) -> str:
-    return "{" + ", ".join(repr(m.value) for m in cls) + "}"
-
-
-def _coerce_enum(cls: Any, field: str, value: Any) -> Any:
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str):
-        for member in cls:
-            if member.value == value:
-                return member
-    raise ConfigError(f'"{field}" must be one of {_choices(cls)}, but got {value!r}')
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -186,7 +173,7 @@ class Color:
     mode: ColorMode = ColorMode.RGB
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", _coerce_enum(ColorMode, "mode", self.mode))
+        object.__setattr__(self, "mode", coerce_enum(self.mode, ColorMode, "mode"))
 
     @property
     def channels(self) -> int:
@@ -210,9 +197,9 @@ class Resize:
     def __post_init__(self) -> None:
         object.__setattr__(self, "height", _positive_int("height", self.height))
         object.__setattr__(self, "width", _positive_int("width", self.width))
-        object.__setattr__(self, "mode", _coerce_enum(ResizeMode, "mode", self.mode))
+        object.__setattr__(self, "mode", coerce_enum(self.mode, ResizeMode, "mode"))
         object.__setattr__(
-            self, "interpolation", _coerce_enum(Interpolation, "interpolation", self.interpolation)
+            self, "interpolation", coerce_enum(self.interpolation, Interpolation, "interpolation")
         )
         if not _is_int(self.pad_value) or not 0 <= int(self.pad_value) <= 255:
             raise ConfigError(f'"pad_value" must be an integer in 0..255, but got {self.pad_value!r}')
@@ -269,7 +256,7 @@ class Layout:
     order: LayoutOrder = LayoutOrder.NCHW
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "order", _coerce_enum(LayoutOrder, "order", self.order))
+        object.__setattr__(self, "order", coerce_enum(self.order, LayoutOrder, "order"))
 
 
 @dataclass(frozen=True)
@@ -289,7 +276,7 @@ class Dtype:
         value = self.dtype
         if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
             value = np.dtype(value).name
-        dtype = _coerce_enum(TensorDtype, "dtype", value)
+        dtype = coerce_enum(value, TensorDtype, "dtype")
         object.__setattr__(self, "dtype", dtype)
         if self.scale is None:
             if self.zero_point is not None:
@@ -448,7 +435,7 @@ def steps_from_json(data: Any, where: str = "preprocess") -> Tuple[Step, ...]:
             if isinstance(value, cls):
                 return value
             if not isinstance(value, str) or value not in {m.value for m in cls}:
-                raise ManifestError(f"{at}.{key}: expected one of {_choices(cls)}, got {value!r}")
+                raise ManifestError(f"{at}.{key}: expected one of {choices(cls)}, got {value!r}")
             return cls(value)
 
         def numbers_field(key: str, count: int) -> List[float]:
@@ -875,7 +862,7 @@ class Preprocessor:
     def _run_array(self, arr: np.ndarray) -> Preprocessed:
         if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
             hint = (
-                f"; for a CHW array use arr.transpose(1, 2, 0)" if arr.shape[0] in (1, 3) else ""
+                "; for a CHW array use arr.transpose(1, 2, 0)" if arr.shape[0] in (1, 3) else ""
             )
             raise InputError(
                 f"an image array must be HWC (or HW) uint8 with 1, 3 (RGB) or 4 (RGBA) channels, but got "

@@ -29,13 +29,13 @@ import math
 import types
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+from edgekit._validate import coerce_enum
 from edgekit.errors import ConfigError
 
 SCHEMA = "edgekit.recipe/1"
 
-E = TypeVar("E", bound=enum.Enum)
 
 
 class CalibrationMethod(str, enum.Enum):
@@ -57,21 +57,6 @@ class QuantDtype(str, enum.Enum):
 
 ACTIVATION_DTYPES: Tuple[QuantDtype, ...] = (QuantDtype.UINT8, QuantDtype.INT8, QuantDtype.UINT16, QuantDtype.INT16)
 WEIGHT_DTYPES: Tuple[QuantDtype, ...] = (QuantDtype.INT8, QuantDtype.UINT8)
-
-
-def _choices(values: Sequence[Any]) -> str:
-    return "{" + ", ".join(repr(v.value if isinstance(v, enum.Enum) else v) for v in values) + "}"
-
-
-def _enum(value: Any, cls: Type[E], name: str, allowed: Optional[Sequence[E]] = None) -> E:
-    allowed = tuple(allowed) if allowed is not None else tuple(cls)
-    if isinstance(value, cls) and value in allowed:
-        return value
-    if isinstance(value, str):
-        for member in allowed:
-            if member.value == value:
-                return member
-    raise ConfigError(f'"{name}" must be one of {_choices(allowed)}, but got {value!r}')
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -112,9 +97,9 @@ class OpConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "activation_dtype", _enum(self.activation_dtype, QuantDtype, "activation_dtype", ACTIVATION_DTYPES)
+            self, "activation_dtype", coerce_enum(self.activation_dtype, QuantDtype, "activation_dtype", ACTIVATION_DTYPES)
         )
-        object.__setattr__(self, "weight_dtype", _enum(self.weight_dtype, QuantDtype, "weight_dtype", WEIGHT_DTYPES))
+        object.__setattr__(self, "weight_dtype", coerce_enum(self.weight_dtype, QuantDtype, "weight_dtype", WEIGHT_DTYPES))
         _bool(self.per_channel, "per_channel")
         _bool(self.symmetric_activations, "symmetric_activations")
         _bool(self.skip, "skip")
@@ -183,7 +168,7 @@ class Recipe:
     exclude_op_types: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "method", _enum(self.method, CalibrationMethod, "method"))
+        object.__setattr__(self, "method", coerce_enum(self.method, CalibrationMethod, "method"))
         p = self.percentile
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0.0 < p <= 100.0:
             raise ConfigError(f'"percentile" must be a number in (0, 100], but got {p!r}')

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
-from edgekit.errors import ConfigError, UnsupportedModelError
+from edgekit._validate import coerce_enum
+from edgekit.errors import UnsupportedModelError
 from edgekit.manifest import TensorSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,12 +31,7 @@ class Precision(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: "str | Precision") -> "Precision":
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(
-                f'"precision" must be one of {{{", ".join(repr(p.value) for p in cls)}}}, but got {value!r}'
-            ) from None
+        return coerce_enum(value, cls, "precision")
 
 
 @dataclass(frozen=True)
@@ -47,6 +43,12 @@ class BuildSpec:
     device: Optional["DeviceProfile"] = None
     runtime_options: Mapping[str, Any] = field(default_factory=dict)
     task: str = "raw"
+    #: the user's validation data (``--val``), loaded through the shared
+    #: preprocessing; labelled when it came from class folders.  None when none
+    #: was given (a hold-out of the calibration data is not passed here).
+    validation: Optional["CalibrationSet"] = None
+    #: the verification gates (``min_sqnr_db``, ``max_accuracy_drop``), unset ones left out
+    gates: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ every step, the verification gates included, succeeded.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -15,14 +16,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 import edgekit
 from edgekit import postprocess as _post
 from edgekit import preprocess as _pre
-from edgekit.errors import CalibrationError, ConfigError, EdgekitError, ModelError
+from edgekit.errors import ConfigError, EdgekitError
 from edgekit.manifest import SCHEMA
 from edgekit.package import LABELS, write_package
 from edgekit.quantize.calibration import CalibrationSet, load_feeds
@@ -241,7 +242,8 @@ def build_package(
     if profile is not None:
         opts.update(profile.runtime_options)
     opts.update(runtime_options or {})
-    spec = BuildSpec(precision=prec, recipe=rec, device=profile, runtime_options=opts, task=task_name)
+    spec = BuildSpec(precision=prec, recipe=rec, device=profile, runtime_options=opts, task=task_name,
+                     gates={k: v for k, v in gates.items() if v is not None})
     report = tgt.check(canon.model, spec)
     report.raise_if_unsupported()
 
@@ -257,6 +259,7 @@ def build_package(
         verify_set = load_feeds(validation, canon.inputs, pre, class_names=class_names,
                                 progress=lambda d, t: progress("validation data", d, t))
         verify_source = verify_set.source
+        spec = dataclasses.replace(spec, validation=verify_set)  # e.g. for accuracy-controlled int8
     elif calib is not None and len(calib.feeds) >= 2:
         n_hold = max(1, min(HOLDOUT_MAX, len(calib.feeds) // 5))
         calib, verify_set = calib.split(n_hold)
@@ -336,7 +339,8 @@ def build_package(
 
         candidate, times = [], []
         with _load(staged, runtime=runtime, **artifact.verify_options) as m:
-            runtime_versions.update({k: v for k, v in m.runner.describe().items() if k not in ("runner", "providers")})
+            runtime_versions.update({k: v for k, v in m.runner.describe().items()
+                                     if k not in ("runner", "providers") and isinstance(v, str)})
             for i, feed in enumerate(feeds):
                 out = m.infer(_adapt_feed(feed, m.runner))
                 times.append(m.runner.last_latency_s)

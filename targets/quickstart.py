@@ -49,8 +49,12 @@ def run_quickstart(
     output_dir.mkdir(parents=True, exist_ok=True)
     rows: List[Dict[str, Any]] = []
     for name in targets or TARGETS.names():
-        tgt = TARGETS.get(name)()
-        installed, _detail = tgt.toolchain()
+        try:
+            tgt = TARGETS.get(name)()
+            installed, _detail = tgt.toolchain()
+        except ImportError as exc:  # a plug-in that cannot even import: report it, keep going
+            rows.append({"target": name, "precision": "-", "package": None, "error": f"plug-in failed to import: {exc}"})
+            continue
         if not installed:
             continue
         for precision in [p.value for p in Precision if p in tgt.precisions]:
