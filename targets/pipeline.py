@@ -40,6 +40,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 #: verification samples used when the user gives no validation data
 HOLDOUT_MAX = 100
+RECIPE_FILE = "recipe.json"
 RANDOM_VERIFY_SAMPLES = 8
 
 
@@ -287,6 +288,9 @@ def build_package(
             os.replace(src, dst)
         if class_names:
             (stage / LABELS).write_text("\n".join(class_names) + "\n", encoding="utf-8")
+        if artifact.quantization and artifact.quantization.get("recipe"):
+            # the recipe as a file next to the artifact: `edgekit build --recipe recipe.json` reproduces it
+            (stage / RECIPE_FILE).write_text(json.dumps(artifact.quantization["recipe"], indent=2) + "\n", encoding="utf-8")
         inputs = list(artifact.inputs) if artifact.inputs is not None else list(canon.inputs)
         outputs = list(artifact.outputs) if artifact.outputs is not None else list(canon.outputs)
         runtime_versions = dict(artifact.runtime_versions)
@@ -317,6 +321,7 @@ def build_package(
             "preprocess": _pre.steps_to_json(steps),
             "postprocess": _post.config_to_json(post_cfg),
             "labels": LABELS if class_names else None,
+            "recipe": RECIPE_FILE if (stage / RECIPE_FILE).exists() else None,
             "artifact": {"entry": f"model/{artifact.entry}", "files": [f"model/{f}" for f in artifact.files]},
             "support": report.to_json(),
             "verification": None,

@@ -226,3 +226,16 @@ def test_readme_starts_with_the_two_setup_commands():
                             capture_output=True, text=True).stdout.strip()
     assert picked == lines[1]
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_recipe_file_in_package_reproduces_the_build(int8_pkg, tmp_path):
+    out, doc = int8_pkg
+    assert doc["manifest"]["recipe"] == "recipe.json"
+    with zipfile.ZipFile(out) as zf:
+        recipe = json.loads(zf.read("recipe.json"))
+    assert recipe == doc["manifest"]["quantization"]["recipe"]
+    (tmp_path / "recipe.json").write_text(json.dumps({**recipe, "method": "percentile", "exclude_op_types": ["Gemm"]}))
+    again = json.loads(cli("build", MODEL, "-t", "onnxruntime", "-p", "int8", "--calib", CALIB, "--preprocess", META,
+                           "--recipe", tmp_path / "recipe.json", "-o", tmp_path / "r.edgepkg", "--json").stdout)
+    q = again["manifest"]["quantization"]
+    assert q["recipe"]["method"] == "percentile" and q["excluded_count"] == 1
