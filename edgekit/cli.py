@@ -196,6 +196,7 @@ def build(
     min_sqnr: Optional[float] = typer.Option(None, "--min-sqnr", help="Fail the build below this SQNR (dB)."),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="Fail above this drop (points)."),
     allow_gate_failure: bool = typer.Option(False, "--allow-gate-failure", help="Keep the package even if a gate fails."),
+    require_npu: bool = typer.Option(False, "--require-npu", help="Fail if any node would leave the NPU (qnn target)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .edgepkg (or a directory)."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -249,6 +250,7 @@ def build(
             recipe=recipe,
             size=_size(size),
             allow_gate_failure=allow_gate_failure,
+            runtime_options={"require_npu": True} if require_npu else None,
             progress=bar,
         )
     size_bytes = _package_size(result.path)
@@ -325,8 +327,16 @@ def inspect(
             typer.echo(f"    {o['name']}: max-abs {o['max_abs']:.4g}  cosine {o['cosine']:.6f}  SQNR {o['sqnr_db']:.1f} dB")
     sup = m.get("support") or {}
     typer.echo(f"  support    {'all nodes supported' if sup.get('ok', True) else sup}")
+    pl = (t.get("details") or {}).get("placement")
+    if pl:  # accelerator placement (qnn): how many nodes run on the NPU, which fall back
+        off = ", ".join(f"{n['node']} ({n['op_type']})" for n in pl.get("cpu_nodes", []))
+        typer.echo(f"  placement  {pl['htp_nodes']}/{pl['total_nodes']} nodes on the NPU" + (f"; on the CPU: {off}" if off else ""))
     if "runtime" in doc:
-        typer.echo(f"  runtime    {json.dumps(doc['runtime'])}")
+        rt = dict(doc["runtime"])
+        layers = rt.pop("layers", None)  # per-layer execution facts (openvino): one row each
+        typer.echo(f"  runtime    {json.dumps(rt)}")
+        for layer in layers or []:
+            typer.echo(f"    {layer.get('precision', ''):<6} {layer.get('type', ''):<16} {layer.get('kernel', ''):<18} {layer.get('name', '')}")
 
 
 def _quantization_text(q: Dict[str, Any]) -> str:
@@ -498,6 +508,30 @@ def targets(as_json: bool = JsonOpt) -> None:
     typer.echo("devices:")
     for d in devices:
         typer.echo(f"  {d['name']:<18} → {d['target']:<12} {d['precision']:<5} {d['description']}")
+
+
+# ----------------------------------------------------------------- prepare
+@app.command()
+@command
+def prepare(
+    package: Path = typer.Argument(..., help="A tensorrt .edgepkg file or package directory."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Engine cache folder (default ~/.cache/edgekit/tensorrt)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Build even when a cached engine exists."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build a TensorRT package's engine on this device ahead of time (for a device image or first boot)."""
+    from .runners.tensorrt import prepare as _prepare
+
+    with _Progress(not as_json) as bar:
+        doc = _prepare(package, cache_dir=cache_dir, progress=bar if not as_json else False, rebuild=rebuild)
+    if as_json:
+        _emit_json(doc)
+        return
+    what = f"built in {doc['build_seconds']:.1f} s" if doc["built"] else "already cached"
+    typer.echo(f"{doc['package']}: TensorRT {doc['tensorrt']} engine for {doc['gpu']} (sm {doc['compute_capability']}) "
+               f"{what}: {doc['engine']}")
+    if doc.get("cache_warning"):
+        typer.echo(f"warning: {doc['cache_warning']}", err=True)
 
 
 # ----------------------------------------------------------------- quickstart

@@ -11,7 +11,12 @@ from .base import Artifact, BuildSpec, Precision, SupportReport, Target, Unsuppo
 TARGETS: "Registry[type]" = Registry(
     "target",
     "edgekit.targets",
-    builtins={"onnxruntime": "edgekit.targets.onnxruntime:OnnxRuntimeTarget"},
+    builtins={
+        "onnxruntime": "edgekit.targets.onnxruntime:OnnxRuntimeTarget",
+        "openvino": "edgekit.targets.openvino:OpenVinoTarget",
+        "qnn": "edgekit.targets.qnn:QnnTarget",
+        "tensorrt": "edgekit.targets.tensorrt:TensorRTTarget",
+    },
 )
 
 __all__ = ["TARGETS", "Artifact", "BuildSpec", "Precision", "SupportReport", "Target", "UnsupportedNode"]

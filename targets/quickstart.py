@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, RuntimeMissingError
 
 from . import TARGETS
 from .base import Precision
@@ -79,7 +79,12 @@ def run_quickstart(
                 rows.append(row)
                 continue
             v = result.manifest["verification"]
-            with load(result.path) as m:
+            try:
+                m = load(result.path)
+            except RuntimeMissingError:  # device runtime not here (TensorRT): time the verification runtime
+                m = load(result.path, runtime=v["runtime"], **(v.get("runtime_options") or {}))
+                row["latency_runtime"] = v["runtime"]
+            with m:
                 stats = benchmark_model(m, warmup=20, iterations=latency_iterations)
             row.update(
                 size_bytes=result.path.stat().st_size,

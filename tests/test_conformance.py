@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import edgekit
-from conformance import CALIBRATION_SAMPLES, EXCLUDE, HOLDOUT_SAMPLES, MIN_SQNR_DB, MODEL_SQNR_DB
+from conformance import CALIBRATION_SAMPLES, EXCLUDE, HOLDOUT_SAMPLES, HOST_RUNTIME, MIN_SQNR_DB, MODEL_SQNR_DB
 from models.meta import GOLDEN_MODELS
 
 onnx = pytest.importorskip("onnx")
@@ -53,7 +53,14 @@ def test_conformance(tmp_path, target, precision, gm):
                         output=tmp_path / f"{gm.name}.edgepkg")
     held_out = _feeds(gm, HOLDOUT_SAMPLES, seed=2)
     sess = ort.InferenceSession(str(gm.path), providers=["CPUExecutionProvider"])
-    with edgekit.load(out) as m:
+    runtime, options = None, {}
+    if target in HOST_RUNTIME:  # the device runtime cannot run here: use the package's verification runtime
+        from edgekit.package import open_package
+
+        opened = open_package(out)
+        runtime, options = HOST_RUNTIME[target][0], dict(opened.manifest.verification.get("runtime_options") or {})
+        opened.close()
+    with edgekit.load(out, runtime=runtime, **options) as m:
         assert m.manifest.target == target and m.manifest.precision == precision
         assert m.manifest.verification["samples"] > 0
         for feed in held_out:

@@ -1,0 +1,267 @@
+"""The qnn target and runner on onnxruntime-qnn's HTP backend (a simulated NPU on Linux x86_64).
+
+Every package here is run by the real ``qnn`` runner with CPU fallback
+disabled (the runner's default unless the build placed nodes on the CPU), so
+a node silently leaving the NPU fails the test.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime_qnn", reason="the qnn toolchain is not installed: pip install 'edgekit[qnn]'")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import edgekit  # noqa: E402
+from conformance import CALIBRATION_SAMPLES, HOLDOUT_SAMPLES  # noqa: E402
+from edgekit.errors import ConfigError, PackageError, UnsupportedModelError  # noqa: E402
+from edgekit.quantize.recipe import Recipe  # noqa: E402
+from edgekit.runners.qnn import context_binary_info  # noqa: E402
+from edgekit.targets.base import BuildSpec, Precision  # noqa: E402
+from edgekit.targets.devices import DeviceProfile, load_profiles  # noqa: E402
+from edgekit.targets.qnn import QnnTarget, htp_config  # noqa: E402
+from edgekit.targets.qnn_snpe import encoding_to_qparams  # noqa: E402
+from models.meta import GOLDEN_MODELS, by_name  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def _feeds(shape_by_name, n, seed):
+    rng = np.random.default_rng(seed)
+    return [{k: rng.standard_normal(s).astype(np.float32) for k, s in shape_by_name.items()} for _ in range(n)]
+
+
+def _sqnr(ref, out):
+    noise = float(np.sum((ref.astype(np.float64) - out) ** 2))
+    return 200.0 if noise == 0 else 10 * np.log10(float(np.sum(ref.astype(np.float64) ** 2)) / noise)
+
+
+def _hardmax_model(path: Path) -> Path:
+    """Conv → Relu → Hardmax: HTP has no Hardmax (not in the op table)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Hardmax", ["r"], ["y"], axis=-1, name="argmax_onehot"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundled_int8(tmp_path_factory):
+    """The bundled Fashion-MNIST CNN, int8 for the Snapdragon 8 Gen 3 profile (held-out verification)."""
+    from edgekit.targets.quickstart import bundled_model
+
+    b = bundled_model()
+    out = tmp_path_factory.mktemp("qnn") / "fm.edgepkg"
+    from edgekit.targets.pipeline import build_package
+
+    res = build_package(b["model"], device="snapdragon-8-gen-3", calibration=b["calibration"],
+                        preprocess=b["preprocess"], task="classify", labels=b["labels"], output=out, name="fm")
+    return res
+
+
+# ------------------------------------------------------------------ device profiles and HTP settings
+def test_snapdragon_profiles_have_htp_arch_and_soc_model():
+    profiles = [p for p in load_profiles().values() if p.target == "qnn"]
+    assert len(profiles) >= 4
+    archs = {int(p.target_options["htp_arch"]) for p in profiles}
+    assert {68, 73, 75}.issubset(archs)
+    for p in profiles:
+        cfg = htp_config(BuildSpec(precision=Precision.INT8, recipe=Recipe(), device=p))
+        assert cfg.arch == int(p.target_options["htp_arch"]) and cfg.soc_model == int(p.target_options["soc_model"])
+    x_elite = load_profiles()["snapdragon-x-elite"]
+    assert htp_config(BuildSpec(precision=Precision.INT8, recipe=Recipe(), device=x_elite)).soc == "SC8380XP"
+
+
+def test_profile_without_htp_arch_is_a_clear_error():
+    bare = DeviceProfile(name="my-phone", target="qnn", precision="int8")
+    with pytest.raises(ConfigError, match=r"my-phone.*no HTP architecture.*htp_arch"):
+        htp_config(BuildSpec(precision=Precision.INT8, recipe=Recipe(), device=bare))
+    with pytest.raises(ConfigError, match='"htp_arch" must be one of'):
+        htp_config(BuildSpec(precision=Precision.INT8, recipe=Recipe(), runtime_options={"htp_arch": 42}))
+
+
+def test_fp16_on_v68_is_refused_before_any_long_step():
+    model = onnx.load(str(by_name("conv_bn_relu").path))
+    spec = BuildSpec(precision=Precision.FP16, recipe=Recipe(), device=load_profiles()["snapdragon-888"])
+    with pytest.raises(ConfigError, match=r"v68.*no fp16"):
+        QnnTarget().check(model, spec)
+
+
+# ------------------------------------------------------------------ op table
+def test_op_table_lists_unsupported_nodes_with_reasons(tmp_path):
+    model = onnx.load(str(_hardmax_model(tmp_path / "hm.onnx")))
+    target = QnnTarget()
+    report = target.check(model, BuildSpec(precision=Precision.INT8, recipe=Recipe(), runtime_options={"require_npu": True}))
+    assert [(u.node, u.op_type) for u in report.unsupported] == [("argmax_onehot", "Hardmax")]
+    with pytest.raises(UnsupportedModelError, match=r"argmax_onehot \(Hardmax\): HTP has no Hardmax"):
+        report.raise_if_unsupported()
+    # without --require-npu the node is not fatal: it is predicted in the notes
+    relaxed = target.check(model, BuildSpec(precision=Precision.INT8, recipe=Recipe()))
+    assert relaxed.ok and any("argmax_onehot" in n for n in relaxed.notes)
+    # attribute limits are data too
+    resize = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic", name="up")
+    g = helper.make_graph([resize], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])],
+                          [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    rep = target.check(m, BuildSpec(precision=Precision.INT8, recipe=Recipe(), runtime_options={"require_npu": True}))
+    assert "mode='cubic'" in rep.unsupported[0].reason
+
+
+@pytest.mark.parametrize("gm", GOLDEN_MODELS, ids=lambda g: g.name)
+def test_op_table_passes_every_golden_model(gm):
+    """The conformance suite then proves each of these lands 100 % on the HTP (CPU fallback disabled)."""
+    from edgekit.targets.canonicalize import canonicalize, load_onnx
+
+    canon = canonicalize(load_onnx(gm.path))
+    spec = BuildSpec(precision=Precision.INT8, recipe=Recipe(), runtime_options={"require_npu": True})
+    assert QnnTarget().check(canon.model, spec).ok
+
+
+def test_op_missing_from_table_really_falls_back_and_is_reported(tmp_path):
+    src = _hardmax_model(tmp_path / "hm.onnx")
+    calib = _feeds({"x": (1, 3, 8, 8)}, 8, seed=1)
+    with pytest.raises(UnsupportedModelError, match=r"argmax_onehot \(Hardmax\)"):
+        edgekit.build(src, target="qnn", precision="int8", calibration=calib, runtime_options={"require_npu": True},
+                      output=tmp_path / "strict.edgepkg")
+    assert not (tmp_path / "strict.edgepkg").exists()
+    with pytest.warns(UserWarning, match=r"NOT ALL ON THE NPU.*argmax_onehot \(Hardmax\)"):
+        out = edgekit.build(src, target="qnn", precision="int8", calibration=calib, output=tmp_path / "hm.edgepkg")
+    with edgekit.load(out) as m:
+        placement = m.manifest.data["target"]["details"]["placement"]
+        assert not placement["all_on_npu"]
+        assert {"node": "argmax_onehot", "op_type": "Hardmax"} in placement["cpu_nodes"]
+        assert m.runner.cpu_fallback  # the package says so; a silent fallback would have no entry
+        m.infer({"x": calib[0]["x"]})
+    with pytest.raises(ConfigError, match=r"require_npu.*argmax_onehot"):
+        edgekit.load(out, require_npu=True)
+
+
+# ------------------------------------------------------------------ the bundled model end to end
+def test_bundled_int8_all_on_htp_and_agrees_with_fp32(bundled_int8):
+    v = bundled_int8.manifest["verification"]
+    assert v["runtime"] == "qnn" and v["samples"] >= 50
+    assert v["top1_agreement"] >= 0.98
+    details = bundled_int8.manifest["target"]["details"]
+    assert details["htp_arch"] == 75 and details["soc_model"] == 57 and details["soc"] == "SM8650"
+    assert details["placement"]["all_on_npu"] and details["placement"]["cpu_nodes"] == []
+    files = set(edgekit.load(bundled_int8.path).manifest.files)
+    for f in ("model/model_ctx.onnx", "model/model_ctx_qnn.bin", "model/model_qdq.onnx", "model/model_fp32.onnx",
+              "model/model.encodings", "model/qairt/commands.sh", "model/qairt/input_list.txt"):
+        assert f in files
+    with edgekit.load(bundled_int8.path) as m:
+        assert m.runner.name == "qnn" and not m.runner.cpu_fallback
+        d = m.runner.describe()
+        assert d["providers"][0] == "QNNExecutionProvider" and "HTP v75 SM8650" in d["qnn_backend"]
+        assert context_binary_info(m.runner.context_binary) == (75, "SM8650")
+        r = m.predict(np.zeros((28, 28, 3), np.uint8))
+        assert r.label in m.labels
+
+
+def test_performance_mode_is_a_runtime_option(bundled_int8):
+    with edgekit.load(bundled_int8.path, htp_performance_mode="power_saver") as m:
+        assert m.runner.describe()["htp_performance_mode"] == "power_saver"
+    with pytest.raises(ConfigError, match='"htp_performance_mode" must be one of'):
+        edgekit.load(bundled_int8.path, htp_performance_mode="turbo")
+
+
+def test_context_binary_for_another_arch_is_refused_naming_both(bundled_int8):
+    with pytest.raises(ConfigError, match=r"compiled for HTP v75 \(SM8650\), but this device is HTP v73"):
+        edgekit.load(bundled_int8.path, htp_arch="v73")
+
+
+def test_package_missing_its_context_binary(bundled_int8, tmp_path):
+    import zipfile
+
+    d = tmp_path / "pkg"
+    with zipfile.ZipFile(bundled_int8.path) as zf:
+        zf.extractall(d)
+    (d / "model" / "model_ctx_qnn.bin").unlink()
+    with pytest.raises(PackageError, match="model_ctx_qnn.bin"):
+        edgekit.load(d)
+    # a manifest that no longer lists it (hand-edited package): the runner names the missing binary
+    manifest = json.loads((d / "manifest.json").read_text())
+    del manifest["files"]["model/model_ctx_qnn.bin"]
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match=r"missing its QNN context binary 'model/model_ctx_qnn.bin'"):
+        edgekit.load(d)
+
+
+def test_aimet_encodings_reproduce_the_qdq_ranges_exactly(bundled_int8, tmp_path):
+    import zipfile
+
+    d = tmp_path / "pkg"
+    with zipfile.ZipFile(bundled_int8.path) as zf:
+        zf.extractall(d)
+    enc = json.loads((d / "model" / "model.encodings").read_text())
+    fp32 = onnx.load(str(d / "model" / "model_fp32.onnx"))
+    qdq = onnx.load(str(d / "model" / "model_qdq.onnx"))
+    tensors = {i.name for i in fp32.graph.input} | {o for n in fp32.graph.node for o in n.output}
+    weights = {t.name for t in fp32.graph.initializer}
+    assert set(enc["activation_encodings"]) == tensors  # every activation, graph input and output included
+    assert set(enc["param_encodings"]) == {n.input[1] for n in fp32.graph.node if n.op_type in ("Conv", "Gemm")}
+    assert set(enc["param_encodings"]) <= weights
+    inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    for node in qdq.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in enc["activation_encodings"]:
+            e = enc["activation_encodings"][node.input[0]][0]
+            scale, zp = encoding_to_qparams(e, signed=False)
+            assert e["bitwidth"] == 8 and e["dtype"] == "int"
+            assert scale == pytest.approx(float(inits[node.input[1]]), rel=1e-7) and zp == int(inits[node.input[2]])
+            assert e["min"] == pytest.approx(-zp * scale) and e["max"] == pytest.approx((255 - zp) * scale)
+    w = enc["param_encodings"]["fc.weight"]
+    assert len(w) == 10 and all(x["is_symmetric"] == "True" and x["offset"] == -128 for x in w)
+    cmds = (d / "model" / "qairt" / "commands.sh").read_text()
+    assert "--quantization_overrides model.encodings" in cmds and "--input_layout input NCHW" in cmds
+    assert "snpe-onnx-to-dlc" in cmds and "qnn-onnx-converter" in cmds and "--htp_socs sm8650" in cmds
+    raw = (d / "model" / "qairt" / "input_list.txt").read_text().split()
+    first = np.fromfile(d / "model" / raw[0].split(":=")[1], dtype=np.float32)
+    assert first.size == 28 * 28  # NHWC float32, as the SDK tools read it
+
+
+def test_cli_inspect_shows_placement_and_require_npu_flag(bundled_int8, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", str(bundled_int8.path)])
+    assert res.exit_code == 0, res.output
+    import re
+
+    assert re.search(r"placement  (\d+)/\1 nodes on the NPU\n", res.output), res.output
+    src = _hardmax_model(tmp_path / "hm.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((8, 1, 3, 8, 8)).astype(np.float32))
+    res = CliRunner().invoke(app, ["build", str(src), "--target", "qnn", "--precision", "int8",
+                                   "--calib", str(tmp_path / "calib.npz"), "--require-npu", "-o", str(tmp_path / "x.edgepkg")])
+    assert res.exit_code == 2 and "argmax_onehot (Hardmax)" in res.output
+
+
+# ------------------------------------------------------------------ u8 and u16 activations: every golden model 100 % on HTP
+@pytest.mark.parametrize("act", ["uint8", "uint16"])
+@pytest.mark.parametrize("gm", GOLDEN_MODELS, ids=lambda g: g.name)
+def test_every_golden_model_runs_wholly_on_htp(tmp_path, gm, act):
+    shapes = {t.name: t.shape for t in gm.inputs}
+    recipe = {"global_config": {"activation_dtype": act, "weight_dtype": "int8"}, "num_samples": CALIBRATION_SAMPLES}
+    out = edgekit.build(gm.path, target="qnn", precision="int8", recipe=recipe,
+                        calibration=_feeds(shapes, CALIBRATION_SAMPLES, seed=1), output=tmp_path / "m.edgepkg")
+    sess = ort.InferenceSession(str(gm.path), providers=["CPUExecutionProvider"])
+    with edgekit.load(out) as m:
+        assert not m.runner.cpu_fallback
+        assert m.manifest.data["quantization"]["activations"] == act
+        assert f"--act_bitwidth {act[4:]}" in m.manifest.data["target"]["details"]["snpe_qairt"]["snpe"][1]
+        assert m.manifest.data["target"]["details"]["placement"]["all_on_npu"]
+        for feed in _feeds(shapes, HOLDOUT_SAMPLES, seed=2):
+            got = m.infer(feed)
+            for name, ref in zip([o.name for o in sess.get_outputs()], sess.run(None, feed)):
+                assert _sqnr(ref, got[name].astype(np.float32)) >= 20.0, name
