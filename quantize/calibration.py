@@ -99,6 +99,22 @@ class CalibrationSet:
             classes=self.classes,
         )
 
+    def for_recipe(self, num_samples: int) -> "CalibrationSet":
+        """The samples an int8 build calibrates on: at most ``num_samples``, spread
+        evenly over the set (every class folder contributes); fewer is a warning."""
+        n = len(self)
+        if n < num_samples:
+            warnings.warn(
+                f"int8 calibration uses {n} sample(s), fewer than the recipe's num_samples={num_samples}; "
+                "activation ranges may be off — give more data with --calib",
+                UserWarning,
+                stacklevel=3,
+            )
+            return self
+        if n > num_samples:
+            return self.subset(sorted({(k * n) // num_samples for k in range(num_samples)}))
+        return self
+
     def split(self, n_holdout: int) -> Tuple["CalibrationSet", "CalibrationSet"]:
         """(calibration, held-out) with ``n_holdout`` samples held out for verification.
 

@@ -23,12 +23,13 @@ import importlib.util
 import io
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from edgekit.errors import CalibrationError, ModelError
 from edgekit.manifest import TensorSpec
 
 from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
+from .graph import dynamic_dims, graph_specs, iter_nodes
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -102,18 +103,6 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 _BUILD_ONLY_OPTIONS = ("fp16_io",)
 
 
-def _iter_nodes(graph: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    """Every node, including those inside If/Loop/Scan bodies (named 'outer/inner')."""
-    for node in graph.node:
-        name = prefix + (node.name or (node.output[0] if node.output else node.op_type))
-        yield name, node
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _iter_nodes(attr.g, name + "/")
-            for sub in attr.graphs:
-                yield from _iter_nodes(sub, name + "/")
-
-
 def _opset_versions(model: Any) -> Dict[str, int]:
     return {imp.domain or "": int(imp.version) for imp in model.opset_import}
 
@@ -142,22 +131,6 @@ def cpu_support(domain: str, op_type: str, opset: int) -> Optional[str]:
         return None if op_type in ORT_CPU_CONTRIB_OPS else "com.microsoft contrib op with no CPU kernel (GPU-only)"
     return (f"custom domain {domain!r}: onnxruntime has no implementation (custom-op libraries cannot be "
             "packaged); replace the op with standard ONNX ops")
-
-
-def _dynamic_dims(model: Any) -> List[str]:
-    inits = {t.name for t in model.graph.initializer}
-    out = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        if not tt.HasField("shape"):
-            out.append(f"{vi.name}: unknown rank")
-            continue
-        for i, d in enumerate(tt.shape.dim):
-            if not (d.HasField("dim_value") and d.dim_value > 0):
-                out.append(f"{vi.name}[{i}]" + (f" ({d.dim_param!r})" if d.dim_param else ""))
-    return out
 
 
 def _ort() -> Any:
@@ -204,25 +177,6 @@ def _tensor_specs(model: Any, previous: Sequence[TensorSpec], io: str) -> List[T
     return out
 
 
-def _canonical_specs(model: Any) -> Tuple[List[TensorSpec], List[TensorSpec]]:
-    """Specs straight from the graph (used when the pipeline gives a bare ModelProto)."""
-    import numpy as np
-    from onnx import helper
-
-    from .canonicalize import guess_layout
-
-    inits = {t.name for t in model.graph.initializer}
-
-    def spec(v: Any, is_input: bool) -> TensorSpec:
-        tt = v.type.tensor_type
-        shape = tuple(int(d.dim_value) if d.dim_value > 0 else -1 for d in tt.shape.dim)
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
-        return TensorSpec(v.name, shape, dtype, guess_layout(shape) if is_input else None)
-
-    return ([spec(v, True) for v in model.graph.input if v.name not in inits],
-            [spec(v, False) for v in model.graph.output])
-
-
 class OnnxRuntimeTarget(Target):
     """Any CPU through onnxruntime: fp32, fp16 or static int8 QDQ ``model.onnx``."""
 
@@ -245,7 +199,7 @@ class OnnxRuntimeTarget(Target):
         default_opset = opsets.get("", opsets.get("ai.onnx", 0))
         unsupported: List[UnsupportedNode] = []
         seen = set()
-        for name, node in _iter_nodes(model.graph):
+        for name, node in iter_nodes(model.graph):
             domain = node.domain or ""
             opset = default_opset if domain in _DEFAULT_DOMAINS else opsets.get(domain, 1)
             reason = cpu_support(domain, node.op_type, opset)
@@ -259,7 +213,7 @@ class OnnxRuntimeTarget(Target):
         if precision not in self.precisions:  # pragma: no cover - all three are supported
             notes.append(f"precision {precision.value} is not built by this target")
         return SupportReport(target=self.name, unsupported=tuple(unsupported),
-                             dynamic_dims=tuple(_dynamic_dims(model)), notes=tuple(notes))
+                             dynamic_dims=tuple(dynamic_dims(model)), notes=tuple(notes))
 
     # -- build ------------------------------------------------------------
     def build(
@@ -275,7 +229,7 @@ class OnnxRuntimeTarget(Target):
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         precision = Precision.parse(spec.precision)
-        inputs, outputs = _canonical_specs(model)
+        inputs, outputs = graph_specs(model)
         out_path = workdir / ENTRY
         details: Dict[str, Any] = {"precision": precision.value}
         quantization: Optional[Dict[str, Any]] = None
@@ -352,19 +306,7 @@ class OnnxRuntimeTarget(Target):
         if calibration is None or len(calibration) == 0:
             raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
         n = len(calibration)
-        if n < recipe.num_samples:
-            warnings.warn(
-                f"int8 calibration uses {n} sample(s), fewer than the recipe's num_samples={recipe.num_samples}; "
-                "activation ranges may be off — give more data with --calib",
-                UserWarning,
-                stacklevel=3,
-            )
-            used = calibration
-        elif n > recipe.num_samples:
-            # spread the recipe's sample budget evenly over the set (every class folder contributes)
-            used = calibration.subset(sorted({(k * n) // recipe.num_samples for k in range(recipe.num_samples)}))
-        else:
-            used = calibration
+        used = calibration.for_recipe(recipe.num_samples)
 
         src = workdir / "_fp32.onnx"
         pre = workdir / "_preprocessed.onnx"

@@ -37,9 +37,9 @@ import numpy as np
 
 from edgekit.errors import CalibrationError, ConfigError, EdgekitError, ModelError, RuntimeMissingError, \
     UnsupportedModelError
-from edgekit.manifest import TensorSpec
 
 from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
+from .graph import dynamic_dims, iter_nodes
 from .openvino_ops import OV_ONNX_PATTERN_ONLY, ov_support
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,30 +80,6 @@ def _nncf() -> Any:
 def _first_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.strip().startswith("Check ")]
     return (lines[0] if lines else type(err).__name__)[:300]
-
-
-def _iter_nodes(graph: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    """Every node, subgraphs included (named 'outer/inner')."""
-    for node in graph.node:
-        name = prefix + (node.name or (node.output[0] if node.output else node.op_type))
-        yield name, node
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _iter_nodes(attr.g, name + "/")
-            for sub in attr.graphs:
-                yield from _iter_nodes(sub, name + "/")
-
-
-def _dynamic_dims(model: Any) -> List[str]:
-    inits = {t.name for t in model.graph.initializer}
-    out = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        for i, d in enumerate(vi.type.tensor_type.shape.dim):
-            if not (d.HasField("dim_value") and d.dim_value > 0):
-                out.append(f"{vi.name}[{i}]" + (f" ({d.dim_param!r})" if d.dim_param else ""))
-    return out
 
 
 def _option(spec: BuildSpec, key: str, default: Any) -> Any:
@@ -160,7 +136,7 @@ class OpenVinoTarget(Target):
     def check(self, model: "onnx.ModelProto", spec: BuildSpec) -> SupportReport:
         unsupported: List[UnsupportedNode] = []
         notes: List[str] = []
-        for name, node in _iter_nodes(model.graph):
+        for name, node in iter_nodes(model.graph):
             domain = node.domain or ""
             reason = ov_support(domain, node.op_type)
             op = node.op_type if domain in ("", "ai.onnx") else f"{domain}::{node.op_type}"
@@ -173,7 +149,7 @@ class OpenVinoTarget(Target):
 
             OpenVinoConfig.from_options(spec.runtime_options)  # a bad option fails before any long step
         return SupportReport(target=self.name, unsupported=tuple(unsupported),
-                             dynamic_dims=tuple(_dynamic_dims(model)), notes=tuple(notes))
+                             dynamic_dims=tuple(dynamic_dims(model)), notes=tuple(notes))
 
     # -- build ------------------------------------------------------------
     def build(
@@ -245,7 +221,7 @@ class OpenVinoTarget(Target):
             partial = fe.convert_partially(fe.load(str(src)))
         except Exception as err:  # noqa: BLE001 - the frontend raises plain RuntimeErrors
             raise ModelError(f"OpenVINO cannot read the ONNX model: {_first_line(err)}") from None
-        by_output = {out: (name, node) for name, node in _iter_nodes(model.graph) for out in node.output}
+        by_output = {out: (name, node) for name, node in iter_nodes(model.graph) for out in node.output}
         failed = []
         for op in partial.get_ordered_ops():
             if "FrameworkNode" in op.get_type_name():
@@ -319,10 +295,7 @@ class OpenVinoTarget(Target):
         if calibration is None or len(calibration) == 0:
             raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
         n = len(calibration)
-        if n < recipe.num_samples:
-            warnings.warn(
-                f"int8 calibration uses {n} sample(s), fewer than the recipe's num_samples={recipe.num_samples}; "
-                "activation ranges may be off — give more data with --calib", UserWarning, stacklevel=3)
+        used = calibration.for_recipe(recipe.num_samples)
         g = recipe.global_config
         if g.activation_dtype not in (QuantDtype.UINT8, QuantDtype.INT8):
             raise ConfigError(f'recipe.global_config.activation_dtype: the openvino target quantizes activations to '
@@ -370,9 +343,6 @@ class OpenVinoTarget(Target):
                 model_type = nncf.ModelType(str(model_type_opt).lower())
             except ValueError:
                 raise ConfigError(f'"model_type" must be "transformer" or null, but got {model_type_opt!r}') from None
-        used = calibration
-        if n > recipe.num_samples:  # spread the sample budget evenly (every class folder contributes)
-            used = calibration.subset(sorted({(k * n) // recipe.num_samples for k in range(recipe.num_samples)}))
         dataset = nncf.Dataset([dict(f) for f in used.feeds])
         common = dict(preset=preset, target_device=nncf_device, subset_size=len(used),
                       fast_bias_correction=fast_bias, model_type=model_type,
@@ -421,13 +391,13 @@ class OpenVinoTarget(Target):
     @staticmethod
     def _ignored_scope(ov_model: Any, onnx_model: Any, recipe: Any) -> Tuple[List[str], List[str]]:
         """OpenVINO op names for the ONNX nodes the recipe keeps in float; and recipe names not in the model."""
-        skipped = [name for name, node in _iter_nodes(onnx_model.graph) if recipe.skips(name, node.op_type)]
+        skipped = [name for name, node in iter_nodes(onnx_model.graph) if recipe.skips(name, node.op_type)]
         ov_names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()]
         # the frontend names an op after its ONNX node ("conv_0") or a part of it ("conv_0/WithoutBiases")
         out: Set[str] = set()
         for name in skipped:
             out.update(n for n in ov_names if n == name or n.startswith(name + "/"))
-        known = {name for name, _ in _iter_nodes(onnx_model.graph)}
+        known = {name for name, _ in iter_nodes(onnx_model.graph)}
         wanted = list(recipe.nodes) + list(recipe.exclude_nodes)
         unmatched = sorted({w for w in wanted if w not in known})
         return sorted(out), unmatched

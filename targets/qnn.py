@@ -149,7 +149,7 @@ class QnnTarget(Target):
 
     # -- check ------------------------------------------------------------
     def check(self, model: "onnx.ModelProto", spec: BuildSpec) -> SupportReport:
-        from .onnxruntime import _dynamic_dims
+        from .graph import dynamic_dims
 
         cfg = htp_config(spec)
         precision = Precision.parse(spec.precision)
@@ -163,9 +163,9 @@ class QnnTarget(Target):
         if unsupported and not spec.runtime_options.get("require_npu"):
             # HTP-less ops are not fatal: they run on the CPU, reported loudly (and --require-npu refuses them)
             notes.append("nodes HTP cannot run will be placed on the CPU: " + "; ".join(str(u) for u in unsupported))
-            return SupportReport(target=self.name, unsupported=(), dynamic_dims=tuple(_dynamic_dims(model)),
+            return SupportReport(target=self.name, unsupported=(), dynamic_dims=tuple(dynamic_dims(model)),
                                  notes=tuple(notes))
-        return SupportReport(target=self.name, unsupported=unsupported, dynamic_dims=tuple(_dynamic_dims(model)),
+        return SupportReport(target=self.name, unsupported=unsupported, dynamic_dims=tuple(dynamic_dims(model)),
                              notes=tuple(notes))
 
     # -- build ------------------------------------------------------------
@@ -180,7 +180,7 @@ class QnnTarget(Target):
         from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
 
         from .canonicalize import save_onnx
-        from .onnxruntime import _canonical_specs
+        from .graph import graph_specs
         from .qnn_snpe import aimet_encodings, conversion_commands, write_raw_inputs
 
         ort, qnn = _toolchain()
@@ -188,7 +188,7 @@ class QnnTarget(Target):
         precision = Precision.parse(spec.precision)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        inputs, outputs = _canonical_specs(model)
+        inputs, outputs = graph_specs(model)
         details: Dict[str, Any] = {"precision": precision.value, **cfg.to_json()}
 
         # 1. HTP-shaped fp32 graph (fusions HTP has single ops for)
@@ -297,18 +297,7 @@ class QnnTarget(Target):
         if calibration is None or len(calibration) == 0:
             raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
         n = len(calibration)
-        if n < recipe.num_samples:
-            warnings.warn(
-                f"int8 calibration uses {n} sample(s), fewer than the recipe's num_samples={recipe.num_samples}; "
-                "activation ranges may be off — give more data with --calib",
-                UserWarning,
-                stacklevel=4,
-            )
-            used = calibration
-        elif n > recipe.num_samples:
-            used = calibration.subset(sorted({(k * n) // recipe.num_samples for k in range(recipe.num_samples)}))
-        else:
-            used = calibration
+        used = calibration.for_recipe(recipe.num_samples)
         g = recipe.global_config
         act_types = {QuantDtype.UINT8: QuantType.QUInt8, QuantDtype.UINT16: QuantType.QUInt16}
         if g.activation_dtype not in act_types:

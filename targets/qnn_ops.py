@@ -15,7 +15,9 @@ compilation, and lists every node HTP cannot take, with the reason.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Tuple
+
+from .graph import iter_nodes
 
 #: onnxruntime-qnn version the table below was taken from.
 HTP_OP_TABLE_VERSION = "onnxruntime-qnn 2.7.0 (QAIRT 2.51)"
@@ -90,17 +92,6 @@ def _attr(node: Any, name: str) -> Any:
     return _ATTRIBUTE_DEFAULTS.get((node.op_type, name))
 
 
-def _iter_nodes(graph: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    for node in graph.node:
-        name = prefix + (node.name or (node.output[0] if node.output else node.op_type))
-        yield name, node
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _iter_nodes(attr.g, name + "/")
-            for sub in attr.graphs:
-                yield from _iter_nodes(sub, name + "/")
-
-
 def _is_gelu_erf(node: Any, producers: Mapping[str, Any], consumers: Mapping[str, List[Any]]) -> bool:
     """Erf fed by Div(x, ~1.414) or Mul(x, ~0.707) and feeding Add(+1): the exact-GELU idiom."""
     src = producers.get(node.input[0]) if node.input else None
@@ -121,7 +112,7 @@ def check_htp(model: Any) -> List[Tuple[str, str, str]]:
     for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
         elem_types[vi.name] = vi.type.tensor_type.elem_type
     out: List[Tuple[str, str, str]] = []
-    for name, node in _iter_nodes(graph):
+    for name, node in iter_nodes(graph):
         domain = node.domain or ""
         op = node.op_type if domain in _DEFAULT_DOMAINS else f"{domain}::{node.op_type}"
         if domain in _DEFAULT_DOMAINS:

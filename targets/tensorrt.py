@@ -28,9 +28,9 @@ import importlib.util
 import platform
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from edgekit.errors import CalibrationError, ConfigError, ModelError
+from edgekit.errors import CalibrationError, ConfigError
 from edgekit.runners.trt_profile import BuildProfile, ShapeRange, TrtPrecision
 
 from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
@@ -104,11 +104,11 @@ class TensorRTTarget(Target):
 
     # -- check ------------------------------------------------------------
     def check(self, model: "onnx.ModelProto", spec: BuildSpec) -> SupportReport:
-        from .onnxruntime import _dynamic_dims, _iter_nodes
+        from .graph import dynamic_dims, iter_nodes
 
         version = trt_version_for(spec)
         unsupported: List[UnsupportedNode] = []
-        for name, node in _iter_nodes(model.graph):
+        for name, node in iter_nodes(model.graph):
             reason = op_support(node.domain or "", node.op_type, version)
             if reason is not None:
                 op = node.op_type if (node.domain or "") in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
@@ -125,7 +125,7 @@ class TensorRTTarget(Target):
                 if v.rule == "opset":
                     unsupported.append(UnsupportedNode(node=v.node, op_type=v.rule, reason=v.message))
         return SupportReport(target=self.name, unsupported=tuple(unsupported),
-                             dynamic_dims=tuple(_dynamic_dims(model)), notes=tuple(notes))
+                             dynamic_dims=tuple(dynamic_dims(model)), notes=tuple(notes))
 
     # -- build ------------------------------------------------------------
     def build(
@@ -136,16 +136,16 @@ class TensorRTTarget(Target):
         workdir: Path,
     ) -> Artifact:
         import onnx
-        import onnxruntime as ort
 
         from .canonicalize import save_onnx
-        from .onnxruntime import _canonical_specs, _session_check
+        from .graph import graph_specs
+        from .onnxruntime import _session_check
 
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         precision = Precision.parse(spec.precision)
         version = trt_version_for(spec)
-        inputs, outputs = _canonical_specs(model)
+        inputs, outputs = graph_specs(model)
         profile = build_profile(spec, inputs)
         out_path = workdir / ENTRY
         details: Dict[str, Any] = {"precision": precision.value, "trt_version": version}
@@ -208,18 +208,7 @@ class TensorRTTarget(Target):
         if calibration is None or len(calibration) == 0:
             raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
         n = len(calibration)
-        if n < recipe.num_samples:
-            warnings.warn(
-                f"int8 calibration uses {n} sample(s), fewer than the recipe's num_samples={recipe.num_samples}; "
-                "activation ranges may be off — give more data with --calib",
-                UserWarning,
-                stacklevel=3,
-            )
-            used = calibration
-        elif n > recipe.num_samples:
-            used = calibration.subset(sorted({(k * n) // recipe.num_samples for k in range(recipe.num_samples)}))
-        else:
-            used = calibration
+        used = calibration.for_recipe(recipe.num_samples)
         configs = [recipe.global_config, *recipe.op_types.values(), *recipe.nodes.values()]
         if any(c.activation_dtype in (QuantDtype.UINT16, QuantDtype.INT16) or c.weight_dtype is QuantDtype.UINT8
                for c in configs if not c.skip):
