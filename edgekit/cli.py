@@ -549,7 +549,7 @@ def quickstart(
     if as_json:
         _emit_json({"output_dir": str(output_dir), "packages": rows})
         return
-    header = f"{'target':<12} {'precision':<9} {'size KiB':>9} {'top-1 agr':>9} {'min SQNR':>9} {'acc fp32':>9} {'acc pkg':>8} {'latency ms':>10}  package"
+    header = f"{'target':<12} {'precision':<9} {'size KiB':>9} {'top-1 agr':>9} {'min SQNR':>9} {'acc fp32':>9} {'acc pkg':>8} {'latency ms':>10}  {'timed with':<31} package"
     typer.echo(header)
     typer.echo("-" * len(header))
     for r in rows:
@@ -559,7 +559,7 @@ def quickstart(
         typer.echo(
             f"{r['target']:<12} {r['precision']:<9} {r['size_bytes'] / 1024:>9.1f} {_pct(r['top1_agreement']):>9} "
             f"{r['min_sqnr_db']:>6.1f} dB {_pct(r['reference_accuracy']):>9} {_pct(r['candidate_accuracy']):>8} "
-            f"{r['latency_ms']:>10.4f}  {r['package']}"
+            f"{r['latency_ms']:>10.4f}  {r.get('timed_with', ''):<31} {r['package']}"
         )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -86,6 +87,11 @@ def run_quickstart(
                 row["latency_runtime"] = v["runtime"]
             with m:
                 stats = benchmark_model(m, warmup=20, iterations=latency_iterations)
+                timed_with = m.runner.name
+            if timed_with == "qnn" and platform.machine().lower() in ("x86_64", "amd64"):
+                timed_with += " (x86 HTP simulator)"  # says nothing about a phone's speed
+            elif row.get("latency_runtime"):
+                timed_with += f" (no {result.manifest['target']['runtime']} here)"
             row.update(
                 size_bytes=result.path.stat().st_size,
                 top1_agreement=v.get("top1_agreement"),
@@ -95,6 +101,7 @@ def run_quickstart(
                 samples=v.get("samples"),
                 latency_ms=stats["median_ms"],
                 runtime=result.manifest["target"]["runtime"],
+                timed_with=timed_with,
             )
             rows.append(row)
     return rows
