@@ -10,9 +10,7 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -23,6 +21,8 @@ from edgekit.bench import synthetic_feed
 from edgekit.quantize.calibration import load_feeds
 from edgekit.targets.quickstart import bundled_model
 
+from _timing import interleaved  # noqa: E402  (benchmarks/ is the script's folder)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,14 +31,7 @@ def latency(models: dict, rounds: int = 30, inner: int = 20) -> dict:
     for k, m in models.items():
         for _ in range(20):
             m.infer(feeds[k])
-    times = {k: [] for k in models}
-    for _ in range(rounds):
-        for k, m in models.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                m.infer(feeds[k])
-            times[k].append((time.perf_counter() - t0) / inner)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return interleaved({k: (lambda m=m, f=feeds[k]: m.infer(f)) for k, m in models.items()}, rounds, inner)
 
 
 def main() -> None:

@@ -15,27 +15,17 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 
+from _timing import interleaved  # noqa: E402  (benchmarks/ is the script's folder)
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def interleaved(fns: Dict[str, Callable[[], object]], rounds: int, inner: int) -> Dict[str, float]:
-    times: Dict[str, list] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[name].append((time.perf_counter() - t0) / inner)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
