@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 from edgekit.errors import CalibrationError, ConfigError, ModelError, UnsupportedModelError
 
 from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
+from .graph import dynamic_dims, graph_specs
 from .qnn_ops import HTP_MIN_FP16_ARCH, check_htp
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,7 +150,6 @@ class QnnTarget(Target):
 
     # -- check ------------------------------------------------------------
     def check(self, model: "onnx.ModelProto", spec: BuildSpec) -> SupportReport:
-        from .graph import dynamic_dims
 
         cfg = htp_config(spec)
         precision = Precision.parse(spec.precision)
@@ -180,7 +180,6 @@ class QnnTarget(Target):
         from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
 
         from .canonicalize import save_onnx
-        from .graph import graph_specs
         from .qnn_snpe import aimet_encodings, conversion_commands, write_raw_inputs
 
         ort, qnn = _toolchain()

@@ -34,6 +34,7 @@ from edgekit.errors import CalibrationError, ConfigError
 from edgekit.runners.trt_profile import BuildProfile, ShapeRange, TrtPrecision
 
 from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
+from .graph import dynamic_dims, graph_specs, iter_nodes
 from .trt_lint import lint_qdq, raise_on_violations
 from .trt_ops import op_support, table_version
 
@@ -104,7 +105,6 @@ class TensorRTTarget(Target):
 
     # -- check ------------------------------------------------------------
     def check(self, model: "onnx.ModelProto", spec: BuildSpec) -> SupportReport:
-        from .graph import dynamic_dims, iter_nodes
 
         version = trt_version_for(spec)
         unsupported: List[UnsupportedNode] = []
@@ -138,7 +138,6 @@ class TensorRTTarget(Target):
         import onnx
 
         from .canonicalize import save_onnx
-        from .graph import graph_specs
         from .onnxruntime import _session_check
 
         workdir = Path(workdir)
