@@ -223,13 +223,11 @@ def build_package(
 
     # 1. read and canonicalize the source
     progress("load", 0, 0)
-    source_bytes: Optional[bytes] = None
     source_name = name
     if isinstance(model, (str, os.PathLike)):
         source_name = source_name or Path(model).stem
     proto = load_onnx(model)
-    source_bytes = proto.SerializeToString()
-    sha = onnx_sha256(model if isinstance(model, (str, os.PathLike, bytes)) else source_bytes)
+    sha = onnx_sha256(model)  # the file's bytes for a path; a ModelProto hashes its serialization
     steps = _steps(preprocess)
     if size is None:
         size = _resize_size(steps)
