@@ -23,6 +23,10 @@ class PackageError(EdgekitError):
     """A package file is missing, extra, changed or unreadable."""
 
 
+class SignatureError(PackageError):
+    """A package's signature is missing, untrusted or does not match (under a device's signing policy)."""
+
+
 class InputError(EdgekitError, ValueError):
     """An input given to preprocess / infer / predict is wrong."""
 

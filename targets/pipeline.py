@@ -25,7 +25,7 @@ from edgekit import postprocess as _post
 from edgekit import preprocess as _pre
 from edgekit.errors import ConfigError, EdgekitError
 from edgekit.manifest import SCHEMA
-from edgekit.package import LABELS, write_package
+from edgekit.package import LABELS, check_output, write_package
 from edgekit.quantize.calibration import CalibrationSet, load_feeds
 from edgekit.quantize.parity import ParityReport, check_gates, compare_outputs
 from edgekit.quantize.recipe import Recipe
@@ -101,7 +101,11 @@ def _labels(labels: Any) -> Optional[List[str]]:
         path = Path(labels)
         if not path.is_file():
             raise ConfigError(f"{path}: labels file not found; give a text file with one class name per line")
-        return [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: labels file is not UTF-8 (byte {exc.start}); save it as UTF-8") from None
+        return [x.strip() for x in text.splitlines() if x.strip()]
     return [str(x) for x in labels]
 
 
@@ -202,6 +206,8 @@ def build_package(
 ) -> BuildResult:
     """Build one package; see :func:`build` for the parameters."""
     progress = progress or _no_progress
+    if output is not None:
+        check_output(output)  # refuse to clobber a non-package (or an unwritable path) before any work
     tgt, profile = resolve_target(target, device)
     prec = Precision.parse(precision or (profile.precision if profile else "fp32"))
     if prec not in tgt.precisions:

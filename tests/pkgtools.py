@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from edgekit.manifest import SCHEMA
-from edgekit.package import write_package
+from edgekit.package import seal_directory, write_package
 
 from models.meta import GoldenModel
 
@@ -66,3 +66,4 @@ def rewrite_manifest(pkg_dir: Path, edit) -> None:
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
+    seal_directory(pkg_dir)  # the integrity record covers the manifest: re-seal after a hand edit

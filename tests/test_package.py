@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.errors import ManifestError, PackageError
-from edgekit.package import open_package, write_package
+from edgekit.package import open_package, seal_directory, write_package
 from models.meta import GOLDEN_MODELS
 from pkgtools import image_steps, make_package, manifest_for, rewrite_manifest
 
@@ -42,13 +42,26 @@ def test_zip_and_directory_round_trip(tmp_path, pkg_dir):
     assert open_package(pkg_dir).manifest.labels == tuple(str(i) for i in range(10))
 
 
-def test_zip_temp_dir_removed_on_close(tmp_path):
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path, monkeypatch):
+    """Each test unpacks into its own content-addressed cache."""
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "packages"
+
+
+def test_zip_unpacks_once_into_the_cache_and_is_reused(tmp_path, fresh_cache):
     z = make_package(tmp_path, GM["conv_bn_relu"], "pkg.edgepkg")
     opened = open_package(z)
     root = opened.root
-    assert root.exists()
+    assert root.is_relative_to(fresh_cache) and root.parent.name == opened.digest
     opened.close()
-    assert not root.exists()
+    assert root.exists()  # kept for the next load
+    copy = tmp_path / "renamed.edgepkg"
+    shutil.copy(z, copy)
+    again = open_package(copy)  # same contents under another name: same entry, no second unpack
+    assert again.root == root
+    again.close()
+    assert [p.name for p in fresh_cache.iterdir()] == [opened.digest]
 
 
 def test_changed_file_is_named(pkg_dir):
@@ -60,7 +73,7 @@ def test_changed_file_is_named(pkg_dir):
 
 def test_missing_file_is_named(pkg_dir):
     os.remove(pkg_dir / "labels.txt")
-    with pytest.raises(PackageError, match=r"'labels.txt' listed in manifest.files is missing"):
+    with pytest.raises(PackageError, match=r"'labels.txt' listed in the integrity record is missing"):
         open_package(pkg_dir)
 
 
@@ -107,7 +120,7 @@ def test_unsafe_zip_member(tmp_path):
     with zipfile.ZipFile(bad, "w") as zf:
         zf.writestr("manifest.json", "{}")
         zf.writestr("../escape.txt", "x")
-    with pytest.raises(PackageError, match="unsafe path"):
+    with pytest.raises(PackageError, match=r"'../escape.txt' has an empty, '.' or '..' path component"):
         open_package(bad)
 
 
@@ -144,6 +157,9 @@ def test_manifest_errors_name_the_field(pkg_dir, edit, message):
 
 def test_manifest_not_json(pkg_dir):
     (pkg_dir / "manifest.json").write_text("{not json")
+    with pytest.raises(PackageError, match="'manifest.json' was changed"):
+        open_package(pkg_dir)
+    seal_directory(pkg_dir)
     with pytest.raises(ManifestError, match="not valid JSON"):
         open_package(pkg_dir)
 
