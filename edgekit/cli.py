@@ -31,7 +31,36 @@ JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout 
 
 
 def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    doc, bad = _finite_json(doc)
+    if bad:  # NaN/inf are not JSON: null keeps the document valid, the warning keeps it honest
+        sys.stderr.write(f"warning: {bad} non-finite value(s) (NaN or infinity) rendered as null\n")
+    sys.stdout.write(json.dumps(doc, indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite_json(doc: Any) -> "Tuple[Any, int]":
+    """``doc`` with numpy values made plain and NaN/inf replaced by None; and how many were replaced."""
+    import math
+
+    import numpy as np
+
+    count = 0
+
+    def walk(x: Any) -> Any:
+        nonlocal count
+        if isinstance(x, float):
+            if math.isfinite(x):
+                return x
+            count += 1
+            return None
+        if isinstance(x, (np.ndarray, np.generic)):
+            return walk(x.tolist())
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(doc), count
 
 
 def _json_default(obj: Any) -> Any:
@@ -198,9 +227,13 @@ def build(
     allow_gate_failure: bool = typer.Option(False, "--allow-gate-failure", help="Keep the package even if a gate fails."),
     require_npu: bool = typer.Option(False, "--require-npu", help="Fail if any node would leave the NPU (qnn target)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .edgepkg (or a directory)."),
+    sign_key: Optional[Path] = typer.Option(None, "--sign", help="Sign the package with this private key (`edgekit keygen`)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Quantize, compile, verify and package MODEL for one target or device."""
+    from .signing import PrivateKey
+
+    signer = PrivateKey.load(sign_key) if sign_key is not None else None  # a bad key fails before the build
     from edgekit import preprocess as pre
     from edgekit.targets.pipeline import build_package
 
@@ -253,6 +286,10 @@ def build(
             runtime_options={"require_npu": True} if require_npu else None,
             progress=bar,
         )
+    if signer is not None:
+        from .package import sign_package
+
+        sign_package(result.path, signer).close()
     size_bytes = _package_size(result.path)
     if as_json:
         _emit_json({"package": str(result.path), "size_bytes": size_bytes, "manifest": result.manifest})
@@ -565,6 +602,13 @@ def quickstart(
 
 def _pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
+
+
+from . import cli_security as _security  # noqa: E402  (it imports `command` from this module)
+
+app.command()(_security.keygen)
+app.command()(_security.sign)
+app.command()(_security.verify)
 
 
 def main() -> None:
