@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import InputError, RegistryError, RuntimeMissingError
+from .errors import EdgekitError, InputError, RegistryError, RuntimeMissingError
 from .package import OpenedPackage, open_package
+from .signing import TrustPolicy
 from .postprocess import postprocess
 from .preprocess import Preprocessed, Preprocessor
 from .runners import RUNNERS, Runner
@@ -23,6 +24,7 @@ class Model:
         self.runner = runner
         self.labels = package.manifest.labels
         self._pre = Preprocessor(package.manifest.preprocess)
+        self._closed = False
 
     @property
     def path(self) -> Path:
@@ -44,17 +46,26 @@ class Model:
         pre: Preprocessed = self._pre(source)
         return {inputs[0].name: pre.tensor}, pre.transform
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EdgekitError(f"the model {self.manifest.name!r} was closed; load the package again to run it")
+
     def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run the artifact on named tensors (checked against the manifest)."""
+        self._check_open()
         return self.runner.infer(feeds)
 
     def predict(self, source: Any) -> Any:
         """Preprocess ``source`` (path, bytes, PIL image, HWC uint8 array, tensor), run, postprocess."""
+        self._check_open()
         feeds, transform = self._feeds(source)
         outputs = self.runner.infer(feeds)
         return postprocess(self.manifest.postprocess, outputs, transform=transform, labels=self.labels)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.runner.close()
         self._package.close()
 
@@ -69,9 +80,13 @@ class Model:
         return f"<edgekit.Model {m.name!r} target={m.target} precision={m.precision} runner={self.runner.name}>"
 
 
-def load(path: Union[str, "os.PathLike[str]"], runtime: Optional[str] = None, **runtime_options: Any) -> Model:
+def load(path: Union[str, "os.PathLike[str]"], runtime: Optional[str] = None, *,
+         trusted_keys: Optional[Sequence[Any]] = None, require_signature: Optional[bool] = None,
+         **runtime_options: Any) -> Model:
     """Open, verify and load a package.  ``runtime`` defaults to the manifest's."""
-    package = open_package(path)
+    # signing policy: trusted_keys (KEY.pub paths or PEM bytes) plus EDGEKIT_TRUSTED_KEYS; a signature is
+    # required when keys are trusted, unless require_signature=False (or EDGEKIT_REQUIRE_SIGNATURE=0)
+    package = open_package(path, trust=TrustPolicy.resolve(trusted_keys, require_signature))
     try:
         name = runtime or package.manifest.runtime
         try:
