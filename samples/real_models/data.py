@@ -1,0 +1,123 @@
+"""Real calibration / verification data for the real models, made from the fetched sample files.
+
+Each kind returns what ``edgekit.build(calibration=...)`` takes: a folder of
+images, or a mapping input name → stacked arrays.  The images are real
+photographs and a scanned page (scikit-image's sample data); crops and flips
+of them give the 32+ samples verification asks for.  The speech comes from
+the WAV in ``samples/voice_activity/data``.
+"""
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+from PIL import Image
+
+try:
+    from . import fetch as _fetch
+except ImportError:  # imported as a top-level module (tests put this folder on sys.path)
+    import fetch as _fetch  # type: ignore[no-redef]
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle")
+SPEECH_WAV = Path(__file__).resolve().parent.parent / "voice_activity" / "data" / "speech_16k.wav"
+
+#: silero VAD at 16 kHz: 512 new samples per window, preceded by the last 64 of the previous one
+VAD_WINDOW = 512
+VAD_CONTEXT = 64
+
+
+def _crops(im: Image.Image) -> List[Image.Image]:
+    w, h = im.size
+    out = [im, im.transpose(Image.FLIP_LEFT_RIGHT)]
+    for fx, fy in ((0, 0), (1, 0), (0, 1), (1, 1), (0.5, 0.5)):
+        cw, ch = int(w * 0.7), int(h * 0.7)
+        x0, y0 = int((w - cw) * fx), int((h - ch) * fy)
+        out.append(im.crop((x0, y0, x0 + cw, y0 + ch)))
+    return out
+
+
+def photo_folder(dest: Path) -> Path:
+    """Real photos and a scanned page, with crops and flips: 49 images."""
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = _fetch.fetch(list(PHOTOS) + ["page", "text"])
+    for name in list(PHOTOS) + ["page", "text"]:
+        with Image.open(paths[name]) as im:
+            for i, crop in enumerate(_crops(im.convert("RGB"))):
+                crop.save(dest / f"{name}_{i}.png")
+    return dest
+
+
+def page_folder(dest: Path) -> Path:
+    """Scanned text (page.png, text.png) and its crops: what a text detector sees."""
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = _fetch.fetch(["page", "text"])
+    for name in ("page", "text"):
+        with Image.open(paths[name]) as im:
+            rgb = im.convert("RGB")
+            for i, crop in enumerate(_crops(rgb) + _crops(rgb.rotate(180))):
+                crop.save(dest / f"{name}_{i}.png")
+    return dest
+
+
+def text_line_folder(dest: Path, count: int = 48) -> Path:
+    """Horizontal strips of the scanned page (text lines, some rotated 180°): recognizer/classifier input."""
+    dest.mkdir(parents=True, exist_ok=True)
+    page = _fetch.fetch(["page"])["page"]
+    with Image.open(page) as im:
+        g = np.asarray(im.convert("L"))
+    h, w = g.shape
+    ink = (g < 128).mean(axis=1)
+    rows = [y for y in range(10, h - 26) if ink[y + 8] > 0.02]
+    rng = np.random.default_rng(0)
+    picks = rng.choice(rows, size=min(count, len(rows)), replace=False) if rows else []
+    for i, y in enumerate(sorted(int(p) for p in picks)):
+        x0 = int(rng.integers(0, w // 4))
+        strip = Image.fromarray(g[y:y + 24, x0:w]).convert("RGB")
+        if i % 4 == 3:
+            strip = strip.rotate(180)
+        strip.save(dest / f"line_{i:02d}.png")
+    return dest
+
+
+def face_folder(dest: Path, count: int = 48) -> Path:
+    """Faces of the LFW subset (25x25 grey, scikit-image) as RGB PNGs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    faces = np.load(_fetch.fetch(["lfw-faces"])["lfw-faces"], allow_pickle=False)
+    for i, face in enumerate(faces[:count]):
+        g = np.clip(face * 255.0 if face.max() <= 1.0 else face, 0, 255).astype(np.uint8)
+        Image.fromarray(g).convert("RGB").resize((48, 48), Image.BILINEAR).save(dest / f"face_{i:03d}.png")
+    return dest
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """Mono 16-bit PCM → float32 in [-1, 1]."""
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * w.getsampwidth()}-bit")
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+        if w.getnchannels() > 1:
+            x = x.reshape(-1, w.getnchannels()).mean(axis=1)
+        return x
+
+
+def vad_windows(audio: np.ndarray) -> np.ndarray:
+    """[n, 576] rows: each 512-sample window with the 64 samples before it (zeros at the start)."""
+    n = len(audio) // VAD_WINDOW
+    padded = np.concatenate([np.zeros(VAD_CONTEXT, np.float32), audio[: n * VAD_WINDOW]])
+    idx = np.arange(n)[:, None] * VAD_WINDOW + np.arange(VAD_WINDOW + VAD_CONTEXT)[None, :]
+    return padded[idx].astype(np.float32)
+
+
+def speech_feeds(rows: int = 32, shifts: Sequence[int] = (0, 128, 256, 384)) -> Dict[str, np.ndarray]:
+    """Stacked feeds for the silero sequence model: ``rows`` windows per call, zero LSTM state."""
+    audio = read_wav(SPEECH_WAV)
+    chunks = []
+    for s in shifts:
+        win = vad_windows(audio[s:])
+        for i in range(0, len(win) - rows + 1, rows):
+            chunks.append(win[i:i + rows])
+    x = np.stack(chunks)
+    zeros = np.zeros((len(chunks), 1, 1, 128), np.float32)
+    return {"input": x, "h": zeros, "c": zeros.copy()}
