@@ -68,6 +68,72 @@ __all__ = [
 # Pillow >= 9.1 moved the filter / transpose constants into enums; 9.0 only has
 # the module-level names.  Both spellings resolve to the same integers.
 _Resampling = getattr(Image, "Resampling", Image)
+
+
+# -- device-side input limits (a hostile or careless input costs one line, not the device's memory) --
+#: decoded pixels allowed per image; below Pillow's own bomb guard (~89 MP warns, ~179 MP refuses), since
+#: a 12000x12000 PNG of 420 KB would otherwise cost ~800 MB.  EDGEKIT_MAX_IMAGE_PIXELS overrides it.
+MAX_IMAGE_PIXELS = 50_000_000
+#: bytes a .npy tensor may claim before it is allocated; EDGEKIT_MAX_TENSOR_BYTES overrides it
+MAX_TENSOR_BYTES = 1 << 30
+
+
+def _env_limit(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+        if value <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f'"{name}" must be a positive integer, but got {raw!r}') from None
+    return value
+
+
+def _check_pixels(size: Tuple[int, int], name: str) -> None:
+    limit = _env_limit("EDGEKIT_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS)
+    if size[0] * size[1] > limit:
+        raise InputError(
+            f"{name} is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, over the limit of {limit}; "
+            "downscale it first, or raise EDGEKIT_MAX_IMAGE_PIXELS"
+        )
+
+
+def _check_npy_header(fp: Any, name: str) -> None:
+    """Read a .npy header and refuse, before numpy allocates, a shape larger than the limit or than the data."""
+    from numpy.lib import format as npf
+
+    start = fp.tell()
+    try:
+        version = npf.read_magic(fp)
+        if version == (1, 0):
+            shape, _fortran, dtype = npf.read_array_header_1_0(fp)
+        elif version in ((2, 0), (3, 0)):
+            shape, _fortran, dtype = npf.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        header_end = fp.tell()
+        fp.seek(0, os.SEEK_END)
+        available = fp.tell() - header_end
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
+        raise InputError(f"{name} is not a readable .npy tensor ({exc}); save it with numpy.save") from None
+    fp.seek(start)
+    if dtype.hasobject:
+        raise InputError(f"{name} holds Python objects; only numeric .npy tensors are read (never unpickled)")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    need = count * dtype.itemsize
+    limit = _env_limit("EDGEKIT_MAX_TENSOR_BYTES", MAX_TENSOR_BYTES)
+    if need > limit:
+        raise InputError(f"{name} claims shape {tuple(shape)} ({need} bytes), over the limit of {limit}; "
+                         "pass a smaller tensor, or raise EDGEKIT_MAX_TENSOR_BYTES")
+    if need > available:
+        raise InputError(f"{name} claims shape {tuple(shape)} ({need} bytes) but holds {available}; "
+                         "the file is truncated — save it again with numpy.save")
+
+
 _Transpose = getattr(Image, "Transpose", Image)
 
 
@@ -824,6 +890,7 @@ class Preprocessor:
                 if swap:
                     w0, h0 = h0, w0
                 im, factor = self._draft(im, (w0, h0), swap)
+            _check_pixels(im.size, name)  # after draft: the pixels libjpeg/Pillow will actually decode
             try:
                 im.load()
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -998,7 +1065,14 @@ class Preprocessor:
 
 def _load_npy(fp: Any, name: str) -> np.ndarray:
     try:
+        if isinstance(fp, (str, os.PathLike)):
+            with open(fp, "rb") as f:
+                _check_npy_header(f, name)
+                return np.load(f, allow_pickle=False)
+        _check_npy_header(fp, name)
         return np.load(fp, allow_pickle=False)
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{name}: no such file; check the path") from None
     except IsADirectoryError:
