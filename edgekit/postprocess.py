@@ -22,6 +22,7 @@ Geometry comes from preprocessing as a duck-typed *transform* (see
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import (
@@ -47,6 +48,7 @@ from .errors import ConfigError, InputError, ManifestError
 __all__ = [
     "Task",
     "SoftmaxMode",
+    "SegmentScores",
     "DetectLayout",
     "ClassifyConfig",
     "DetectConfig",
@@ -65,6 +67,10 @@ __all__ = [
     "RawResult",
     "Result",
     "postprocess",
+    "resolve_for_model",
+    "select_output",
+    "segment_scores_from_graph",
+    "check_class_count",
     "softmax",
     "box_iou",
     "nms",
@@ -97,6 +103,24 @@ class SoftmaxMode(str, Enum):
     AUTO = "auto"
     ALWAYS = "always"
     NEVER = "never"
+
+
+class SegmentScores(str, Enum):
+    """What a segmentation output holds; decides the binary (one-channel) threshold.
+
+    ``logits``         foreground where the score is > 0.
+    ``probabilities``  foreground where the score is > 0.5 (the model ends with a
+                       Sigmoid or Softmax).
+    ``auto``           not decided yet: ``edgekit build`` decides it once from the
+                       graph (:func:`segment_scores_from_graph`) and records it.  It is
+                       never guessed per image from the values: a probability map that
+                       reaches 1.0000001 (fp16, int8, an upsampling) must not flip the
+                       threshold to 0.  Multi-class argmax does not depend on it.
+    """
+
+    AUTO = "auto"
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
 
 
 class DetectLayout(str, Enum):
@@ -254,13 +278,15 @@ class SegmentConfig:
 
     The output is ``[1, C, H, W]`` unless labels are given and the last
     dimension (not the second) equals their count, which means ``[1, H, W, C]``.
-    ``C == 1`` is a binary mask (foreground where probability > 0.5, or logit > 0
-    when the values are not in [0, 1]).  An integer ``[1, H, W]`` output is taken
-    as class ids already (models that end with ArgMax).
+    ``C == 1`` is a binary mask: foreground where the probability is > 0.5 or the
+    logit > 0, as ``scores`` says (a :class:`SegmentScores`; the build records it
+    from the graph).  An integer ``[1, H, W]`` output is taken as class ids
+    already (models that end with ArgMax).
     """
 
     task: ClassVar[Task] = Task.SEGMENT
     output: Optional[str] = None
+    scores: Union[SegmentScores, str] = SegmentScores.AUTO
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -289,7 +315,7 @@ _FIELDS: Dict[type, Dict[str, _Check]] = {
         "class_agnostic": _bool,
         "output": _output_name,
     },
-    SegmentConfig: {"output": _output_name},
+    SegmentConfig: {"output": _output_name, "scores": _enum(SegmentScores)},
     RawConfig: {},
 }
 
@@ -474,8 +500,9 @@ class DetectResult:
 
 @dataclass(frozen=True, eq=False)
 class SegmentResult:
-    """``mask`` is an ``(H, W)`` int32 array of class ids (original image size
-    when the transform can map masks, else model resolution)."""
+    """``mask`` is an ``(H, W)`` int32 array of class ids: original image size when the
+    transform can map masks (image inputs), else model resolution.  Original pixels
+    the model never saw (outside a centre crop) are ``-1``."""
 
     mask: np.ndarray
     outputs: Dict[str, np.ndarray] = field(repr=False)
@@ -778,14 +805,14 @@ def _segment(cfg: SegmentConfig, name: str, out: np.ndarray, outputs: Dict[str, 
         if np.issubdtype(out.dtype, np.integer):
             mask = out[0]
         else:  # a single score map: same as C == 1
-            mask = _binary(out[0])
+            mask = _binary(out[0], cfg.scores, name)
     else:
         scores = out[0]
         n = None if labels is None else len(labels)
         if n is not None and scores.shape[2] == n and scores.shape[0] != n:
             scores = np.moveaxis(scores, 2, 0)  # HWC → CHW
         if scores.shape[0] == 1:
-            mask = _binary(scores[0])
+            mask = _binary(scores[0], cfg.scores, name)
         else:
             mask = np.argmax(scores, axis=0)
     mask = mask.astype(np.int32, copy=False)
@@ -795,12 +822,17 @@ def _segment(cfg: SegmentConfig, name: str, out: np.ndarray, outputs: Dict[str, 
     return SegmentResult(mask=mask, outputs=outputs, labels=None if labels is None else tuple(labels))
 
 
-def _binary(score_map: np.ndarray) -> np.ndarray:
-    """Foreground (1) / background (0) from one channel: probabilities
-    (all values in [0, 1]) split at 0.5, logits at 0."""
-    s = np.asarray(score_map, dtype=np.float64)
-    is_prob = s.size > 0 and float(np.min(s)) >= 0.0 and float(np.max(s)) <= 1.0
-    return (s > (0.5 if is_prob else 0.0)).astype(np.int32)
+def _binary(score_map: np.ndarray, scores: SegmentScores, name: str) -> np.ndarray:
+    """Foreground (1) / background (0) from one channel: probabilities split at 0.5,
+    logits at 0, as recorded at build time (never guessed from this image's values)."""
+    if scores is SegmentScores.AUTO:
+        raise ConfigError(
+            f"segment: output {name!r} is a single-channel map, and whether it holds logits or probabilities "
+            'is not recorded; set "scores" to "logits" or "probabilities" in the segment config '
+            "(edgekit build records it from the graph)"
+        )
+    threshold = 0.5 if scores is SegmentScores.PROBABILITIES else 0.0
+    return (np.asarray(score_map) > threshold).astype(np.int32)
 
 
 def _raw(cfg: RawConfig, outputs: Dict[str, np.ndarray]) -> RawResult:
@@ -846,3 +878,151 @@ def postprocess(
         return _raw(config, outs)
     name, out = _select_output(outs, config.output)
     return _TASKS[type(config)](config, name, out, outs, transform, labels)
+
+
+# ---------------------------------------------------------------------------
+# Build-time decisions: made once from the graph and recorded in the config,
+# so the device never guesses.  Pure functions; the build pipeline calls
+# resolve_for_model.  ``graph`` is duck-typed (an onnx GraphProto: .node with
+# .op_type/.input/.output), so this module still imports nothing but numpy.
+# ---------------------------------------------------------------------------
+
+# Ops that turn scores into probabilities in [0, 1].
+_PROBABILITY_OPS = frozenset({"Sigmoid", "Softmax", "HardSigmoid"})
+# Ops through which probabilities stay probabilities (for the 0.5 threshold): shape
+# and layout changes, resampling (a bicubic upsampling may overshoot 1 a little, which
+# is exactly why the decision is not taken from the values), casts and Q/DQ pairs.
+_PROBABILITY_KEEPING = frozenset({
+    "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice", "Resize", "Upsample",
+    "Cast", "QuantizeLinear", "DequantizeLinear", "MaxPool", "AveragePool", "Pad", "DepthToSpace",
+})
+
+
+def select_output(config: TaskConfig, output_names: Sequence[str]) -> TaskConfig:
+    """``config`` with the output its task reads chosen by name, once, at build time.
+
+    ``raw`` reads every output and comes back as given.  A named output must
+    exist.  Without a name, a single-output model's output is recorded; with
+    several outputs the choice is the user's, so it is a :class:`ConfigError`
+    naming them (picking the first silently is how a classifier ends up reading
+    a feature map).
+    """
+    if isinstance(config, RawConfig):
+        return config
+    names = list(output_names)
+    task = config.task.value
+    fix = f'pick one with --output NAME (API: postprocess={{"task": "{task}", "output": NAME}})'
+    if config.output is not None:
+        if config.output in names:
+            return config
+        hint = " (the package path is given with -o/--out)" if config.output.endswith(".edgepkg") else ""
+        raise ConfigError(f"the model has no output {config.output!r}{hint}; its outputs are {names}; {fix}")
+    if len(names) == 1:
+        return dataclasses.replace(config, output=names[0])
+    if not names:
+        raise ConfigError(f"task {task!r} reads one model output, but the model has none")
+    raise ConfigError(f"task {task!r} reads one model output, but the model has {len(names)}: {names}; {fix}")
+
+
+def segment_scores_from_graph(graph: Any, output: str) -> SegmentScores:
+    """PROBABILITIES when ``output`` is made by a Sigmoid/Softmax/HardSigmoid, possibly
+    followed by ops that keep values probabilities (reshapes, resampling, Q/DQ);
+    LOGITS otherwise.  A model that computes a sigmoid by hand (``1 / (1 + exp(-x))``)
+    reads as logits: set ``scores`` in the segment config for those."""
+    producers = {name: node for node in graph.node for name in node.output}
+    name, seen = output, set()
+    while name in producers and name not in seen:
+        seen.add(name)
+        node = producers[name]
+        if node.op_type in _PROBABILITY_OPS:
+            return SegmentScores.PROBABILITIES
+        if node.op_type not in _PROBABILITY_KEEPING or not node.input:
+            return SegmentScores.LOGITS
+        name = node.input[0]
+    return SegmentScores.LOGITS
+
+
+def _dim(d: Any) -> Optional[int]:
+    """A known dim as an int; None for dynamic (-1, 0, None, a symbolic name)."""
+    if isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0:
+        return int(d)
+    return None
+
+
+def _shape_text(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join(str(_dim(d)) if _dim(d) is not None else "?" for d in shape) + "]"
+
+
+def check_class_count(config: TaskConfig, labels: Optional[Sequence[str]], shape: Sequence[Any]) -> None:
+    """ConfigError when ``labels`` cannot name the classes of the output of ``shape``.
+
+    A labels file that is one line short makes every later class name wrong, and one
+    with too few makes ``run`` print a mix of names and indices; both are caught when
+    the package is built.  Where the class dim is dynamic nothing can be checked.
+    Binary segmentation (one channel) takes 2 labels: background, foreground.
+    """
+    if labels is None or isinstance(config, RawConfig):
+        return
+    n = len(labels)
+    name = getattr(config, "output", None) or "the output"
+    dims = [_dim(d) for d in shape]
+    where = f"output {name!r} {_shape_text(shape)}"
+    fix = "give a labels file with one class name per line, in class order"
+    if isinstance(config, ClassifyConfig):
+        rest = dims[1:] if len(dims) >= 2 else dims
+        if not rest or any(d is None for d in rest):
+            return
+        non_unit = [d for d in rest if d != 1] or [1]
+        if len(non_unit) == 1 and non_unit[0] != n:
+            raise ConfigError(f"{n} labels, but {where} scores {non_unit[0]} classes; {fix} ({non_unit[0]} lines)")
+        return
+    if isinstance(config, DetectConfig):
+        if len(dims) != 3 or dims[1] is None or dims[2] is None:
+            return
+        a, b = dims[1], dims[2]
+        layout = config.layout
+        if layout is DetectLayout.AUTO:
+            _resolve_layout(layout, (a, b), n)  # raises when the labels fit neither layout
+            return
+        classes = a - 4 if layout is DetectLayout.YOLOV8 else b - 5
+        if classes != n:
+            raise ConfigError(f"{n} labels, but {where} in the {layout.value} layout has {classes} classes; "
+                              f"{fix} ({classes} lines)")
+        return
+    if isinstance(config, SegmentConfig):
+        if len(dims) != 4:
+            return  # [1, H, W] class ids (or a single map): the class count is not in the shape
+        first, last = dims[1], dims[3]
+        if first is None and last is None:
+            return
+        counts = sorted({c for c in (first, last) if c is not None})
+        valid = sorted({2 if c == 1 else c for c in counts})  # a one-channel mask has classes 0 and 1
+        if n in valid:
+            return
+        want = " or ".join(map(str, valid))
+        raise ConfigError(
+            f"{n} labels, but {where} has {' or '.join(map(str, counts))} class channel(s) (NCHW dim 1 / NHWC dim 3); "
+            f"{fix} ({want} lines; a one-channel mask takes 2: background, foreground)"
+        )
+
+
+def resolve_for_model(
+    config: TaskConfig,
+    graph: Any,
+    outputs: Sequence[Tuple[str, Sequence[Any]]],
+    labels: Optional[Sequence[str]] = None,
+) -> TaskConfig:
+    """The postprocess config a package records, decided once from the model:
+
+    the output the task reads (:func:`select_output`), whether a segmentation
+    output holds logits or probabilities (:func:`segment_scores_from_graph`,
+    unless the config says), and labels that fit the class count
+    (:func:`check_class_count`).  ``outputs``: (name, shape) per model output.
+    """
+    shapes = {name: shape for name, shape in outputs}
+    cfg = select_output(config, list(shapes))
+    if isinstance(cfg, SegmentConfig) and cfg.scores is SegmentScores.AUTO and cfg.output is not None:
+        cfg = dataclasses.replace(cfg, scores=segment_scores_from_graph(graph, cfg.output))
+    if not isinstance(cfg, RawConfig) and cfg.output is not None:
+        check_class_count(cfg, labels, shapes[cfg.output])
+    return cfg

@@ -773,6 +773,66 @@ def _orientation(im: Image.Image) -> int:
     return value if value in _EXIF_TRANSPOSE else 1
 
 
+# Single-channel images deeper than 8 bits.  Pillow's convert("L"/"RGB") clips them to
+# 0..255 (a 16-bit PNG turns white, a 0..1 float TIFF black), so they are brought to the
+# 0..255 scale the normalize step expects by their real full scale instead, kept as float
+# ("F") through the resize.  (16-bit RGB/RGBA PNGs need nothing: Pillow decodes those to
+# 8 bits per channel by their high byte, which is the right scale.)
+_UNSIGNED_16 = ("I;16", "I;16L", "I;16B", "I;16N")
+_HIGH_DEPTH_MODES = _UNSIGNED_16 + ("I;16S", "I;16BS", "I", "F")
+_SMIN_SAMPLE_VALUE, _SMAX_SAMPLE_VALUE = 340, 341  # TIFF tags: the data's real range
+
+
+def _tiff_range(im: Image.Image) -> Optional[Tuple[float, float]]:
+    """(SMinSampleValue, SMaxSampleValue) of a TIFF that records them, else None."""
+    tags = getattr(im, "tag_v2", None)
+    if tags is None or _SMAX_SAMPLE_VALUE not in tags:
+        return None
+
+    def first(value: Any) -> float:
+        return float(value[0] if isinstance(value, (tuple, list)) else value)
+
+    try:
+        lo = first(tags.get(_SMIN_SAMPLE_VALUE, 0))
+        hi = first(tags[_SMAX_SAMPLE_VALUE])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else None
+
+
+def _high_depth(im: Image.Image, name: str) -> Image.Image:
+    """A 16-bit or float gray image as float ("F") on the 0..255 scale, by its real range;
+    other images unchanged.  InputError (one line) when the range cannot be known."""
+    if im.mode not in _HIGH_DEPTH_MODES:
+        return im
+    recorded = _tiff_range(im)
+    if recorded is not None:
+        lo, hi, why = recorded[0], recorded[1], "its TIFF SMin/SMaxSampleValue"
+    elif im.mode in _UNSIGNED_16 or (im.mode == "I" and im.format == "PNG"):
+        # PNG stores 16-bit samples scaled to the full 0..65535 range (older Pillow opens them as "I")
+        lo, hi, why = 0.0, 65535.0, "16 bits"
+    elif im.mode == "F":
+        lo, hi, why = 0.0, 1.0, "the 0..1 convention of float images"
+    else:
+        raise InputError(
+            f"{name} is a {'signed 16-bit' if im.mode in ('I;16S', 'I;16BS') else '32-bit integer'} image "
+            f"(mode {im.mode}) with no recorded white level; convert it to 8- or 16-bit unsigned, or to "
+            "float 0..1, and pass that"
+        )
+    arr = np.asarray(im, dtype=np.float64)
+    vmin, vmax = (float(np.min(arr)), float(np.max(arr))) if arr.size else (lo, hi)
+    if not (math.isfinite(vmin) and math.isfinite(vmax)):
+        raise InputError(f"{name} has NaN or infinite pixels; clean the image, or pass an array")
+    if vmin < lo or vmax > hi:
+        raise InputError(
+            f"{name} has values {vmin:g}..{vmax:g}, outside its {lo:g}..{hi:g} range ({why}); "
+            "scale it into that range, or convert it to 8 bits yourself; edgekit does not clip images silently"
+        )
+    out = Image.fromarray(((arr - lo) * (255.0 / (hi - lo))).astype(np.float32))
+    out.info = dict(im.info)
+    return out
+
+
 class Preprocessor:
     """Runs a validated tuple of steps on an image or tensor source.
 
@@ -857,6 +917,7 @@ class Preprocessor:
                 raise InputError(f"the given PIL image could not be decoded ({exc}); {_DECODE_HINT}") from None
             im = source
             orientation = _orientation(im)
+            im = _high_depth(im, "the given PIL image")
             if orientation != 1:
                 im = im.transpose(_EXIF_TRANSPOSE[orientation])
             return self._run_pil(im, im.size, (1.0, 1.0))
@@ -899,6 +960,7 @@ class Preprocessor:
                 orientation = _orientation(im)
                 if orientation in (5, 6, 7, 8):
                     w0, h0 = h0, w0
+            im = _high_depth(im, name)
             if orientation != 1:
                 im = im.transpose(_EXIF_TRANSPOSE[orientation])
             return self._run_pil(im, (w0, h0), factor)
@@ -960,8 +1022,13 @@ class Preprocessor:
             if resample == _Resampling.BOX and (g.size[0] > box[2] - box[0] or g.size[1] > box[3] - box[1]):
                 resample = _Resampling.BILINEAR
             im = im.resize(g.size, resample, box=None if full else box, reducing_gap=gap)
+        return self._finish(self._pixels(im, high_depth), g.transform, g)
+
+    def _pixels(self, im: Image.Image, high_depth: bool) -> np.ndarray:
         arr = np.asarray(im)
-        return self._finish(arr, g.transform, g)
+        if high_depth and self._channels == 3:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        return arr
 
     def _needs_resample(self, original: Tuple[int, int]) -> bool:
         if self._resize is None:
@@ -1005,7 +1072,7 @@ class Preprocessor:
         if g is not None and g.canvas != g.size:  # letterbox padding
             assert self._resize is not None
             W, H = g.canvas
-            canvas = np.full((H, W, arr.shape[2]), self._resize.pad_value, dtype=np.uint8)
+            canvas = np.full((H, W, arr.shape[2]), self._resize.pad_value, dtype=arr.dtype)
             left, top = g.offset
             canvas[top : top + arr.shape[0], left : left + arr.shape[1]] = arr
             arr = canvas
@@ -1015,7 +1082,11 @@ class Preprocessor:
         d = self._dtype
         target = d.dtype if d is not None else TensorDtype.FLOAT32
         if self._a is None:
-            if target is TensorDtype.UINT8:
+            if target is TensorDtype.UINT8 and src.dtype != np.uint8:
+                # raw pixels of a high-depth image: its values are on 0..255 already; the clip only
+                # catches a bicubic resize's overshoot, as Pillow's own uint8 resize saturates
+                out = np.clip(np.rint(src), 0, 255).astype(np.uint8)[None]
+            elif target is TensorDtype.UINT8:
                 out = np.ascontiguousarray(src)[None]
             else:
                 out = np.empty((1,) + src.shape, dtype=_NP_DTYPES[target])

@@ -19,14 +19,19 @@ from edgekit.postprocess import (
     RawResult,
     SegmentConfig,
     SegmentResult,
+    SegmentScores,
     SoftmaxMode,
     Task,
     box_iou,
+    check_class_count,
     config_for_task,
     config_from_json,
     config_to_json,
     nms,
     postprocess,
+    resolve_for_model,
+    segment_scores_from_graph,
+    select_output,
     softmax,
 )
 
@@ -181,6 +186,7 @@ def test_config_errors(make, message):
                      class_agnostic=True, output="output0"),
         SegmentConfig(),
         SegmentConfig(output="out"),
+        SegmentConfig(output="out", scores="probabilities"),
         RawConfig(),
     ],
 )
@@ -576,9 +582,16 @@ def test_segment_mask_mapped_by_transform_when_it_can():
 
 def test_segment_binary_and_class_id_outputs():
     logit = np.array([[[[-1.0, 2.0], [0.5, -0.1]]]])  # [1, 1, 2, 2] logits
-    np.testing.assert_array_equal(postprocess(SegmentConfig(), {"o": logit}).mask, [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(postprocess(SegmentConfig(scores="logits"), {"o": logit}).mask, [[0, 1], [1, 0]])
     prob = np.array([[[[0.2, 0.7], [0.51, 0.4]]]])
-    np.testing.assert_array_equal(postprocess(SegmentConfig(), {"o": prob}).mask, [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(postprocess(SegmentConfig(scores="probabilities"), {"o": prob}).mask, [[0, 1], [1, 0]])
+    # a [1, H, W] float map is one channel too
+    np.testing.assert_array_equal(postprocess(SegmentConfig(scores="logits"), {"o": logit[0]}).mask, [[0, 1], [1, 0]])
+    # undecided: never guessed from the values, one line saying what to set
+    with pytest.raises(ConfigError, match=r'single-channel map.*set "scores" to "logits" or "probabilities"'):
+        postprocess(SegmentConfig(), {"o": prob})
+    # multi-class argmax does not depend on it
+    assert postprocess(SegmentConfig(), {"o": seg_scores()}).mask.shape == (6, 8)
     ids = np.array([[[0, 3], [2, 2]]], dtype=np.int64)  # model ends with ArgMax
     r = postprocess(SegmentConfig(), {"o": ids})
     assert r.mask.dtype == np.int32 and r.class_ids() == [0, 2, 3]
@@ -624,3 +637,112 @@ def test_postprocess_rejects_non_config():
 def test_results_repr_hides_outputs():
     r = postprocess(ClassifyConfig(top_k=1), {"x": np.zeros((1, 1000), dtype=np.float32)})
     assert "outputs" not in repr(r) and "Classification(" in repr(r)
+
+
+# ---------------------------------------------------------------------------
+# build-time decisions (pure functions the build pipeline calls)
+# ---------------------------------------------------------------------------
+
+
+def test_binary_threshold_is_decided_once_not_per_image():
+    """The issue's case: a probability map whose max is 1.0000001 (an upsampled sigmoid,
+    fp16/int8 arithmetic).  Deciding from the values flipped the threshold to 0 and marked
+    nearly every pixel foreground; the recorded "probabilities" keeps it at 0.5."""
+    rng = np.random.default_rng(3)
+    prob = rng.uniform(0.0, 0.3, size=(1, 1, 64, 64)).astype(np.float32)  # background, p < 0.5
+    prob[0, 0, 10:20, 10:21] = 0.97  # 110 foreground pixels = 2.7 %
+    prob[0, 0, 15, 15] = np.float32(1.0000001)
+    assert prob.max() > 1.0
+    truth = float((prob > 0.5).mean())
+    mask = postprocess(SegmentConfig(scores="probabilities"), {"o": prob}).mask
+    assert float(mask.mean()) == pytest.approx(truth) and truth == pytest.approx(110 / 4096)
+    # what the per-image guess did with this map: logits, threshold 0 → everything
+    assert float(postprocess(SegmentConfig(scores="logits"), {"o": prob}).mask.mean()) == 1.0
+
+
+class _Node:
+    def __init__(self, op_type, inputs, outputs):
+        self.op_type, self.input, self.output = op_type, list(inputs), list(outputs)
+
+
+class _Graph:
+    def __init__(self, *nodes):
+        self.node = list(nodes)
+
+
+def test_segment_scores_read_from_the_graph():
+    conv = _Node("Conv", ["x", "w"], ["feat"])
+    assert segment_scores_from_graph(_Graph(conv), "feat") is SegmentScores.LOGITS
+    sig = _Graph(conv, _Node("Sigmoid", ["feat"], ["p"]), _Node("Resize", ["p", "", "scales"], ["up"]),
+                 _Node("Transpose", ["up"], ["out"]))
+    assert segment_scores_from_graph(sig, "out") is SegmentScores.PROBABILITIES  # through resize + transpose
+    assert segment_scores_from_graph(sig, "feat") is SegmentScores.LOGITS
+    soft = _Graph(conv, _Node("Softmax", ["feat"], ["out"]))
+    assert segment_scores_from_graph(soft, "out") is SegmentScores.PROBABILITIES
+    # an op that changes the values ends the walk: Sigmoid then Mul(2) is not a probability
+    scaled = _Graph(conv, _Node("Sigmoid", ["feat"], ["p"]), _Node("Mul", ["p", "two"], ["out"]))
+    assert segment_scores_from_graph(scaled, "out") is SegmentScores.LOGITS
+    assert segment_scores_from_graph(_Graph(), "x") is SegmentScores.LOGITS  # an input passed through
+
+
+def test_select_output_by_name():
+    names = ["boxes", "scores", "labels"]
+    with pytest.raises(ConfigError) as info:
+        select_output(ClassifyConfig(), names)
+    msg = str(info.value)
+    assert "task 'classify' reads one model output, but the model has 3: ['boxes', 'scores', 'labels']" in msg
+    assert "--output NAME" in msg
+    assert select_output(ClassifyConfig(output="scores"), names).output == "scores"
+    assert select_output(ClassifyConfig(top_k=2), ["logits"]) == ClassifyConfig(top_k=2, output="logits")
+    with pytest.raises(ConfigError, match=r"no output 'probs'; its outputs are \['boxes', 'scores', 'labels'\]"):
+        select_output(DetectConfig(output="probs"), names)
+    with pytest.raises(ConfigError, match=r"package path is given with -o/--out"):
+        select_output(SegmentConfig(output="model.edgepkg"), names)
+    assert select_output(RawConfig(), names) == RawConfig()
+
+
+@pytest.mark.parametrize(
+    "cfg, labels, shape, message",
+    [
+        (ClassifyConfig(), 2, [1, 4], "2 labels, but output 'the output' [1, 4] scores 4 classes"),
+        (ClassifyConfig(output="y"), 5, [1, 4, 1, 1], "output 'y' [1, 4, 1, 1] scores 4 classes"),
+        (DetectConfig(), 2, [1, 84, 8400], "fits no known layout for 2 labels"),
+        (DetectConfig(layout="yolov5"), 3, [1, 25200, 85], "in the yolov5 layout has 80 classes"),
+        (SegmentConfig(), 3, [1, 21, 64, 64], "has 21 or 64 class channel(s)"),
+        (SegmentConfig(), 1, [1, 1, 64, 64], "(2 or 64 lines; a one-channel mask takes 2"),
+    ],
+)
+def test_label_count_must_match_the_class_count(cfg, labels, shape, message):
+    names = [f"c{i}" for i in range(labels)]
+    with pytest.raises(ConfigError) as info:
+        check_class_count(cfg, names, shape)
+    assert message in str(info.value)
+
+
+def test_label_counts_that_fit():
+    check_class_count(ClassifyConfig(), ["a"] * 4, [1, 4])
+    check_class_count(ClassifyConfig(), ["a"] * 4, [4])
+    check_class_count(ClassifyConfig(), ["a"] * 4, [1, -1])  # dynamic: nothing to check
+    check_class_count(DetectConfig(), ["a"] * 80, [1, 84, 8400])
+    check_class_count(DetectConfig(layout="yolov8"), ["a"] * 80, [1, 84, 8400])
+    check_class_count(SegmentConfig(), ["a"] * 21, [1, 21, 64, 64])
+    check_class_count(SegmentConfig(), ["a"] * 21, [1, 64, 64, 21])  # NHWC
+    check_class_count(SegmentConfig(), ["bg", "fg"], [1, 1, 64, 64])
+    check_class_count(SegmentConfig(), ["a"] * 7, [1, 64, 64])  # class ids: count not in the shape
+    check_class_count(RawConfig(), ["a"], [1, 4])
+    check_class_count(ClassifyConfig(), None, [1, 4])
+
+
+def test_resolve_for_model_records_every_decision():
+    graph = _Graph(_Node("Conv", ["x", "w"], ["logits"]), _Node("Sigmoid", ["logits"], ["mask"]))
+    outs = [("logits", [1, 1, 32, 32]), ("mask", [1, 1, 32, 32])]
+    cfg = resolve_for_model(SegmentConfig(output="mask"), graph, outs, ["bg", "fg"])
+    assert cfg == SegmentConfig(output="mask", scores="probabilities")
+    assert config_to_json(cfg) == {"task": "segment", "output": "mask", "scores": "probabilities"}
+    assert resolve_for_model(SegmentConfig(output="logits"), graph, outs).scores is SegmentScores.LOGITS
+    # the user's word wins over the graph
+    assert resolve_for_model(SegmentConfig(output="mask", scores="logits"), graph, outs).scores is SegmentScores.LOGITS
+    with pytest.raises(ConfigError, match="reads one model output, but the model has 2"):
+        resolve_for_model(SegmentConfig(), graph, outs)
+    with pytest.raises(ConfigError, match="3 labels"):
+        resolve_for_model(SegmentConfig(output="mask"), graph, outs, ["a", "b", "c"])

@@ -649,3 +649,158 @@ def test_jpeg_with_partial_dct_block(tmp_path):
     fast = Preprocessor([Resize(120, 120), *RAW])(p).tensor.astype(int)
     slow = Preprocessor([Resize(120, 120), *RAW])(np.asarray(pil(p).convert("RGB"))).tensor.astype(int)
     assert np.abs(fast - slow).mean() < 2.0
+
+
+# --------------------------------------------------------------------------- images deeper than 8 bits
+# Real files written by Pillow: 16-bit gray PNGs and 32-bit float TIFFs.  Pillow's own
+# convert("L"/"RGB") clips them to 0..255 (a 16-bit PNG turns white, a 0..1 TIFF black).
+
+UNIT = [Normalize((0.0,), (1.0,), 1.0 / 255.0), Layout("nchw"), Dtype("float32")]  # y = pixel / 255
+
+
+def ramp16(height: int = 48, width: int = 64) -> np.ndarray:
+    """uint16 values over the whole 0..65535 range, most of them far above 255."""
+    y, x = np.mgrid[0:height, 0:width]
+    return ((x * 1021 + y * 331) % 65536).astype(np.uint16)
+
+
+def test_16bit_png_is_scaled_by_its_full_range_not_clipped(tmp_path):
+    a = ramp16()
+    path = tmp_path / "depth16.png"
+    Image.fromarray(a).save(path)
+    assert pil(path).mode == "I;16"  # a real 16-bit PNG
+    gray = Preprocessor([Color("gray"), *UNIT])(path).tensor
+    assert gray.shape == (1, 1, 48, 64)
+    np.testing.assert_allclose(gray[0, 0], a / 65535.0, atol=1e-6)  # white is 65535, not 255
+    clipped = np.minimum(a, 255) / 255.0  # what the 8-bit conversion made of it
+    assert float(np.abs(gray[0, 0] - clipped).mean()) > 0.3
+    # an RGB model gets the gray value in every channel, as for an 8-bit gray image
+    rgb = Preprocessor([Color("rgb"), *UNIT])(path).tensor
+    assert rgb.shape == (1, 3, 48, 64)
+    for c in range(3):
+        np.testing.assert_array_equal(rgb[0, c], gray[0, 0])
+
+
+@pytest.mark.parametrize("mode", ["stretch", "letterbox", "crop"])
+def test_16bit_png_resized_matches_the_8bit_picture(tmp_path, mode):
+    """Resampled as float: within one 8-bit step of the same picture at 8 bits."""
+    a = ramp16(96, 128)
+    a = (a // 257 * 257).astype(np.uint16)  # exactly representable at 8 bits
+    path = tmp_path / "d.png"
+    Image.fromarray(a).save(path)
+    steps = [Color("rgb"), Resize(40, 50, mode=mode, interpolation="bilinear"), *UNIT]
+    deep = Preprocessor(steps)(path)
+    eight = Preprocessor(steps)(np.repeat((a // 257).astype(np.uint8)[:, :, None], 3, axis=2))
+    assert deep.transform == eight.transform
+    assert float(np.abs(deep.tensor - eight.tensor).max()) <= 1.0 / 255 + 1e-6
+    if mode == "letterbox":  # the borders hold the pad value on the same scale
+        assert deep.tensor[0, 0, 0, 0] == pytest.approx(114 / 255)
+
+
+def test_16bit_png_raw_uint8_pixels(tmp_path):
+    a = ramp16()
+    path = tmp_path / "r.png"
+    Image.fromarray(a).save(path)
+    out = Preprocessor([Color("gray"), Resize(48, 64), Layout("nhwc"), Dtype("uint8")])(path).tensor
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0, :, :, 0], np.rint(a / 257.0).astype(np.uint8))
+
+
+def test_float_tiff_in_unit_range_is_scaled(tmp_path):
+    f = np.linspace(0.0, 1.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    path = tmp_path / "f.tif"
+    Image.fromarray(f).save(path)
+    assert pil(path).mode == "F"
+    out = Preprocessor([Color("gray"), *UNIT])(path).tensor
+    np.testing.assert_allclose(out[0, 0], f, atol=1e-6)
+    assert float(out.max()) == pytest.approx(1.0)  # the clip made this 1/255 at most
+    # a PIL image in mode F is the same
+    np.testing.assert_allclose(Preprocessor([Color("gray"), *UNIT])(pil(path)).tensor, out)
+
+
+def test_tiff_with_recorded_sample_range_uses_it(tmp_path):
+    from PIL import TiffImagePlugin
+
+    f = np.linspace(0.0, 1000.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[340], tags[341] = 0.0, 1000.0  # SMinSampleValue, SMaxSampleValue
+    path = tmp_path / "range.tif"
+    Image.fromarray(f).save(path, tiffinfo=tags)
+    out = Preprocessor([Color("gray"), *UNIT])(path).tensor
+    np.testing.assert_allclose(out[0, 0], f / 1000.0, atol=1e-6)
+    # a 12-bit camera frame in a 16-bit TIFF that says white is 4095
+    a = (np.arange(48 * 64).reshape(48, 64) % 4096).astype(np.uint16)
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[341] = 4095
+    path12 = tmp_path / "twelve.tif"
+    Image.fromarray(a).save(path12, tiffinfo=tags)
+    out = Preprocessor([Color("gray"), *UNIT])(path12).tensor
+    np.testing.assert_allclose(out[0, 0], a / 4095.0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.linspace(0.0, 2.0, 64, dtype=np.float32).reshape(8, 8), r"has values 0\.\.2, outside its 0\.\.1 range"),
+        (np.linspace(-1.0, 1.0, 64, dtype=np.float32).reshape(8, 8), r"has values -1\.\.1, outside its 0\.\.1 range"),
+        (np.full((8, 8), np.nan, dtype=np.float32), "NaN or infinite pixels"),
+        (np.arange(64, dtype=np.int32).reshape(8, 8) * 100000, "32-bit integer image"),
+    ],
+)
+def test_deep_images_without_a_known_range_are_refused_in_one_line(tmp_path, array, message):
+    path = tmp_path / "bad.tif"
+    Image.fromarray(array).save(path)
+    with pytest.raises(InputError, match=message) as info:
+        Preprocessor([Color("rgb"), Resize(8, 8), *UNIT])(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- masks back to the original image
+
+
+def test_mask_maps_back_like_boxes():
+    """A mask region and the box around it land on the same original pixels."""
+    image = np.zeros((300, 400, 3), dtype=np.uint8)
+    for mode in ("stretch", "letterbox"):
+        t = Preprocessor([Resize(64, 64, mode=mode), *RAW])(image).transform
+        box_in = t.to_input([[100.0, 60.0, 260.0, 180.0]])[0]  # an object in original pixels
+        mask = np.zeros((64, 64), dtype=np.int32)
+        x1, y1, x2, y2 = (int(round(v)) for v in box_in)
+        mask[y1:y2, x1:x2] = 7
+        back = t.mask_to_original(mask)
+        assert back.shape == (300, 400) and set(np.unique(back)) == {0, 7}
+        ys, xs = np.nonzero(back == 7)
+        got = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+        np.testing.assert_allclose(got, t.to_original([[x1, y1, x2, y2]])[0], atol=400 / 64)
+        # a head at 1/4 of the input resolution covers the same picture (to within its 4-pixel cells)
+        low = np.zeros((16, 16), dtype=np.int32)
+        low[y1 // 4 : -(-y2 // 4), x1 // 4 : -(-x2 // 4)] = 7
+        ys, xs = np.nonzero(t.mask_to_original(low) == 7)
+        got = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+        np.testing.assert_allclose(got, t.to_original([[x1, y1, x2, y2]])[0], atol=4 * 400 / 64)
+
+
+def test_mask_outside_a_centre_crop_is_unseen():
+    t = Preprocessor([Resize(64, 64, mode="crop"), *RAW])(np.zeros((100, 200, 3), dtype=np.uint8)).transform
+    back = t.mask_to_original(np.ones((64, 64), dtype=np.int32))
+    assert back.shape == (100, 200)
+    assert (back[:, :50] == -1).all() and (back[:, 150:] == -1).all() and (back[:, 50:150] == 1).all()
+
+
+def test_mask_of_a_tensor_input_is_left_alone():
+    t = Transform.identity()
+    m = np.arange(12, dtype=np.int32).reshape(3, 4)
+    assert t.mask_to_original(m) is m or np.array_equal(t.mask_to_original(m), m)
+    with pytest.raises(InputError, match=r"\(H, W\) array"):
+        t.mask_to_original(np.zeros((1, 3, 4)))
+
+
+def test_segment_result_in_original_pixels_through_postprocess():
+    from edgekit.postprocess import SegmentConfig, postprocess
+
+    res = Preprocessor([Resize(32, 32, mode="letterbox"), *RAW])(np.zeros((120, 240, 3), dtype=np.uint8))
+    scores = np.zeros((1, 2, 32, 32), dtype=np.float32)
+    scores[0, 1, 8:24, 16:] = 5.0  # class 1 on the right half of the content
+    r = postprocess(SegmentConfig(), {"o": scores}, transform=res.transform)
+    assert r.mask.shape == (120, 240)
+    assert (r.mask[:, :120] == 0).all() and (r.mask[:, 120:] == 1).all()
