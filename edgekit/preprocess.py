@@ -654,6 +654,38 @@ class Transform:
             np.clip(b[..., 1::2], 0.0, float(h), out=b[..., 1::2])
         return b.astype(out_dtype, copy=False)
 
+    def mask_to_original(self, mask: Any) -> np.ndarray:
+        """Map an ``(H, W)`` class-id mask from the model's output onto the original image.
+
+        Nearest neighbour (class ids do not interpolate), through the same geometry as
+        :meth:`to_original`: each original pixel centre goes to the model input, then to
+        the mask, which is taken to cover the whole model input (a head at 1/4 or 1/8 of
+        the input resolution works the same).  Letterbox borders drop out; original pixels
+        the model never saw (outside a centre crop) are ``-1``.  Without an image
+        (tensor inputs) the mask comes back unchanged.
+        """
+        m = np.asarray(mask)
+        if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
+            raise InputError(f"a mask must be a non-empty (H, W) array of class ids, but got shape {m.shape}")
+        if self.original_size is None or self.input_size is None:
+            return m
+        (w0, h0), (w_in, h_in) = self.original_size, self.input_size
+
+        def axis(n0: int, scale: float, crop: float, pad: float, n_in: int, n_mask: int) -> Tuple[np.ndarray, np.ndarray]:
+            centres = (np.arange(n0, dtype=np.float64) + 0.5) * scale - crop + pad  # model-input pixels
+            idx = np.floor(centres * (n_mask / n_in)).astype(np.intp)
+            seen = (idx >= 0) & (idx < n_mask)
+            return np.clip(idx, 0, n_mask - 1), seen
+
+        xs, x_seen = axis(w0, self.scale[0], self.crop[0], self.pad[0], w_in, m.shape[1])
+        ys, y_seen = axis(h0, self.scale[1], self.crop[1], self.pad[1], h_in, m.shape[0])
+        out = m[ys[:, None], xs[None, :]]
+        if not (x_seen.all() and y_seen.all()):
+            out = out.astype(np.int32)
+            out[~y_seen, :] = -1
+            out[:, ~x_seen] = -1
+        return out
+
     def to_input(self, boxes: Any) -> np.ndarray:
         """The forward map (original pixels -> model-input pixels), unclipped."""
         b, out_dtype = self._boxes(boxes)
@@ -1009,10 +1041,13 @@ class Preprocessor:
         return self._run_pil(Image.fromarray(np.ascontiguousarray(arr)), (w0, h0), (1.0, 1.0))
 
     def _run_pil(self, im: Image.Image, original: Tuple[int, int], factor: Tuple[float, float]) -> Preprocessed:
-        if im.mode != self._pil_mode:
+        # "F": a 16-bit or float gray image already on the 0..255 scale (_high_depth); it is
+        # resampled as float and its channel repeated for RGB/BGR, as Pillow's L -> RGB does.
+        high_depth = im.mode == "F"
+        if im.mode != self._pil_mode and not high_depth:
             im = im.convert(self._pil_mode)
         if self._resize is None:
-            return self._finish(np.asarray(im), Transform.identity(original), None)
+            return self._finish(self._pixels(im, high_depth), Transform.identity(original), None)
         g = _geometry(original, self._resize)
         fx, fy = factor
         box = (g.box[0] / fx, g.box[1] / fy, g.box[2] / fx, g.box[3] / fy)
