@@ -32,6 +32,7 @@ import copy
 import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -39,7 +40,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgekit.errors import ConfigError, ModelError
+from edgekit.layout import infer_layout, resolve_layout
 from edgekit.manifest import DTYPES, TensorSpec
+from edgekit.preprocess import Layout, LayoutOrder
 
 MIN_OPSET = 13
 #: protobuf's hard limit; bigger models must keep weights in external data files
@@ -220,16 +223,10 @@ def _dims(vi: Any) -> List[Union[int, str, None]]:
 
 
 def guess_layout(shape: Sequence[Any]) -> Optional[str]:
-    """'nchw' / 'nhwc' for a 4-D image-like shape, by where the 1- or 3-channel dim is."""
-    if len(shape) != 4:
-        return None
-    c1, c3 = shape[1], shape[3]
-    # channel-first wins a tie ([1, 3, 224, 3] is odd either way; PyTorch exports NCHW)
-    if isinstance(c1, int) and c1 in (1, 3, 4):
-        return "nchw"
-    if isinstance(c3, int) and c3 in (1, 3, 4):
-        return "nhwc"
-    return None
+    """'nchw' / 'nhwc' for a 4-D image-like shape: the one rule the CLI and the build API
+    use too (:func:`edgekit.layout.infer_layout`)."""
+    order = infer_layout(shape)
+    return None if order is None else order.value
 
 
 def _fix_input_dims(
@@ -237,6 +234,7 @@ def _fix_input_dims(
     input_shapes: Optional[Mapping[str, Sequence[int]]],
     size: Optional[Tuple[int, int]],
     notes: List[str],
+    layout: Optional[str] = None,
 ) -> Tuple[List[str], Dict[str, Optional[str]]]:
     graph = model.graph
     inputs = _real_inputs(graph)
@@ -273,13 +271,19 @@ def _fix_input_dims(
             new_dims = list(dims)
             if new_dims and not isinstance(new_dims[0], int):
                 notes.append(f"input {vi.name!r}: dynamic batch dim {new_dims[0]!r} fixed to 1")
+                # said out loud, not only noted in the manifest: the package takes one sample per call
+                warnings.warn(
+                    f"input {vi.name!r}: the dynamic batch dim {new_dims[0]!r} is fixed to 1; the package is "
+                    "built, verified and run with batch 1 (give input_shapes for another batch size)",
+                    UserWarning,
+                    stacklevel=3,
+                )
                 new_dims[0] = 1
-            layout = guess_layout(new_dims)
             if size is not None and len(new_dims) == 4:
-                if layout is None:
-                    layout = "nchw"  # both channel candidates symbolic: PyTorch exports are channel-first
+                order, assumed = resolve_layout(new_dims, layout, vi.name)  # --layout, where the shape allows
+                if assumed:  # both channel candidates symbolic: PyTorch exports are channel-first
                     notes.append(f"input {vi.name!r}: layout not evident from {dims}; assuming NCHW for --size")
-                hw = (2, 3) if layout == "nchw" else (1, 2)
+                hw = (2, 3) if order is LayoutOrder.NCHW else (1, 2)
                 for axis, value in zip(hw, size):
                     have = new_dims[axis]
                     if isinstance(have, int):
@@ -290,7 +294,10 @@ def _fix_input_dims(
                             )
                     else:
                         new_dims[axis] = int(value)
-        layouts[vi.name] = guess_layout(new_dims)
+        if layout is not None and len(new_dims) == 4:
+            layouts[vi.name] = resolve_layout(new_dims, layout, vi.name)[0].value
+        else:
+            layouts[vi.name] = guess_layout(new_dims)
         if not tt.HasField("shape"):
             if vi.name not in shapes:
                 dynamic.append(f"{vi.name}: unknown rank")
@@ -426,6 +433,7 @@ def canonicalize(
     size: Optional[Tuple[int, int]] = None,
     *,
     optimize: bool = True,
+    layout: Optional[str] = None,
 ) -> CanonicalModel:
     """Fix shapes, fold constants and BatchNorm, and describe the IO (see the module docstring).
 
@@ -442,7 +450,9 @@ def canonicalize(
 
     in_names = [vi.name for vi in _real_inputs(proto.graph)]
     out_names = [vo.name for vo in proto.graph.output]
-    dynamic, layouts = _fix_input_dims(proto, input_shapes, size, notes)
+    # layout: the user's --layout for 4-D inputs; None reads it from the shape (edgekit.layout)
+    layout = None if layout is None else Layout(layout).order.value  # type: ignore[arg-type]
+    dynamic, layouts = _fix_input_dims(proto, input_shapes, size, notes, layout)
 
     # Stale intermediate/output shapes (symbolic batch) would fight the fixed
     # input dims during inference; drop them and let inference re-derive.
