@@ -1,0 +1,255 @@
+"""Full int8 per the TFLite quantization specification, as a pass over the fp32 subgraph.
+
+* activations: int8, asymmetric, per tensor, from the calibrated range
+  (widened to contain 0 so that zero is exact: padding, ReLU);
+* weights of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / TRANSPOSE_CONV:
+  int8, symmetric (zero point 0), per output channel, in [-127, 127];
+* biases: int32, scale = input scale × weight scale (per channel), zero point 0;
+* LOGISTIC and SOFTMAX outputs: scale 1/256, zero point -128; TANH: 1/128, 0;
+  LOG_SOFTMAX: 16/256, 127;
+* ops that move data without arithmetic (RESHAPE, TRANSPOSE, pools, PAD,
+  SLICE, SPLIT, GATHER, RESIZE, REDUCE_MAX) keep their input's scale and
+  zero point; CONCATENATION inputs are requantized to the output's;
+* ops without an int8 kernel, and nodes the recipe skips, run in float
+  between DEQUANTIZE and QUANTIZE (per-layer float fallback);
+* model inputs and outputs are float (QUANTIZE / DEQUANTIZE inside the
+  model) or integer (``int8`` / ``uint8``: the manifest records their scale
+  and zero point, and the preprocessing quantizes into them).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from .ir import Operator, QParams, QuantRole, Subgraph, schema
+
+Range = Tuple[float, float]
+
+#: TFLite builtins with an int8 kernel (reference and XNNPACK); everything else falls back to float
+INT8_KERNELS = frozenset({
+    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "ADD", "SUB", "MUL", "MEAN", "SUM",
+    "REDUCE_MAX", "REDUCE_MIN", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "TRANSPOSE", "CONCATENATION", "SPLIT",
+    "SPLIT_V", "STRIDED_SLICE", "SLICE", "PAD", "PADV2", "MIRROR_PAD", "GATHER", "RESIZE_NEAREST_NEIGHBOR",
+    "RESIZE_BILINEAR", "LOGISTIC", "TANH", "SOFTMAX", "LOG_SOFTMAX", "HARD_SWISH", "LEAKY_RELU", "PRELU", "RELU",
+    "RELU6", "RELU_N1_TO_1", "MAXIMUM", "MINIMUM", "RSQRT", "GELU", "ELU", "BATCH_MATMUL", "ARG_MAX", "ARG_MIN",
+    "EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL", "GREATER", "GREATER_EQUAL", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH",
+    "BROADCAST_TO", "TILE", "SELECT_V2", "ABS", "NEG", "QUANTIZE", "DEQUANTIZE", "SQUARED_DIFFERENCE",
+})
+_WEIGHT_AXIS = {QuantRole.CONV: (1, 0), QuantRole.DEPTHWISE: (1, 3), QuantRole.FULLY_CONNECTED: (1, 0),
+                QuantRole.TRANSPOSE_CONV: (1, 0)}
+_ACT_INPUT = {QuantRole.TRANSPOSE_CONV: 2}
+_BIAS_INPUT = {QuantRole.CONV: 2, QuantRole.DEPTHWISE: 2, QuantRole.FULLY_CONNECTED: 2, QuantRole.TRANSPOSE_CONV: 3}
+
+QMIN, QMAX = -128, 127
+
+
+def activation_params(lo: float, hi: float) -> QParams:
+    """Asymmetric int8 parameters for a real range (0 always representable exactly)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        lo, hi = (max(lo, -1e6), min(hi, 1e6))
+    if hi - lo < 1e-8:
+        hi = lo + 1e-8
+    scale = (hi - lo) / (QMAX - QMIN)
+    zp = int(np.clip(round(QMIN - lo / scale), QMIN, QMAX))
+    return QParams.per_tensor(scale, zp)
+
+
+def quantize_values(x: np.ndarray, q: QParams, dtype: str = "int8") -> np.ndarray:
+    info = np.iinfo(dtype)
+    scale = q.scale if q.scale.size == 1 else q.scale.reshape([-1 if i == q.axis else 1 for i in range(x.ndim)])
+    zp = q.zero_point if q.zero_point.size == 1 else q.zero_point.reshape(scale.shape)
+    return np.clip(np.round(x / scale) + zp, info.min, info.max).astype(dtype)
+
+
+def _per_channel_weights(w: np.ndarray, axis: int) -> Tuple[np.ndarray, QParams]:
+    reduce = tuple(i for i in range(w.ndim) if i != axis)
+    amax = np.abs(w).max(axis=reduce) if reduce else np.abs(w)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = QParams(scale, np.zeros(scale.shape, np.int64), axis)
+    return np.clip(np.round(w / scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)])), -127, 127
+                   ).astype(np.int8), q
+
+
+@dataclass
+class Int8Report:
+    float_ops: List[str] = field(default_factory=list)       # "OP (node): why"
+    requantized: int = 0
+    int8_ops: int = 0
+
+
+def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str = "float32",
+                  skip_nodes: Set[str] = frozenset(), op_names: Optional[Mapping[int, str]] = None
+                  ) -> Tuple[Subgraph, Int8Report]:
+    """The int8 subgraph of the fp32 ``graph`` given calibrated ``ranges`` (tensor index → (min, max))."""
+    s = schema()
+    names = op_names or {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+    g = copy.deepcopy(graph)
+    report = Int8Report()
+    B = s.BuiltinOperator
+
+    def is_act(i: int) -> bool:
+        t = g.tensors[i]
+        return i >= 0 and t.data is None and t.dtype == "float32"
+
+    # 1. the IO edges: float IO gets QUANTIZE / DEQUANTIZE inside the model, uint8 IO a requantize
+    head: List[Operator] = []
+    tail: List[Operator] = []
+    params: Dict[int, QParams] = {}
+    keep_float: Set[int] = set()
+    ranges = dict(ranges)
+    for i in list(g.inputs):
+        if not is_act(i):
+            continue
+        q = activation_params(*ranges.get(i, (0.0, 1.0)))
+        if io_dtype == "int8":
+            params[i] = q
+            continue
+        inner = g.add_tensor(f"{g.tensors[i].name}/int8", g.tensors[i].shape, "float32")
+        for op in g.operators:
+            op.inputs = [inner if x == i else x for x in op.inputs]
+        params[inner] = q
+        head.append(Operator(B.QUANTIZE, [i], [inner], node="input", role=QuantRole.INDEX))
+        if io_dtype == "uint8":
+            g.tensors[i].dtype = "uint8"
+            g.tensors[i].quant = QParams(q.scale.copy(), q.zero_point + 128)
+        else:
+            keep_float.add(i)
+    out_requant: List[Tuple[int, int]] = []
+    for o in list(g.outputs):
+        if not is_act(o) or io_dtype == "int8":
+            continue
+        inner = g.add_tensor(f"{g.tensors[o].name}/int8", g.tensors[o].shape, "float32")
+        ranges[inner] = ranges.get(o, (0.0, 1.0))
+        for op in g.operators:
+            op.outputs = [inner if x == o else x for x in op.outputs]
+            op.inputs = [inner if x == o else x for x in op.inputs]
+        if io_dtype == "uint8":
+            tail.append(Operator(B.QUANTIZE, [inner], [o], node="output", role=QuantRole.INDEX))
+            out_requant.append((inner, o))
+        else:
+            tail.append(Operator(B.DEQUANTIZE, [inner], [o], node="output", role=QuantRole.INDEX))
+            keep_float.add(o)
+
+    # 2. decide each activation's parameters in topological order
+    def own(i: int) -> QParams:
+        return activation_params(*ranges.get(i, (0.0, 1.0)))
+
+    float_ops: Set[int] = set()
+    for k, op in enumerate(g.operators):
+        name = names.get(op.opcode, str(op.opcode))
+        acts_in = [i for i in op.inputs if i >= 0 and is_act(i)]
+        acts_out = [o for o in op.outputs if is_act(o)]
+        if op.role is QuantRole.INDEX:
+            continue
+        stay_float = op.node in skip_nodes or name not in INT8_KERNELS or op.role is QuantRole.FLOAT
+        if stay_float and (acts_in or acts_out):
+            float_ops.add(k)
+            why = "skipped by the recipe" if op.node in skip_nodes else "no int8 kernel"
+            report.float_ops.append(f"{name} ({op.node}): {why}")
+            for o in acts_out:
+                params.setdefault(o, own(o))
+            continue
+        for o in acts_out:
+            if o in params:
+                continue
+            if op.role is QuantRole.FIXED and op.fixed_output is not None:
+                params[o] = QParams.per_tensor(*op.fixed_output)
+            elif op.role is QuantRole.SAME and acts_in:
+                params[o] = params.get(acts_in[0]) or own(acts_in[0])
+            else:
+                params[o] = own(o)
+    for i in range(len(g.tensors)):
+        if is_act(i) and i not in params:
+            params[i] = own(i)
+
+    # 3. rewrite: constants, fallbacks, requantization
+    new_ops: List[Operator] = list(head)
+    dequantized: Dict[int, int] = {}
+    for k, op in enumerate(g.operators):
+        name = names.get(op.opcode, str(op.opcode))
+        if k in float_ops:
+            ins = []
+            for i in op.inputs:
+                if i >= 0 and is_act(i):
+                    if i not in dequantized:
+                        f = g.add_tensor(f"{g.tensors[i].name}/dequantized", g.tensors[i].shape, "float32")
+                        keep_float.add(f)
+                        new_ops.append(Operator(B.DEQUANTIZE, [i], [f], node=op.node, role=QuantRole.INDEX))
+                        dequantized[i] = f
+                    ins.append(dequantized[i])
+                else:
+                    ins.append(i)
+            outs, requants = [], []
+            for o in op.outputs:
+                if is_act(o):
+                    f = g.add_tensor(f"{g.tensors[o].name}/float", g.tensors[o].shape, "float32")
+                    keep_float.add(f)
+                    outs.append(f)
+                    requants.append(Operator(B.QUANTIZE, [f], [o], node=op.node, role=QuantRole.INDEX))
+                else:
+                    outs.append(o)
+            op.inputs, op.outputs = ins, outs
+            new_ops.append(op)
+            new_ops.extend(requants)
+            continue
+        if op.role is QuantRole.INDEX:
+            new_ops.append(op)
+            continue
+        report.int8_ops += 1
+        if op.role in _WEIGHT_AXIS:
+            w_pos, axis = _WEIGHT_AXIS[op.role]
+            x_pos = _ACT_INPUT.get(op.role, 0)
+            b_pos = _BIAS_INPUT[op.role]
+            w = g.tensors[op.inputs[w_pos]]
+            wq, wparams = _per_channel_weights(np.asarray(w.data, np.float32), axis)
+            op.inputs[w_pos] = g.add_tensor(w.name + "/int8", w.shape, "int8", data=wq, quant=wparams)
+            s_in = params[op.inputs[x_pos]].scale[0]
+            if b_pos < len(op.inputs) and op.inputs[b_pos] >= 0:
+                b = g.tensors[op.inputs[b_pos]]
+                bscale = (s_in * wparams.scale).astype(np.float32)
+                bq = np.clip(np.round(np.asarray(b.data, np.float64) / bscale), -2**31, 2**31 - 1).astype(np.int32)
+                op.inputs[b_pos] = g.add_tensor(b.name + "/int32", b.shape, "int32", data=bq,
+                                                quant=QParams(bscale, np.zeros(bscale.shape, np.int64), 0))
+        else:
+            acts_in = [i for i in op.inputs if i >= 0 and is_act(i)]
+            for pos, i in enumerate(op.inputs):
+                if i < 0:
+                    continue
+                t = g.tensors[i]
+                if t.data is not None and t.dtype == "float32":
+                    if op.role in (QuantRole.SAME, QuantRole.SAME_ALL) and op.outputs and op.outputs[0] in params:
+                        q = params[op.outputs[0]]
+                    else:
+                        q = activation_params(float(np.min(t.data)), float(np.max(t.data)))
+                    op.inputs[pos] = g.add_tensor(t.name + "/int8", t.shape, "int8",
+                                                  data=quantize_values(np.asarray(t.data, np.float32), q), quant=q)
+            if op.role is QuantRole.SAME_ALL and op.outputs and op.outputs[0] in params:
+                target = params[op.outputs[0]]
+                for pos, i in enumerate(op.inputs):
+                    if i >= 0 and i in acts_in and not params[i].same_as(target):
+                        r = g.add_tensor(f"{g.tensors[i].name}/requantized", g.tensors[i].shape, "float32")
+                        params[r] = target
+                        new_ops.append(Operator(B.QUANTIZE, [i], [r], node=op.node, role=QuantRole.INDEX))
+                        op.inputs[pos] = r
+                        report.requantized += 1
+        new_ops.append(op)
+    new_ops.extend(tail)
+    for inner, out in out_requant:
+        q = params[inner]
+        g.tensors[out].dtype = "uint8"
+        g.tensors[out].quant = QParams(q.scale.copy(), q.zero_point + 128)
+    # 4. every other float activation becomes int8 with its parameters
+    for i, q in params.items():
+        t = g.tensors[i]
+        if t.data is None and t.dtype == "float32" and i not in keep_float:
+            t.dtype = "int8"
+            t.quant = q
+    g.operators = new_ops
+    from .lower import _prune
+
+    _prune(g)
+    return g, report
