@@ -16,6 +16,7 @@ TARGETS: "Registry[type]" = Registry(
         "openvino": "edgekit.targets.openvino:OpenVinoTarget",
         "qnn": "edgekit.targets.qnn:QnnTarget",
         "tensorrt": "edgekit.targets.tensorrt:TensorRTTarget",
+        "coreml": "edgekit.targets.coreml:CoreMLTarget",
     },
 )
 

@@ -393,7 +393,7 @@ def constexpr_blockwise_shift_scale(i: Inputs) -> np.ndarray:
 
 
 def constexpr_lut_to_dense(i: Inputs) -> np.ndarray:
-    if "indices" in i:  # iOS 18: indices [shape], lut [*blocks, 2**nbits, vector_size]
+    if "shape" not in i:  # iOS 18: indices [shape], lut [*blocks, 2**nbits, vector_size]
         idx = np.asarray(i["indices"]).astype(np.int64)
         lut = np.asarray(i["lut"])
         if lut.shape[-1] != 1:
@@ -406,11 +406,18 @@ def constexpr_lut_to_dense(i: Inputs) -> np.ndarray:
             sl = tuple(slice(b * s, (b + 1) * s) for b, s in zip(bidx, steps))
             out[sl] = table[bidx][idx[sl]]
         return out
-    # iOS 16: lut [K], indices packed, shape [rank]
+    # iOS 16: lut [K], indices bit-packed (log2 K bits each, LSB first) into uint8, shape [rank]
     shape = tuple(_ints(i["shape"]))
     lut = np.asarray(i["lut"])
-    idx = np.asarray(i["indices"]).reshape(-1)
-    return lut[idx[: int(np.prod(shape))].astype(np.int64)].reshape(shape)
+    count = int(np.prod(shape))
+    nbits = int(round(math.log2(lut.size)))
+    raw = np.asarray(i["indices"]).astype(np.uint8).reshape(-1)
+    if nbits == 8:
+        idx = raw[:count]
+    else:
+        bits = np.unpackbits(raw, bitorder="little")[: count * nbits].reshape(count, nbits).astype(np.int64)
+        idx = bits @ (1 << np.arange(nbits, dtype=np.int64))
+    return lut[idx.astype(np.int64)].reshape(shape)
 
 
 def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Kernel:

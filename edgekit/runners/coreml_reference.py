@@ -69,7 +69,8 @@ class MilInterpreter:
                 self.steps.append(op)
 
     def _args(self, op: MilOp, env: Mapping[str, Any]) -> Dict[str, Any]:
-        args: Dict[str, Any] = {}
+        # iOS 16 constexpr ops carry their parameters as attributes, later ones as inputs
+        args: Dict[str, Any] = {k: v for k, v in op.attributes.items() if k != "val"}
         for key, items in op.inputs.items():
             vals = [env[ref] if kind == "var" else ref for kind, ref in items]
             args[key] = vals if key == "values" or len(vals) > 1 else vals[0]
@@ -133,8 +134,10 @@ class CoreMLReferenceRunner(Runner):
 
     def describe(self) -> Dict[str, Any]:
         prog = self.interpreter.program
-        return {"runner": self.name, "ml_program_opset": prog.opset, "spec_version": str(prog.spec_version),
-                "operations": len(prog.ops), "inference_precision": self.options["inference_precision"].value}
+        # only runtime versions are strings here (the pipeline records string values as versions)
+        return {"runner": self.name, "operations": len(prog.ops),
+                "program": {"opset": prog.opset, "spec_version": prog.spec_version,
+                            "inference_precision": ReferencePrecision(self.options["inference_precision"]).value}}
 
 
 def _io_names(manifest: Manifest, program: MilProgram) -> Tuple[Dict[str, str], Dict[str, str]]:

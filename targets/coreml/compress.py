@@ -1,0 +1,92 @@
+"""Weight compression on the converted model, and activation ranges for W8A8.
+
+Weights go through coremltools' own compressors (``optimize.coreml``), so the
+package holds exactly the ``constexpr_*`` ops Core ML documents.  Activation
+ranges come from the shared calibration feeds run through the fp32 source on
+onnxruntime (coremltools' own activation calibration needs to *run* the Core
+ML model, which only macOS can).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from edgekit.errors import CalibrationError
+
+from .schemes import Compression
+
+#: constants with fewer elements stay fp16 (biases, norms): compressing them saves nothing
+WEIGHT_THRESHOLD = 2048
+
+
+def compress_weights(mlmodel: Any, scheme: Compression) -> Any:
+    """``mlmodel`` with its weights compressed per ``scheme`` (fp16/fp32: unchanged)."""
+    import coremltools.optimize.coreml as cto
+
+    if scheme in (Compression.W8, Compression.W8A8):
+        op_cfg = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                             weight_threshold=WEIGHT_THRESHOLD)
+        return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_cfg))
+    bits = scheme.palette_bits
+    if bits is not None:
+        op_cfg = cto.OpPalettizerConfig(mode="kmeans", nbits=bits, granularity="per_tensor",
+                                        weight_threshold=WEIGHT_THRESHOLD)
+        return cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=op_cfg))
+    return mlmodel
+
+
+def activation_tensors(model: Any, consumers: Iterable[str]) -> List[str]:
+    """Float activations (not initializers) that feed one of ``consumers`` op types."""
+    inits = {t.name for t in model.graph.initializer}
+    wanted = set(consumers)
+    out: List[str] = []
+    for node in model.graph.node:
+        if node.op_type not in wanted:
+            continue
+        inputs = node.input[:2] if node.op_type == "MatMul" else node.input[:1]
+        for name in inputs:
+            if name and name not in inits and name not in out:
+                out.append(name)
+    return out
+
+
+def activation_ranges(model: Any, tensors: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]],
+                      percentile: float = 100.0) -> Dict[str, Tuple[float, float]]:
+    """(low, high) of each tensor over ``feeds``, from the fp32 model on onnxruntime.
+
+    ``percentile`` < 100 clips outliers (the recipe's setting), taken over all
+    samples' values of a tensor.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    if not feeds:
+        raise CalibrationError("W8A8 needs calibration data for its activation ranges: pass --calib DIR|FILE.npz")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    graph_outputs = {o.name for o in probe.graph.output}
+    inputs = {i.name for i in probe.graph.input}
+    for name in tensors:
+        if name not in graph_outputs and name not in inputs:
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    fetch = [t for t in tensors if t not in inputs]
+    values: Dict[str, List[np.ndarray]] = {t: [] for t in tensors}
+    for feed in feeds:
+        outs = sess.run(fetch, dict(feed)) if fetch else []
+        for name, v in zip(fetch, outs):
+            values[name].append(np.asarray(v, np.float32).reshape(-1))
+        for name in tensors:
+            if name in inputs:
+                values[name].append(np.asarray(feed[name], np.float32).reshape(-1))
+    ranges: Dict[str, Tuple[float, float]] = {}
+    for name, chunks in values.items():
+        allv = np.concatenate(chunks)
+        if percentile >= 100.0:
+            ranges[name] = (float(allv.min()), float(allv.max()))
+        else:
+            ranges[name] = (float(np.percentile(allv, 100.0 - percentile)), float(np.percentile(allv, percentile)))
+    return ranges

@@ -1,0 +1,170 @@
+"""The Core ML target: iPhone / iPad / Mac, an ML Program for the Neural Engine.
+
+Build: canonical ONNX → MIL program (our lowering, :mod:`.lower`) →
+``ct.convert`` (fp16 or fp32 compute) → weight compression (:mod:`.compress`)
+→ ``model.mlpackage``.  Verification on the build host runs the saved
+package through the ``coreml-reference`` numpy executor; on a Mac the
+``coreml`` runner runs it with Core ML itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from edgekit.errors import CalibrationError, ModelError
+from edgekit.options import Option, OptionSchema
+
+from ..base import Artifact, BuildSpec, Precision, Target
+from .optable import OP_TABLE
+from .schemes import Compression, DeploymentTarget, Plan, resolve_plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+    from edgekit.quantize.calibration import CalibrationSet
+
+PACKAGE = "model.mlpackage"
+#: the package's entry: a file (manifests list files); the runner opens the folder around it
+ENTRY = f"{PACKAGE}/Manifest.json"
+
+
+def _coremltools() -> Any:
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            # coremltools prints "Failed to load _MLModelProxy" lines on Linux: keep `--json` output clean
+            import coremltools
+    except ImportError:
+        from edgekit.errors import RuntimeMissingError
+
+        raise RuntimeMissingError("the coreml target needs coremltools: pip install 'edgekit[coreml]'") from None
+    return coremltools
+
+
+class CoreMLTarget(Target):
+    """ML Program ``.mlpackage`` for Core ML (fp16 default, fp32, int8 weights, palettized, W8A8)."""
+
+    name = "coreml"
+    runtime = "coreml"
+    precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8})
+    description = "iPhone / iPad / Mac (Apple Neural Engine) through Core ML"
+    verify_runtime = "coreml-reference"
+    op_table = OP_TABLE
+    build_options = OptionSchema("coreml target", [
+        Option("compression", Compression, None,
+               "fp32, fp16, w8 (int8 per-channel weights), palettize8/6/4, w8a8; "
+               "null = from the precision (int8 → w8) or the device profile"),
+        Option("deployment_target", DeploymentTarget, None,
+               "minimum OS (ios16 … ios18, macos13 … macos15); null = ios16 or the device profile's, "
+               "raised automatically when the compression needs a newer one"),
+    ])
+
+    def toolchain(self) -> Tuple[bool, str]:
+        if importlib.util.find_spec("coremltools") is None:
+            return False, "pip install 'edgekit[coreml]'"
+        return True, f"coremltools {_coremltools().__version__}"
+
+    # -- plan -----------------------------------------------------------------
+    def plan(self, spec: BuildSpec) -> Plan:
+        values = self.build_option_values(spec)
+        given = {**dict(getattr(spec, "build_options", None) or {}),
+                 **{k: v for k, v in (spec.runtime_options or {}).items() if k in self.build_options}}
+        return resolve_plan(
+            Precision.parse(spec.precision),
+            values["compression"], given.get("compression") is not None,
+            values["deployment_target"], given.get("deployment_target") is not None,
+        )
+
+    # -- build ----------------------------------------------------------------
+    def build(
+        self,
+        model: "onnx.ModelProto",
+        spec: BuildSpec,
+        calibration: Optional["CalibrationSet"],
+        workdir: Path,
+    ) -> Artifact:
+        ct = _coremltools()
+        from edgekit.runners.coreml_program import load_program
+
+        from .ane import neural_engine_report
+        from .compress import WEIGHT_THRESHOLD, activation_ranges, activation_tensors, compress_weights
+        from .lower import W8A8_CONSUMERS, lower
+
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        plan = self.plan(spec)
+        scheme, target = plan.compression, plan.deployment
+
+        ranges = None
+        calib_info: Optional[Dict[str, Any]] = None
+        if scheme.needs_calibration:
+            if calibration is None or len(calibration) == 0:
+                raise CalibrationError("coreml w8a8 needs calibration data for its activation ranges: "
+                                       "pass --calib DIR|FILE.npz (or build w8 / palettize, which need none)")
+            used = calibration.for_recipe(spec.recipe.num_samples)
+            tensors = activation_tensors(model, W8A8_CONSUMERS)
+            percentile = 100.0 if spec.recipe.method.value == "minmax" else float(spec.recipe.percentile)
+            ranges = activation_ranges(model, tensors, used.feeds, percentile=percentile)
+            calib_info = {"samples": len(used), "source": used.source, "method": spec.recipe.method.value,
+                          "percentile": percentile, "activations": len(ranges)}
+
+        lowered = lower(model, target.ct_target(), act_ranges=ranges)
+        precision = ct.precision.FLOAT32 if scheme is Compression.FP32 else ct.precision.FLOAT16
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")  # progress bars and deprecation notes; the pipeline reports progress
+            try:
+                mlmodel = ct.convert(lowered.program, convert_to="mlprogram",
+                                     minimum_deployment_target=target.ct_target(), compute_precision=precision)
+                mlmodel = compress_weights(mlmodel, scheme)
+            except (ValueError, TypeError, RuntimeError, NotImplementedError) as err:
+                raise ModelError(f"coremltools could not convert the lowered program ({type(err).__name__}: "
+                                 f"{str(err).splitlines()[0] if str(err) else ''}); report this with the model") from None
+        mlmodel.short_description = "built by edgekit"
+        mlmodel.user_defined_metadata["edgekit.compression"] = scheme.value
+        mlmodel.user_defined_metadata["edgekit.deployment_target"] = target.value
+        out = workdir / PACKAGE
+        mlmodel.save(str(out))
+
+        report = neural_engine_report(load_program(out), lowered.origins)
+        files = sorted(p.relative_to(workdir).as_posix() for p in out.rglob("*") if p.is_file())
+        details: Dict[str, Any] = {
+            "precision": Precision.parse(spec.precision).value,
+            "compression": scheme.value,
+            "deployment_target": target.value,
+            "ml_program_opset": f"iOS{target.level}",
+            "compute_precision": "fp32" if scheme is Compression.FP32 else "fp16",
+            "io_names": {"inputs": lowered.input_names, "outputs": lowered.output_names},
+            "input_type": "tensor",
+            "neural_engine": report,
+        }
+        if plan.note:
+            details["note"] = plan.note
+        quantization = None
+        if scheme.precision is Precision.INT8:
+            quantization = {
+                "format": f"coreml-{scheme.value}",
+                "tool": f"coremltools {ct.__version__} (optimize.coreml)",
+                "weights": ({"dtype": "int8", "mode": "linear_symmetric", "granularity": "per_channel"}
+                            if scheme.palette_bits is None else
+                            {"palettization": f"{scheme.palette_bits}-bit k-means lookup table per tensor"}),
+                "weight_threshold": WEIGHT_THRESHOLD,
+            }
+            if scheme is Compression.W8A8:
+                quantization["activations"] = {"dtype": "int8", "granularity": "per_tensor",
+                                               "count": len(lowered.activation_quant)}
+                quantization["calibration"] = calib_info
+        runtime_options = {k: v for k, v in self.runtime_option_values(spec).items()}
+        return Artifact(
+            files=files,
+            entry=ENTRY,
+            runtime_options=runtime_options,
+            runtime_versions={"coremltools": ct.__version__},
+            details=details,
+            quantization=quantization,
+            verify_note="the ML Program interpreted by edgekit's numpy reference executor (coreml-reference), "
+                        "fp16 rounding where the program computes in fp16",
+        )
