@@ -17,6 +17,7 @@ TARGETS: "Registry[type]" = Registry(
         "qnn": "edgekit.targets.qnn:QnnTarget",
         "tensorrt": "edgekit.targets.tensorrt:TensorRTTarget",
         "coreml": "edgekit.targets.coreml:CoreMLTarget",
+        "tflite": "edgekit.targets.tflite:TfliteTarget",
     },
 )
 

@@ -110,7 +110,8 @@ class GraphView:
         self.nodes: List[Node] = []
         for i, n in enumerate(graph.node):
             node = Node(
-                name=n.name or f"{n.op_type}_{i}",
+                # the same fallback name as targets/graph.py's iter_nodes, so reports agree
+                name=n.name or (n.output[0] if n.output else f"{n.op_type}_{i}"),
                 op_type=n.op_type,
                 inputs=list(n.input),
                 outputs=list(n.output),
@@ -211,6 +212,14 @@ class GraphView:
             removed += len(self.nodes) - len(live)
             self.nodes = live
             self._reindex()
+
+    def node(self, name: str) -> Optional[Node]:
+        """The node called ``name`` (None when folded away or absorbed by a fusion)."""
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def fused_names(self) -> "set[str]":
+        """Names of the source nodes that fusions absorbed."""
+        return {f for n in self.nodes for f in n.fused_from}
 
     def op_counts(self) -> Dict[str, int]:
         counts: Dict[str, int] = {}
