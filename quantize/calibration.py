@@ -329,6 +329,22 @@ def _class_index(folder: str, class_names: Optional[Sequence[str]], sorted_folde
     return sorted_folders.index(folder)
 
 
+_NAMED_SKIPS = 12  # undecodable files named one by one in the warning
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix() if root.is_dir() else path.name
+    except ValueError:
+        return path.name
+
+
+def _skip_text(path: Path, why: str, root: Path) -> str:
+    """'a/b.jpg is not an image Pillow can decode (...)': the reason without its path and fix hint."""
+    reason = why.split("; ")[0].replace(str(path), "").strip()
+    return f"{_rel(path, root)} {reason}" if reason.startswith("is ") else f"{_rel(path, root)}: {reason}"
+
+
 def _load_image_folder(
     root: Path,
     inputs: Sequence[TensorSpec],
@@ -417,12 +433,18 @@ def _load_images(
             "give a folder of valid images"
         )
     if skipped:
+        # every failed file by name (a dozen at most), and what is left: "verified on 4 samples"
+        # must not read as if the folder's 5 images had all been used
+        shown = "; ".join(_skip_text(p, why, root) for p, why in skipped[:_NAMED_SKIPS])
+        more = f"; and {len(skipped) - _NAMED_SKIPS} more" if len(skipped) > _NAMED_SKIPS else ""
         warnings.warn(
-            f"calibration: skipped {len(skipped)} file(s) under {root} that are not readable images "
-            f"(first: {skipped[0][0].name}: {skipped[0][1]})",
+            f"{root}: kept {len(feeds)} of {len(chosen)} image(s); {len(skipped)} could not be decoded and "
+            f"were skipped: {shown}{more}",
+            UserWarning,
             stacklevel=3,
         )
-    desc = f"{root} ({len(feeds)} images" + (f", {len(classes or [])} classes)" if labelled else ")")
+    desc = f"{root} ({len(feeds)} images" + (f", {len(classes or [])} classes" if labelled else "")
+    desc += f", {len(skipped)} undecodable skipped)" if skipped else ")"
     return CalibrationSet(feeds=feeds, labels=labels if labelled else None, source=desc, classes=classes)
 
 
