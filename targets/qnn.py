@@ -131,6 +131,19 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
+def _restore_metadata(path: Path, props: "list[tuple[str, str]]") -> None:
+    """Put the source's metadata_props back on a model file (keeping keys the tool added)."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    have = {p.key for p in m.metadata_props}
+    for key, value in props:
+        if key not in have:
+            entry = m.metadata_props.add()
+            entry.key, entry.value = key, value
+    onnx.save(m, str(path))
+
+
 class QnnTarget(Target):
     """Hexagon HTP through onnxruntime-qnn: a QNN context binary in an EPContext model."""
 
@@ -193,11 +206,24 @@ class QnnTarget(Target):
         # 1. HTP-shaped fp32 graph (fusions HTP has single ops for)
         canonical = workdir / "_canonical.onnx"
         fp32_path = workdir / FP32_MODEL
-        save_onnx(model, canonical)
+        # onnxruntime 1.32's qnn_preprocess_model crashes on any model with metadata_props
+        # (dict.update of a protobuf list; every Ultralytics / PaddleOCR export): preprocess
+        # without them and put them back on the result, so the package keeps them.
+        props = [(p.key, p.value) for p in model.metadata_props]
+        bare = model
+        if props:
+            import onnx
+
+            bare = onnx.ModelProto()
+            bare.CopyFrom(model)
+            del bare.metadata_props[:]
+        save_onnx(bare, canonical)
         with contextlib.redirect_stdout(io.StringIO()):
             changed = qnn_preprocess_model(str(canonical), str(fp32_path), fuse_layernorm=True)
         if not changed:
             canonical.replace(fp32_path)
+        if props:
+            _restore_metadata(fp32_path, props)
         canonical.unlink(missing_ok=True)
         details["qnn_preprocess"] = "fused" if changed else "no change"
         fused = _fuse_hardswish(fp32_path)
