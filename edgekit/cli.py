@@ -181,8 +181,13 @@ def _size(text: Optional[str]) -> Optional[Tuple[int, int]]:
     return h, w
 
 
-def _image_hw(model: Path) -> Optional[Tuple[int, int, str]]:
-    """(H, W, layout) of a 4-D image input, from the ONNX graph."""
+def _image_input(model: Path, layout: Optional[str]) -> Optional[Tuple[Optional[int], Optional[int], str]]:
+    """(H, W, layout) of the model's single 4-D input, from the ONNX graph; H/W None when dynamic.
+
+    The layout is ``--layout`` where the shape allows it, else read from the shape by
+    :func:`edgekit.layout.resolve_layout`, the rule the build API and the canonicalizer use.
+    """
+    from edgekit.layout import image_hw, resolve_layout
     from edgekit.targets.canonicalize import load_onnx
 
     proto = load_onnx(model)
@@ -193,11 +198,9 @@ def _image_hw(model: Path) -> Optional[Tuple[int, int, str]]:
     dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4:
         return None
-    if dims[1] in (1, 3) and dims[2] and dims[3]:
-        return dims[2], dims[3], "nchw"
-    if dims[3] in (1, 3) and dims[1] and dims[2]:
-        return dims[1], dims[2], "nhwc"
-    return None
+    order, _ = resolve_layout(dims, layout, inputs[0].name)
+    h, w = image_hw(dims, order)
+    return h, w, order.value
 
 
 # ----------------------------------------------------------------- build
@@ -226,7 +229,10 @@ def build(
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="Fail above this drop (points)."),
     allow_gate_failure: bool = typer.Option(False, "--allow-gate-failure", help="Keep the package even if a gate fails."),
     require_npu: bool = typer.Option(False, "--require-npu", help="Fail if any node would leave the NPU (qnn target)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output .edgepkg (or a directory)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output .edgepkg (or a directory)."),
+    output_name: Optional[str] = typer.Option(
+        None, "--output", help="The model output the task reads, when the model has several (see `--task`)."
+    ),
     sign_key: Optional[Path] = typer.Option(None, "--sign", help="Sign the package with this private key (`edgekit keygen`)."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -239,6 +245,9 @@ def build(
 
     if not model.exists():
         raise ConfigError(f"{model}: no such model file; give the path of an .onnx model")
+    if output_name is not None and task == "raw":
+        raise ConfigError("--output picks the model output a task reads, but --task raw returns every output; "
+                          "give --task classify|detect|segment, or drop --output")
     image_flags = any(x is not None for x in (size, resize, interpolation, color, mean, std, scale, layout))
     image_data = any(p is not None and p.is_dir() for p in (calib, val))
     steps: Any = None
@@ -248,11 +257,11 @@ def build(
         steps = preprocess_file
     elif image_flags or image_data:
         hw = _size(size)
-        model_hw = _image_hw(model)
+        model_hw = _image_input(model, layout)
         if hw is None:
-            if model_hw is None:
+            if model_hw is None or model_hw[0] is None or model_hw[1] is None:
                 raise ConfigError("the model's input size is not fixed; give --size HxW")
-            hw = model_hw[:2]
+            hw = (model_hw[0], model_hw[1])
         m = _floats(mean, "--mean") or (0.0,)
         s = _floats(std, "--std") or (1.0,)
         steps = pre.default_image_steps(
@@ -276,7 +285,8 @@ def build(
             calibration=calib,
             validation=val,
             preprocess=steps,
-            task=task,
+            task=None if output_name is not None else task,
+            postprocess={"task": task, "output": output_name} if output_name is not None else None,
             labels=labels,
             gates=gates,
             output=output,
