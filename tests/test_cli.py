@@ -115,7 +115,12 @@ def test_device_profile_build(tmp_path):
                          "--task", "classify", "--labels", LABELS, "-o", out, "--json").stdout)
     m = doc["manifest"]
     assert m["target"]["device"] == "raspberry-pi-5" and m["precision"] == "int8"
-    assert m["target"]["runtime_options"]["intra_op_num_threads"] == 4
+    assert m["target"]["name"] == "tflite" and m["target"]["runtime_options"]["threads"] == 4
+    # onnxruntime stays available for the same board
+    doc = json.loads(cli("build", MODEL, "--device", "raspberry-pi-5-onnxruntime", "--calib", CALIB,
+                         "--preprocess", META, "--task", "classify", "--labels", LABELS, "-o", out, "--json").stdout)
+    m = doc["manifest"]
+    assert m["target"]["name"] == "onnxruntime" and m["target"]["runtime_options"]["threads"] == 4
     assert m["target"]["details"]["reduce_range"] is False  # Arm keeps all 8 weight bits
 
 
