@@ -417,6 +417,7 @@ def run(
     tensor: List[str] = typer.Option(None, "--tensor", help="NAME=FILE.npy, for models with several inputs."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the raw outputs to an .npz file."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="Run with another runtime than the manifest's."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runner threads (the runner's `threads` option; 0 = its default)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Run a package on images or tensors and print the results."""
@@ -441,7 +442,7 @@ def run(
     for item in inputs or []:
         jobs.append((item, Path(item)))
     results, saved = [], {}
-    with load(package, runtime=runtime) as m:
+    with load(package, runtime=runtime, **({"threads": threads} if threads is not None else {})) as m:
         for label, source in jobs:
             r = m.predict(source)
             # masks and raw tensors go to --save, not into the printed document
@@ -495,7 +496,7 @@ def bench(
     warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs first."),
     iterations: Optional[int] = typer.Option(None, "--iterations", "-n", min=1, help="Timed runs (default 100)."),
     duration: Optional[float] = typer.Option(None, "--duration", min=0.01, help="Run for this many seconds instead."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Runtime threads (runtime option)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runner threads (the runner's `threads` option; 0 = its default)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Time Model.infer on the package's input shapes (median, p90, p99, throughput)."""
@@ -503,7 +504,7 @@ def bench(
 
     if iterations is not None and duration is not None:
         raise ConfigError("give --iterations or --duration, not both")
-    options = {"intra_op_num_threads": threads} if threads else {}
+    options = {"threads": threads} if threads is not None else {}  # checked by the runner's option schema
     with _Progress(not as_json) as bar:
         stats = benchmark_package(
             package, runtime=runtime, warmup=warmup, iterations=iterations, duration=duration, progress=bar, **options

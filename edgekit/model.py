@@ -15,6 +15,10 @@ from .preprocess import Preprocessed, Preprocessor
 from .runners import RUNNERS, Runner
 
 
+#: load()'s own arguments, offered as the closest match for a misspelt option
+_LOAD_ARGUMENTS = ("runtime",)
+
+
 class Model:
     """A loaded package: preprocess → infer → postprocess with one contract."""
 
@@ -83,7 +87,12 @@ class Model:
 def load(path: Union[str, "os.PathLike[str]"], runtime: Optional[str] = None, *,
          trusted_keys: Optional[Sequence[Any]] = None, require_signature: Optional[bool] = None,
          **runtime_options: Any) -> Model:
-    """Open, verify and load a package.  ``runtime`` defaults to the manifest's."""
+    """Open, verify and load a package.  ``runtime`` defaults to the manifest's.
+
+    ``runtime_options`` are the runner's options (``threads``, ``device`` …;
+    see ``edgekit targets --json``), checked against its schema: a misspelt
+    name is an error naming the closest option.
+    """
     # signing policy: trusted_keys (KEY.pub paths or PEM bytes) plus EDGEKIT_TRUSTED_KEYS; a signature is
     # required when keys are trusted, unless require_signature=False (or EDGEKIT_REQUIRE_SIGNATURE=0)
     package = open_package(path, trust=TrustPolicy.resolve(trusted_keys, require_signature))
@@ -93,6 +102,8 @@ def load(path: Union[str, "os.PathLike[str]"], runtime: Optional[str] = None, *,
             runner_cls = RUNNERS.get(name)
         except RegistryError as exc:
             raise RuntimeMissingError(f"{exc}; install the runtime's extra, e.g. pip install 'edgekit[{name}]'") from None
+        # checked here too so a misspelt load() argument ("runtme") is suggested as one
+        runner_cls.options.parse(runtime_options, source="edgekit.load()", also_known=_LOAD_ARGUMENTS)
         runner = runner_cls(package.root, package.manifest, **runtime_options)
     except BaseException:
         package.close()

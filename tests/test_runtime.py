@@ -115,9 +115,12 @@ def test_segmenter_and_tensor_models(tmp_path):
 
 def test_runtime_options(tmp_path):
     pkg = make_package(tmp_path, GM["conv_bn_relu"])
-    with edgekit.load(pkg, intra_op_num_threads=2, graph_optimization_level="basic") as m:
-        assert m.runner.options["intra_op_num_threads"] == 2
+    with edgekit.load(pkg, threads=2, graph_optimization_level="basic") as m:
+        assert m.runner.options["threads"] == 2
+        assert m.runner.option_sources["threads"] == "call"
         assert m.runner.describe()["providers"] == ["CPUExecutionProvider"]
+    with edgekit.load(pkg, intra_op_num_threads=3) as m:  # the older name still works
+        assert m.runner.options["threads"] == 3
     with pytest.raises(ConfigError, match="execution provider"):
         edgekit.load(pkg, execution_providers=["NoSuchExecutionProvider"])
     with pytest.raises(ConfigError, match="graph_optimization_level"):

@@ -173,9 +173,9 @@ def test_unwritable_cache_dir_falls_back_to_temp_with_a_warning(tmp_path):
 
 
 def test_default_cache_dir_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("EDGEKIT_TRT_CACHE", str(tmp_path / "c"))
-    assert trt_cache.default_cache_dir() == tmp_path / "c"
-    monkeypatch.delenv("EDGEKIT_TRT_CACHE")
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path / "c"))  # edgekit's one cache root
+    assert trt_cache.default_cache_dir() == tmp_path / "c" / "tensorrt"
+    monkeypatch.delenv("EDGEKIT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert trt_cache.default_cache_dir() == tmp_path / "x" / "edgekit" / "tensorrt"
 

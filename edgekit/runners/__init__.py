@@ -1,6 +1,8 @@
 """Runners, one per runtime, found by name through the ``edgekit.runners`` entry points."""
 from __future__ import annotations
 
+from typing import Any, Dict, List
+
 from ..registry import Registry
 from .base import Runner, missing_runtime
 
@@ -13,7 +15,21 @@ RUNNERS: "Registry[type]" = Registry(
         "qnn": "edgekit.runners.qnn:QnnRunner",
         "tensorrt": "edgekit.runners.tensorrt:TensorRTRunner",
         "onnxruntime-gpu": "edgekit.runners.onnxruntime_gpu:OnnxRuntimeGpuRunner",
+        "coreml": "edgekit.runners.coreml:CoreMLRunner",
+        "coreml-reference": "edgekit.runners.coreml_reference:CoreMLReferenceRunner",
+        "tflite": "edgekit.runners.tflite:TfliteRunner",
     },
 )
 
-__all__ = ["RUNNERS", "Runner", "missing_runtime"]
+
+
+def describe_options(name: str) -> List[Dict[str, Any]]:
+    """The options of runner ``name`` (name, type, default, range, help) without importing its runtime.
+
+    Runner modules import their SDK only when a runner is created, so this
+    works on a machine that lacks the runtime (``edgekit targets --json``).
+    """
+    return RUNNERS.get(name).options.describe()
+
+
+__all__ = ["RUNNERS", "Runner", "describe_options", "missing_runtime"]

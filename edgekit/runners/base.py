@@ -4,6 +4,17 @@ Template method (as in Polygraphy's runners): :meth:`Runner.infer` checks the
 feed names, shapes and dtypes against the manifest and times the call; a
 runtime implements only :meth:`Runner._infer`.  The checks are precomputed so
 the wrapper stays within a few microseconds of the bare runtime.
+
+Options: each subclass declares ``options: ClassVar[OptionSchema]``; the base
+``__init__`` checks the package's ``runtime_options`` and the call's options
+against it (one validator, one error style) and keeps the result, every
+option filled, in ``self.options`` (the instance attribute shadows the class's
+schema; the schema stays at ``type(self).options``).
+
+Inputs: ``_infer`` always gets C-contiguous, aligned arrays.  A runtime that
+wraps a buffer without copying (OpenVINO's shared tensors, a CUDA memcpy)
+would otherwise read a transposed view, a slice or a broadcast view as the
+wrong memory; the copy is made once here, only for arrays that need it.
 """
 from __future__ import annotations
 
@@ -16,6 +27,10 @@ import numpy as np
 
 from ..errors import InputError, RuntimeMissingError
 from ..manifest import Manifest, TensorSpec
+from ..options import OptionSchema
+
+#: where the options came from, per name (``self.option_sources``)
+FROM_CALL, FROM_PACKAGE, FROM_DEFAULT = "call", "package", "default"
 
 
 def missing_runtime(module: str, extra: str, exc: Optional[BaseException] = None) -> RuntimeMissingError:
@@ -29,16 +44,43 @@ class Runner(ABC):
     name: ClassVar[str]
     #: the pip extra that installs this runtime
     extra: ClassVar[str]
+    #: the options this runner takes (checked by the base ``__init__``)
+    options: ClassVar[OptionSchema]
 
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
         self.root = Path(root)
         self.manifest = manifest
-        self.options: Dict[str, Any] = {**dict(manifest.runtime_options), **options}
+        values, self.option_sources = self.resolve_options(manifest, options)
+        self.options = values  # type: ignore[misc]  # the checked values shadow the class's schema
         self.last_latency_s: float = 0.0
         self._expected: Tuple[Tuple[str, Tuple[int, ...], np.dtype], ...] = tuple(
             (t.name, tuple(t.shape), np.dtype(t.dtype)) for t in manifest.inputs
         )
         self._names = frozenset(t.name for t in manifest.inputs)
+
+    @classmethod
+    def resolve_options(
+        cls, manifest: Manifest, call: Mapping[str, Any]
+    ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+        """Every option of this runner: the call's, else the package's, else the default; and where each came from.
+
+        The package's ``runtime_options`` are checked against this runner's
+        schema when the package was built for this runner; a package built
+        for another runtime (a ``tensorrt`` package run by ``onnxruntime``)
+        contributes only the options both share (``threads`` ...).
+        Device-only options in a package are ignored with a warning.
+        """
+        schema = cls.options
+        packaged = dict(manifest.runtime_options)
+        if manifest.runtime != cls.name:
+            packaged = {k: v for k, v in packaged.items() if k in schema and not schema[k].device_only}
+        source = f"the package's manifest.target.runtime_options ({manifest.name})"
+        from_package = schema.parse(packaged, source=source, from_package=True)
+        from_call = schema.parse(call, source="edgekit.load()")
+        values = {**schema.defaults(), **from_package, **from_call}
+        sources = {name: FROM_CALL if name in from_call else FROM_PACKAGE if name in from_package else FROM_DEFAULT
+                   for name in values}
+        return values, sources
 
     @property
     def inputs(self) -> Tuple[TensorSpec, ...]:
@@ -48,11 +90,13 @@ class Runner(ABC):
     def outputs(self) -> Tuple[TensorSpec, ...]:
         return self.manifest.outputs
 
-    def _check(self, feeds: Mapping[str, Any]) -> None:
+    def _check(self, feeds: Mapping[str, Any]) -> Mapping[str, np.ndarray]:
+        """The feeds checked against the manifest, with any array a runtime could misread made C-contiguous."""
         if len(feeds) != len(self._expected) or not self._names.issuperset(feeds):
             expected = ", ".join(sorted(self._names))
             got = ", ".join(sorted(map(str, feeds))) or "nothing"
             raise InputError(f"feeds must be named {{{expected}}}, but got {{{got}}}; pass one array per model input")
+        fixed: Optional[Dict[str, np.ndarray]] = None
         for name, shape, dtype in self._expected:
             value = feeds[name]
             if not isinstance(value, np.ndarray):
@@ -66,10 +110,17 @@ class Runner(ABC):
                 raise InputError(
                     f"input {name!r}: expected dtype {dtype}, got {value.dtype}; convert with .astype(np.{dtype})"
                 )
+            flags = value.flags
+            # transposed / Fortran-ordered / sliced / broadcast (zero strides) / misaligned views: copy once
+            if not (flags.c_contiguous and flags.aligned):
+                if fixed is None:
+                    fixed = dict(feeds)
+                fixed[name] = value.copy(order="C")  # a fresh copy: contiguous and aligned
+        return feeds if fixed is None else fixed
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run the artifact on named tensors and return named outputs."""
-        self._check(feeds)
+        feeds = self._check(feeds)
         start = time.perf_counter()
         out = self._infer(feeds)
         self.last_latency_s = time.perf_counter() - start

@@ -7,26 +7,26 @@ flags, workspace, DLA core, builder optimization level, engine and timing
 caches under the same cache folder as the ``tensorrt`` runner); the CUDA
 execution provider takes what TensorRT cannot.
 
-Options: ``providers`` (preference order, default TensorRT then CUDA),
-``allow_cpu`` (also accept the CPU provider; off by default, so a silent CPU
-run never passes for a GPU one), ``cache_dir``, ``device`` (CUDA device id),
-``graph_optimization_level``.
+Options: see ``OnnxRuntimeGpuRunner.options`` (``edgekit targets --json``
+lists them): ``providers`` (preference order, default TensorRT then CUDA),
+``allow_cpu``, ``cache_dir`` (device only), ``device`` (CUDA device index),
+``threads``, ``graph_optimization_level`` and the build-profile overrides.
+An fp32 package runs without TF32 (``use_tf32=0`` on the CUDA provider).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Dict, List, Sequence, Tuple
 
 from ..errors import ConfigError, RuntimeMissingError
 from ..manifest import Manifest
-from .base import Runner, missing_runtime
-from .trt_cache import resolve_cache_dir
-from .trt_profile import BuildProfile, TrtPrecision
+from ..options import Option, OptionSchema
+from .ort_session import GRAPH_LEVEL, THREADS, OrtSessionRunner, import_onnxruntime, session_options
+from .tensorrt.cache import resolve_cache_dir
+from .tensorrt.profile import PROFILE_OVERRIDES, BuildProfile, TrtPrecision
 
 GPU_PROVIDERS: Tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-_LEVELS = ("disable", "basic", "extended", "all")
 
 
 def _profile(manifest: Manifest) -> BuildProfile:
@@ -77,57 +77,48 @@ def choose_providers(
     return chosen
 
 
-class OnnxRuntimeGpuRunner(Runner):
+class OnnxRuntimeGpuRunner(OrtSessionRunner):
     """A ``tensorrt`` (or any ONNX) package through onnxruntime-gpu's TensorRT / CUDA providers."""
 
     name = "onnxruntime-gpu"
     extra = "onnxruntime"
+    options = OptionSchema("onnxruntime-gpu runner", [
+        THREADS,
+        Option("device", int, 0, "CUDA device index", min=0),
+        Option("providers", list, list(GPU_PROVIDERS), "execution providers in preference order",),
+        Option("allow_cpu", bool, False, "also accept the CPU provider (off: a silent CPU run never passes for a GPU one)"),
+        Option("cache_dir", Path, None, "TensorRT engine and timing cache folder (default: edgekit's cache dir)",
+               device_only=True),
+        GRAPH_LEVEL,
+        *PROFILE_OVERRIDES,
+    ])
 
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
         super().__init__(root, manifest, **options)
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise missing_runtime("onnxruntime", self.extra, exc) from None
-        self._ort = ort
+        ort = self._ort = import_onnxruntime(self.extra)
         opts = self.options
-        wanted = list(opts.get("providers") or GPU_PROVIDERS)
-        providers = choose_providers(wanted, ort.get_available_providers(), bool(opts.get("allow_cpu", False)))
-        device = int(opts.get("device", 0))
+        providers = choose_providers(list(opts["providers"]), ort.get_available_providers(), opts["allow_cpu"])
+        device = opts["device"]
         profile = _profile(manifest).with_overrides(opts)
-        cache_dir, self.cache_warning = resolve_cache_dir(opts.get("cache_dir"))
+        cache_dir, self.cache_warning = resolve_cache_dir(opts["cache_dir"])
         if self.cache_warning:
             import warnings
 
             warnings.warn(self.cache_warning, stacklevel=2)
+        fp32 = manifest.precision == "fp32"
         with_opts: List[Any] = []
         for p in providers:
             if p == "TensorrtExecutionProvider":
+                if fp32:
+                    # the TensorRT provider has no TF32 switch, only NVIDIA's process-wide variable (read when the
+                    # first engine is built); a user who set it keeps their choice
+                    os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
                 (cache_dir / "onnxruntime-trt").mkdir(parents=True, exist_ok=True)
                 with_opts.append((p, trt_provider_options(profile, cache_dir, device)))
             elif p == "CUDAExecutionProvider":
-                with_opts.append((p, {"device_id": device}))
+                # an fp32 package runs in fp32: TF32 tensor-core math (10-bit mantissa) is a silent downcast
+                with_opts.append((p, {"device_id": device, "use_tf32": 0 if fp32 else 1}))
             else:
                 with_opts.append(p)
-        so = ort.SessionOptions()
-        level = opts.get("graph_optimization_level", "all")
-        if level not in _LEVELS:
-            raise ConfigError(f'"graph_optimization_level" must be one of {set(_LEVELS)}, but got {level!r}')
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
-        self.session = ort.InferenceSession(str(self.root / manifest.entry), sess_options=so, providers=with_opts)
-        self._output_names = [o.name for o in self.session.get_outputs()]
-
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        values = self.session.run(self._output_names, feeds)
-        return dict(zip(self._output_names, values))
-
-    def describe(self) -> Dict[str, Any]:
-        return {"runner": self.name, "onnxruntime": self._ort.__version__, "providers": self.session.get_providers()}
-
-    def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        so = session_options(ort, opts)
+        self._start(ort.InferenceSession(str(self.root / manifest.entry), sess_options=so, providers=with_opts))

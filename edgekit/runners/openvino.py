@@ -1,47 +1,34 @@
 """OpenVINO runner: an IR (``model.xml`` + ``model.bin``) on an Intel CPU, iGPU or NPU.
 
-Options (from the manifest's ``runtime_options``, the device profile, or
-``edgekit.load(..., **options)``), validated up front by :class:`OpenVinoConfig`:
+Options: declared once in :data:`OPTIONS` (``edgekit targets --json`` lists
+them with their defaults), given by ``edgekit.load(..., **options)``, the
+package's ``runtime_options`` or the device profile: ``device``,
+``performance_hint``, ``num_streams``, ``threads`` (``INFERENCE_NUM_THREADS``;
+``num_threads`` is its older name), ``inference_precision``, ``cache_dir``
+(device only: OpenVINO's compiled-model cache, default
+``edgekit.options.cache_dir("openvino")``; ``""`` turns it off),
+``num_requests``.
 
-``device``
-    ``CPU``, ``GPU``, ``NPU``, ``AUTO`` (OpenVINO picks; the CPU serves the
-    first requests while the GPU/NPU compiles), a numbered device such as
-    ``GPU.1``, or a virtual device with a list (``AUTO:GPU,CPU``).
-``performance_hint``
-    ``LATENCY`` (one request at a time as fast as possible, the default) or
-    ``THROUGHPUT`` / ``CUMULATIVE_THROUGHPUT`` (several streams; use
-    :meth:`OpenVinoRunner.infer_many`).
-``num_streams``
-    a positive integer or ``"AUTO"``; None leaves it to the hint.
-``num_threads``
-    ``INFERENCE_NUM_THREADS`` (CPU); None / 0 = OpenVINO's default.
-``inference_precision``
-    ``f32``, ``bf16`` or ``f16`` (``INFERENCE_PRECISION_HINT``).  None keeps
-    the device default, which on CPUs with AMX/AVX512-BF16 is bf16; the build
-    records ``f32`` here when its compile check saw the default fail.
-``cache_dir``
-    OpenVINO's model cache (``CACHE_DIR``): the compiled blob is stored there
-    so the second load skips compilation.  None = ``$EDGEKIT_CACHE_DIR/openvino``
-    or ``$XDG_CACHE_HOME/edgekit/openvino`` (``~/.cache/...``); ``""`` or
-    ``False`` turns caching off.
-``num_requests``
-    size of the async request queue behind :meth:`infer_many`; None = the
-    compiled model's ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``.
+Precision: a package runs in the precision it was verified in.  OpenVINO
+would run an f32 IR in bf16 on CPUs with AMX / AVX512-BF16; unless the call
+or the package names ``inference_precision``, :func:`pinned_precision`
+decides (fp32 → f32, bf16 → bf16 on a CPU that has it).
 """
 from __future__ import annotations
 
 import enum
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .. import cpu
 from ..errors import ConfigError, PackageError
 from ..manifest import Manifest
-from .base import Runner, missing_runtime
+from ..options import Option, OptionSchema, cache_dir, threads_option
+from .base import FROM_DEFAULT, Runner, missing_runtime
 
 #: virtual devices: their targets follow a colon (``AUTO:GPU,CPU``)
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
@@ -66,97 +53,65 @@ class InferencePrecision(str, enum.Enum):
     F16 = "f16"
 
 
-def _choices(cls: Any) -> str:
-    return "{" + ", ".join(repr(m.value) for m in cls) + "}"
-
-
-def _parse_enum(cls: Any, value: Any, name: str) -> Any:
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, str):
-        for member in cls:
-            if member.value.lower() == value.strip().lower():
-                return member
-    raise ConfigError(f'"{name}" must be one of {_choices(cls)}, but got {value!r}')
-
-
-def _opt_int(value: Any, name: str, minimum: int) -> Optional[int]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f'"{name}" must be an integer >= {minimum} or null, but got {value!r}')
-    return int(value)
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("EDGEKIT_CACHE_DIR")
-    if base:
-        return Path(base).expanduser() / "openvino"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    root = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return root / "edgekit" / "openvino"
+OPTIONS = OptionSchema("openvino runner", [
+    Option("device", str, "CPU", 'CPU, GPU, NPU, AUTO, a numbered device ("GPU.1") or a list ("AUTO:GPU,CPU")'),
+    Option("performance_hint", PerformanceHint, PerformanceHint.LATENCY,
+           "LATENCY (one request at a time) or THROUGHPUT / CUMULATIVE_THROUGHPUT (streams; use infer_many)"),
+    Option("num_streams", (int, str), None, "parallel streams; null = what the hint picks", min=1, choices=("AUTO",)),
+    threads_option("INFERENCE_NUM_THREADS (CPU); 0 = OpenVINO's default", aliases=("num_threads",)),
+    Option("inference_precision", InferencePrecision, None,
+           "INFERENCE_PRECISION_HINT; null = what the package was verified in (fp32 packages run f32)"),
+    Option("cache_dir", (Path, bool), None,
+           'the compiled-model cache folder (null = edgekit\'s cache dir, "" or false = off)', device_only=True),
+    Option("num_requests", int, None, "async request queue size for infer_many; null = OpenVINO's optimal", min=1),
+])
 
 
 @dataclass(frozen=True)
 class OpenVinoConfig:
-    """The runner's options, typed and validated (see the module docstring)."""
+    """The runner's options, typed; build it with :meth:`from_options` (checked by :data:`OPTIONS`)."""
 
     device: str = "CPU"
     performance_hint: PerformanceHint = PerformanceHint.LATENCY
     num_streams: Union[int, str, None] = None
-    num_threads: Optional[int] = None
+    threads: int = 0
     inference_precision: Optional[InferencePrecision] = None
     cache_dir: Optional[str] = None  # None = default dir; "" = off
     num_requests: Optional[int] = None
 
-    KNOWN = ("device", "performance_hint", "num_streams", "num_threads", "inference_precision", "cache_dir",
-             "num_requests")
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.device, str) or not self.device.strip():
-            raise ConfigError(f'"device" must be a device name such as "CPU", "GPU", "NPU" or "AUTO", '
-                              f"but got {self.device!r}")
-        object.__setattr__(self, "device", self.device.strip().upper())
-        object.__setattr__(self, "performance_hint",
-                           _parse_enum(PerformanceHint, self.performance_hint, "performance_hint"))
-        streams = self.num_streams
-        if isinstance(streams, str):
-            if streams.strip().upper() != "AUTO":
-                raise ConfigError(f'"num_streams" must be a positive integer, "AUTO" or null, but got {streams!r}')
-            object.__setattr__(self, "num_streams", "AUTO")
-        elif streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
-            raise ConfigError(f'"num_streams" must be a positive integer, "AUTO" or null, but got {streams!r}')
-        _opt_int(self.num_threads, "num_threads", 0)
-        if self.inference_precision is not None:
-            object.__setattr__(self, "inference_precision",
-                               _parse_enum(InferencePrecision, self.inference_precision, "inference_precision"))
-        cache = self.cache_dir
-        if cache is False:
-            object.__setattr__(self, "cache_dir", "")
-        elif cache is not None and not isinstance(cache, (str, os.PathLike)):
-            raise ConfigError(f'"cache_dir" must be a folder path, "" (off) or null (default), but got {cache!r}')
-        elif cache is not None:
-            object.__setattr__(self, "cache_dir", str(cache))
-        _opt_int(self.num_requests, "num_requests", 1)
+    #: every name the runner accepts (current names and older aliases such as num_threads)
+    KNOWN = tuple(n for o in OPTIONS.options for n in (o.name, *o.aliases))
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "OpenVinoConfig":
-        """Take this runner's keys from ``options``; other runners' keys are ignored."""
-        return cls(**{k: options[k] for k in cls.KNOWN if k in options})
+    def from_options(cls, options: Mapping[str, Any], *, source: str = "edgekit.load()") -> "OpenVinoConfig":
+        """Take this runner's keys from ``options`` (other runners' keys are ignored) and check them."""
+        mine = {k: v for k, v in options.items() if k in OPTIONS}
+        return cls.from_checked(OPTIONS.validate(mine, source=source))
+
+    @classmethod
+    def from_checked(cls, values: Mapping[str, Any]) -> "OpenVinoConfig":
+        device = values["device"].strip().upper()
+        if not device:
+            raise ConfigError('"device" must be a device name such as "CPU", "GPU", "NPU" or "AUTO", but got \'\'')
+        cache = values["cache_dir"]
+        cache = "" if cache is False else None if cache is True else cache
+        return cls(device=device, performance_hint=values["performance_hint"], num_streams=values["num_streams"],
+                   threads=values["threads"], inference_precision=values["inference_precision"], cache_dir=cache,
+                   num_requests=values["num_requests"])
 
     @property
     def cache_path(self) -> Optional[Path]:
         if self.cache_dir == "":
             return None
-        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+        return Path(self.cache_dir).expanduser() if self.cache_dir else cache_dir("openvino")
 
     def compile_config(self) -> Dict[str, Any]:
         """The OpenVINO properties for ``Core.compile_model``."""
         cfg: Dict[str, Any] = {"PERFORMANCE_HINT": self.performance_hint.value}
         if self.num_streams is not None:
             cfg["NUM_STREAMS"] = str(self.num_streams)
-        if self.num_threads:
-            cfg["INFERENCE_NUM_THREADS"] = int(self.num_threads)
+        if self.threads:
+            cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
         if self.inference_precision is not None:
             cfg["INFERENCE_PRECISION_HINT"] = self.inference_precision.value
         return cfg
@@ -166,11 +121,42 @@ class OpenVinoConfig:
             "device": self.device,
             "performance_hint": self.performance_hint.value,
             "num_streams": self.num_streams,
-            "num_threads": self.num_threads,
+            "threads": self.threads,
             "inference_precision": self.inference_precision.value if self.inference_precision else None,
             "cache_dir": self.cache_dir,
             "num_requests": self.num_requests,
         }
+
+
+def runs_on_cpu(device: str) -> bool:
+    """Whether ``device`` may run on this host's CPU (CPU itself, or a virtual device that can pick it)."""
+    head, _, rest = device.partition(":")
+    return device == "CPU" or (head in VIRTUAL_DEVICES and (not rest or "CPU" in _device_names(device)))
+
+
+def pinned_precision(manifest_precision: str, device: str) -> Tuple[Optional[InferencePrecision], str]:
+    """The inference precision a package runs in when neither the call nor the package names one, and why.
+
+    OpenVINO picks the CPU's fastest float type by itself: bf16 on CPUs with
+    AMX / AVX512-BF16.  A package runs in what it was verified in, and
+    verification runs through this runner, so the choice is made here, the
+    same on every host: fp32 → f32 everywhere; bf16 → bf16 (a CPU with
+    bf16 compute is required); fp16 and int8 packages that recorded nothing
+    run their float parts in f32 on the CPU and in the device default elsewhere.
+    """
+    if manifest_precision == "fp32":
+        return InferencePrecision.F32, "pinned: an fp32 package runs in f32"
+    if manifest_precision == "bf16":
+        if runs_on_cpu(device) and not cpu.has_bf16():
+            raise ConfigError(
+                "this package was built and verified in bf16, which needs a CPU with AVX512-BF16 or AMX; this CPU "
+                f"has neither (features: {', '.join(sorted(cpu.cpu_features().features)) or 'none detected'}); "
+                "rebuild it as fp32, fp16 or int8, or load it with inference_precision=\"f32\" (not what was verified)"
+            )
+        return InferencePrecision.BF16, "pinned: a bf16 package runs in bf16"
+    if device == "CPU":
+        return InferencePrecision.F32, f"pinned: the float parts of an {manifest_precision} package run in f32 on the CPU"
+    return None, "the device's default"
 
 
 def _device_names(device: str) -> List[str]:
@@ -254,19 +240,22 @@ class OpenVinoRunner(Runner):
 
     name = "openvino"
     extra = "openvino"
+    options = OPTIONS
 
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
-        unknown = sorted(set(options) - set(OpenVinoConfig.KNOWN))
-        if unknown:
-            raise ConfigError(f"unknown openvino runner option(s) {unknown}; known: {', '.join(OpenVinoConfig.KNOWN)}")
         super().__init__(root, manifest, **options)
+        cfg = OpenVinoConfig.from_checked(self.options)
+        if self.option_sources["inference_precision"] == FROM_DEFAULT:
+            pinned, self.precision_reason = pinned_precision(manifest.precision, cfg.device)
+            cfg = replace(cfg, inference_precision=pinned)
+        else:
+            self.precision_reason = f"set by the {self.option_sources['inference_precision']}"
+        self.config = cfg
         try:
             import openvino as ov
         except ImportError as exc:
             raise missing_runtime("openvino", self.extra, exc) from None
         self._ov = ov
-        self.config = OpenVinoConfig.from_options(self.options)
-        cfg = self.config
         core = ov.Core()
         check_device(core, cfg.device)
         cache = cfg.cache_path
@@ -295,7 +284,7 @@ class OpenVinoRunner(Runner):
         except RuntimeError as err:
             msg = _first_line(err)
             hint = ""
-            if cfg.inference_precision is None and "suitable" in str(err).lower():
+            if cfg.inference_precision is not InferencePrecision.F32 and "suitable" in str(err).lower():
                 hint = ' (try inference_precision="f32": this CPU\'s default bf16 has no kernel for a layer)'
             raise ConfigError(f"OpenVINO cannot compile {xml.name} for {cfg.device}: {msg}{hint}") from None
         self.compile_s = time.perf_counter() - start
@@ -320,11 +309,13 @@ class OpenVinoRunner(Runner):
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         # The fastest synchronous path measured (OpenVINO 2026): wrap the caller's arrays
         # as tensors without a copy, run, copy the outputs out (the next call reuses them).
-        # It beats InferRequest.infer(dict), which builds an OVDict per call.
+        # It beats InferRequest.infer(dict), which builds an OVDict per call.  The base class
+        # hands over C-contiguous arrays that ``feeds`` keeps alive until infer() returns: a
+        # shared tensor over a temporary copy would read freed memory.
         request = self._request
         tensor = self._ov.Tensor
         for name, port in self._in:
-            request.set_tensor(port, tensor(np.ascontiguousarray(feeds[name]), shared_memory=True))
+            request.set_tensor(port, tensor(feeds[name], shared_memory=True))
         request.infer()
         return {name: request.get_tensor(port).data.copy() for name, port in self._out_ports}
 
@@ -334,9 +325,7 @@ class OpenVinoRunner(Runner):
         Every feed is checked like :meth:`infer`.  With ``performance_hint=THROUGHPUT``
         the requests run in parallel streams.
         """
-        feeds = list(feeds)
-        for f in feeds:
-            self._check(f)
+        feeds = [self._check(f) for f in feeds]
         if self._queue is None:
             jobs = self.config.num_requests or 0
             self._queue = self._ov.AsyncInferQueue(self.compiled, jobs)
@@ -376,6 +365,7 @@ class OpenVinoRunner(Runner):
                 "num_streams": str(self._prop("NUM_STREAMS")),
                 "optimal_requests": self._prop("OPTIMAL_NUMBER_OF_INFER_REQUESTS"),
                 "inference_precision": _type_name(precision),
+                "inference_precision_reason": self.precision_reason,
                 "cache_dir": str(cache) if cache is not None else None,
                 "compile_ms": round(self.compile_s * 1e3, 2),
             },

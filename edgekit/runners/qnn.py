@@ -13,11 +13,12 @@ CPU fallback is disabled (``session.disable_cpu_ep_fallback``) unless the
 package's placement report lists nodes that were built to run on the CPU, so
 a node silently leaving the NPU fails the load instead of running slowly.
 
-Options: ``htp_performance_mode`` (one of :data:`PERFORMANCE_MODES`),
-``htp_arch`` (the device's HTP architecture, default the package's; a context
-binary built for another architecture is refused), ``soc_model``,
-``require_npu`` (refuse packages with CPU-placed nodes),
-``intra_op_num_threads``.
+Options (``QnnRunner.options``): ``htp_performance_mode`` (one of
+:data:`PERFORMANCE_MODES`), ``htp_arch`` (the device's HTP architecture,
+default the package's; a context binary built for another architecture is
+refused), ``soc_model``, ``require_npu`` (refuse packages with CPU-placed
+nodes), ``threads`` (for CPU-placed nodes; ``intra_op_num_threads`` is its
+older name).
 """
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
-import numpy as np
 
 from ..errors import ConfigError, ModelError, PackageError
 from ..manifest import Manifest
-from .base import Runner, missing_runtime
+from ..options import Option, OptionSchema
+from .base import missing_runtime
+from .ort_session import THREADS, OrtSessionRunner, session_options
 
 EP_NAME = "QNNExecutionProvider"
 
@@ -108,7 +110,7 @@ def _load_ort(extra: str) -> Tuple[Any, Any]:
     return ort, qnn
 
 
-def _qnn_devices(ort: Any, qnn: Any) -> List[Any]:
+def qnn_devices(ort: Any, qnn: Any) -> List[Any]:
     """Register the plug-in once per process and return its devices."""
     get_devices = getattr(ort, "get_ep_devices", None)
     if qnn is None or get_devices is None:
@@ -121,11 +123,18 @@ def _qnn_devices(ort: Any, qnn: Any) -> List[Any]:
     return devices
 
 
-class QnnRunner(Runner):
+class QnnRunner(OrtSessionRunner):
     """Runs a QNN EPContext package on the Hexagon HTP (simulated on Linux x86_64)."""
 
     name = "qnn"
     extra = "qnn"
+    options = OptionSchema("qnn runner", [
+        Option("htp_performance_mode", str, "burst", "HTP power/performance mode", choices=PERFORMANCE_MODES),
+        Option("htp_arch", (int, str), None, 'the device\'s HTP architecture (73 or "v73"); null = the package\'s'),
+        Option("soc_model", int, None, "QNN SoC model id of the device", min=0),
+        Option("require_npu", bool, False, "refuse packages that place nodes on the CPU"),
+        THREADS,
+    ])
 
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
         super().__init__(root, manifest, **options)
@@ -152,7 +161,7 @@ class QnnRunner(Runner):
         self.binary_arch = bin_arch if bin_arch is not None else (
             _arch_number(built_arch, "htp_arch") if built_arch is not None else None)
         self.binary_soc = bin_soc or details.get("soc")
-        device_arch = opts.get("htp_arch")
+        device_arch = opts["htp_arch"]
         self.device_arch = _arch_number(device_arch, "htp_arch") if device_arch is not None else self.binary_arch
         if self.binary_arch is not None and self.device_arch != self.binary_arch:
             raise ConfigError(
@@ -162,12 +171,10 @@ class QnnRunner(Runner):
                 f"for: rebuild with the device's profile (`edgekit build --device ...`, see `edgekit targets`)"
             )
 
-        mode = str(opts.get("htp_performance_mode", "burst"))
-        if mode not in PERFORMANCE_MODES:
-            raise ConfigError(f'"htp_performance_mode" must be one of {set(PERFORMANCE_MODES)}, but got {mode!r}')
+        mode = opts["htp_performance_mode"]
         self.performance_mode = mode
         fallback_nodes = list(self.placement.get("cpu_nodes") or [])
-        require_npu = bool(opts.get("require_npu", False))
+        require_npu = opts["require_npu"]
         if require_npu and fallback_nodes:
             listed = ", ".join(f"{n['node']} ({n['op_type']})" for n in fallback_nodes)
             raise ConfigError(
@@ -179,36 +186,33 @@ class QnnRunner(Runner):
         # 2. the session: QNN EP, HTP backend, CPU fallback only where the build placed nodes there
         ort, qnn = _load_ort(self.extra)
         self._ort, self._qnn = ort, qnn
-        so = ort.SessionOptions()
+        so = session_options(ort, opts)
         so.log_severity_level = 3
-        if opts.get("intra_op_num_threads") is not None:
-            so.intra_op_num_threads = int(opts["intra_op_num_threads"])
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "0" if self.cpu_fallback else "1")
         provider_options = {"backend_type": "htp", "htp_performance_mode": mode}
         if self.device_arch is not None:
             provider_options["htp_arch"] = str(self.device_arch)
-        soc_model = opts.get("soc_model")
-        if soc_model is not None:
-            provider_options["soc_model"] = str(int(soc_model))
+        if opts["soc_model"] is not None:
+            provider_options["soc_model"] = str(opts["soc_model"])
         entry = self.root / manifest.entry
         try:
             with native_stdout_to_stderr():
-                self.session = self._session(ort, qnn, entry, so, provider_options)
+                session = self._session(ort, qnn, entry, so, provider_options)
         except Exception as err:  # ORT raises its own Fail/RuntimeException types
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ModelError(
                 f"the QNN HTP backend could not load {manifest.entry}: {first}; check that onnxruntime-qnn "
                 "matches the version the package was built with (`edgekit inspect`), or rebuild"
             ) from None
-        providers = self.session.get_providers()
+        providers = session.get_providers()
         if EP_NAME not in providers:
             raise ModelError(f"onnxruntime did not use the QNN execution provider (got {providers}); "
                              "install onnxruntime-qnn: pip install 'edgekit[qnn]'")
-        self._output_names = [o.name for o in self.session.get_outputs()]
+        self._start(session)
 
     @staticmethod
     def _session(ort: Any, qnn: Any, entry: Path, so: Any, provider_options: Mapping[str, str]) -> Any:
-        devices = _qnn_devices(ort, qnn)
+        devices = qnn_devices(ort, qnn)
         if devices:
             so.add_provider_for_devices(devices, dict(provider_options))
             return ort.InferenceSession(str(entry), sess_options=so)
@@ -216,10 +220,6 @@ class QnnRunner(Runner):
         return ort.InferenceSession(
             str(entry), sess_options=so, providers=[(EP_NAME, dict(provider_options)), "CPUExecutionProvider"]
         )
-
-    def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        values = self.session.run(self._output_names, feeds)
-        return dict(zip(self._output_names, values))
 
     def describe(self) -> Dict[str, Any]:
         versions = {"onnxruntime": self._ort.__version__}
@@ -238,6 +238,3 @@ class QnnRunner(Runner):
             "placement": f"{on_htp}/{total} nodes on HTP" if total is not None else "unknown",
             "cpu_fallback": "allowed (package places nodes on the CPU)" if self.cpu_fallback else "disabled",
         }
-
-    def close(self) -> None:
-        self.session = None  # type: ignore[assignment]

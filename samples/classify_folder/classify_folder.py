@@ -36,7 +36,8 @@ def expected_index(path: Path, root: Path, labels: Optional[List[str]]) -> Optio
 
 
 def classify_folder(package: Path, folder: Path, top: int = 1, threads: Optional[int] = None) -> Dict[str, object]:
-    options = {"intra_op_num_threads": threads} if threads else {}
+    # `threads` is the same option on every runner (onnxruntime, openvino, qnn), checked by its schema
+    options = {"threads": threads} if threads is not None else {}
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise SystemExit(f"{folder}: no images found")

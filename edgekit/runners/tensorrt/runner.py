@@ -2,7 +2,7 @@
 
 On first load the engine is built on the device from the packaged ONNX and
 the package's build profile (``manifest.target.details.build_profile``), with
-a progress indication, then cached (:mod:`edgekit.runners.trt_cache`) under a
+a progress indication, then cached (:mod:`edgekit.runners.tensorrt.cache`) under a
 key of (TensorRT version, GPU name and compute capability, artifact sha256,
 build profile).  Later loads deserialize the cached engine; a key change (new
 JetPack, another GPU, another profile) or an engine TensorRT refuses rebuilds.
@@ -12,11 +12,13 @@ PKG`` builds the engine ahead of time (:func:`prepare`).
 Inference uses named I/O tensors (``set_tensor_address``) and
 ``execute_async_v3`` on a CUDA stream.
 
-Options (``edgekit.load(pkg, **options)``): ``cache_dir``; ``progress`` (True:
-lines on stderr, False: silent, or a ``progress(stage, done, total)``
-callable); ``rebuild`` (ignore the cache); ``device`` (CUDA device index);
-and build-profile overrides: ``workspace_mib``, ``dla_core``,
-``gpu_fallback``, ``builder_optimization_level``, ``timing_cache``.
+Options (``edgekit.load(pkg, **options)``, declared in ``TensorRTRunner.options``):
+``cache_dir`` (device only); ``progress`` (True: lines on stderr, False:
+silent, or a ``progress(stage, done, total)`` callable); ``rebuild`` (ignore
+the cache); ``device`` (CUDA device index); and build-profile overrides:
+``workspace_mib``, ``dla_core``, ``gpu_fallback``,
+``builder_optimization_level``, ``timing_cache``.  An fp32 package's engine
+is built without TF32, so what runs is the fp32 that verification measured.
 
 Without TensorRT or without a GPU the runner raises one
 :class:`~edgekit.errors.RuntimeMissingError` naming the fallbacks:
@@ -33,11 +35,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import ConfigError, EdgekitError, ManifestError, ModelError, RuntimeMissingError
-from ..manifest import Manifest
-from .base import Runner
-from .trt_cache import EngineCache, EngineKey
-from .trt_profile import BuildProfile, TrtPrecision
+from ...errors import ConfigError, EdgekitError, ManifestError, ModelError, RuntimeMissingError
+from ...manifest import Manifest
+from ...options import Option, OptionSchema
+from ..base import Runner
+from .cache import EngineCache, EngineKey
+from .profile import PROFILE_OVERRIDES, BuildProfile, TrtPrecision
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -217,6 +220,10 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
     if TrtPrecision.INT8 in profile.precisions:
         config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: the Q/DQ nodes carry the scales
+    if not profile.precisions and hasattr(trt.BuilderFlag, "TF32"):
+        # an fp32 package runs in fp32: TensorRT's default TF32 (a 10-bit mantissa on Ampere+, e.g. Orin)
+        # would be a silent downcast of what verification measured
+        config.clear_flag(trt.BuilderFlag.TF32)
     if hasattr(config, "builder_optimization_level"):  # TensorRT 8.6+
         config.builder_optimization_level = profile.builder_optimization_level
     if profile.dla_core is not None:
@@ -316,23 +323,31 @@ class TensorRTRunner(Runner):
 
     name = "tensorrt"
     extra = "tensorrt"
+    options = OptionSchema("tensorrt runner", [
+        Option("device", int, 0, "CUDA device index", min=0),
+        Option("cache_dir", Path, None, "engine and timing cache folder (default: edgekit's cache dir)",
+               device_only=True),
+        Option("progress", object, None, "engine-build progress: true (stderr), false, or a callable(stage, done, total)"),
+        Option("rebuild", bool, False, "build the engine even when a cached one exists"),
+        *PROFILE_OVERRIDES,
+    ])
 
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
-        super().__init__(root, manifest, **options)
         self._buffers: List[Any] = []
         self._stream: Any = None
+        super().__init__(root, manifest, **options)
         trt = import_tensorrt()
         cudart = import_cudart()
         self._trt, self._cudart = trt, cudart
-        device = int(self.options.get("device", 0))
+        device = self.options["device"]
         gpu = gpu_info(cudart, device)
         _ok(cudart, cudart.cudaSetDevice(device), "cudaSetDevice")
         profile = manifest_profile(manifest).with_overrides(self.options)
-        progress = _progress_fn(self.options.get("progress"))
-        self.cache = EngineCache(self.options.get("cache_dir"))
+        progress = _progress_fn(self.options["progress"])
+        self.cache = EngineCache(self.options["cache_dir"])
         self._logger = trt.Logger(trt.Logger.WARNING)
         info = ensure_engine(trt, self.root, manifest, profile, gpu, self.cache, progress=progress,
-                             rebuild=bool(self.options.get("rebuild", False)))
+                             rebuild=self.options["rebuild"])
         engine = self._deserialize(info["engine"], profile)
         if engine is None and not info["built"]:
             # TensorRT refused a cached engine (another build of the same version, a corrupt file): rebuild once
@@ -435,7 +450,7 @@ def prepare(
     **overrides: Any,
 ) -> Dict[str, Any]:
     """Build (or find) the engine for ``package`` on this device without running it: ``edgekit prepare``."""
-    from ..package import open_package
+    from ...package import open_package
 
     opened = open_package(package)
     try:
@@ -445,12 +460,13 @@ def prepare(
                 f"{package}: this package runs on {manifest.runtime!r}, not TensorRT; only tensorrt packages "
                 "have an engine to prepare"
             )
+        opts, _ = TensorRTRunner.resolve_options(manifest, {**overrides, "cache_dir": cache_dir})
         trt = import_tensorrt()
         cudart = import_cudart()
-        device = int(overrides.pop("device", 0))
+        device = opts["device"]
         gpu = gpu_info(cudart, device)
-        profile = manifest_profile(manifest).with_overrides({**dict(manifest.runtime_options), **overrides})
-        cache = EngineCache(cache_dir)
+        profile = manifest_profile(manifest).with_overrides(opts)
+        cache = EngineCache(opts["cache_dir"])
         info = ensure_engine(trt, opened.root, manifest, profile, gpu, cache, progress=_progress_fn(progress),
                              rebuild=rebuild)
         return {

@@ -1,0 +1,190 @@
+"""CPU features of this machine, detected (never inferred from the architecture name).
+
+Two machines that both say "x86_64" differ in what matters here: one has
+AVX2 only, another AVX512-VNNI, AVX512-BF16 and AMX.  That decides whether
+onnxruntime's u8s8 int8 kernels saturate (``reduce_range`` is needed only
+without VNNI) and whether OpenVINO can run ``bf16`` (and runs an f32 model
+in bf16 unless told otherwise).
+
+Sources, first that answers: ``/proc/cpuinfo`` (Linux: the ``flags`` line on
+x86, ``Features`` on Arm), ``sysctl`` ``hw.optional.*`` (macOS), else
+numpy's own runtime dispatch table (any OS).  The answer is cached for the
+process; tests replace :func:`cpu_features` to play another CPU.
+"""
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, Iterable, Optional
+
+#: feature names used here → the Linux /proc/cpuinfo flag(s) that show them (any one suffices)
+_X86 = {
+    "avx2": ("avx2",),
+    "avx512f": ("avx512f",),
+    "avx512_vnni": ("avx512_vnni",),
+    "avx_vnni": ("avx_vnni",),
+    "avx512_bf16": ("avx512_bf16",),
+    "amx_bf16": ("amx_bf16",),
+    "amx_int8": ("amx_int8",),
+    "amx_tile": ("amx_tile",),
+}
+_ARM = {
+    "neon": ("asimd", "neon"),
+    "dotprod": ("asimddp",),
+    "i8mm": ("i8mm",),
+    "bf16": ("bf16",),
+    "sve": ("sve",),
+    "fp16": ("asimdhp", "fphp"),
+}
+#: numpy's dispatch names (numpy._core._multiarray_umath.__cpu_features__) for the same features
+_NUMPY = {
+    "avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512VNNI", "avx_vnni": "AVX_VNNI",
+    "avx512_bf16": "AVX512BF16", "neon": "ASIMD", "dotprod": "ASIMDDP", "fp16": "ASIMDHP",
+    "i8mm": "I8MM", "bf16": "BF16", "sve": "SVE",
+}
+#: macOS sysctl keys (Apple silicon); every Apple silicon core has NEON
+_SYSCTL = {"dotprod": "hw.optional.arm.FEAT_DotProd", "i8mm": "hw.optional.arm.FEAT_I8MM",
+           "bf16": "hw.optional.arm.FEAT_BF16", "fp16": "hw.optional.arm.FEAT_FP16",
+           "avx2": "hw.optional.avx2_0", "avx512f": "hw.optional.avx512f"}
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """What this CPU can do, as far as edgekit's runtimes care.  ``source`` says how it was found."""
+
+    machine: str
+    features: FrozenSet[str]
+    source: str
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.features
+
+    @property
+    def is_x86(self) -> bool:
+        return self.machine in ("x86_64", "amd64", "i386", "i686", "x86")
+
+    @property
+    def is_arm(self) -> bool:
+        return self.machine.startswith(("arm", "aarch64"))
+
+    @property
+    def vnni(self) -> bool:
+        """x86 int8 dot-product instructions (AVX512-VNNI or AVX-VNNI): u8s8 kernels do not saturate."""
+        return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & self.features)
+
+    @property
+    def amx(self) -> bool:
+        return bool({"amx_bf16", "amx_int8", "amx_tile"} & self.features)
+
+    @property
+    def avx512_bf16(self) -> bool:
+        return "avx512_bf16" in self.features
+
+    @property
+    def bf16(self) -> bool:
+        """Native bf16 compute: AVX512-BF16 or AMX-BF16 on x86, the BF16 extension on Arm."""
+        return bool({"avx512_bf16", "amx_bf16", "bf16"} & self.features)
+
+    @property
+    def avx2(self) -> bool:
+        return "avx2" in self.features
+
+    @property
+    def neon(self) -> bool:
+        return "neon" in self.features
+
+    @property
+    def dotprod(self) -> bool:
+        """Arm int8 dot product (SDOT/UDOT), the Arm counterpart of VNNI."""
+        return "dotprod" in self.features
+
+    def to_json(self) -> Dict[str, object]:
+        return {"machine": self.machine, "features": sorted(self.features), "source": self.source}
+
+
+def _normalize_machine(machine: str) -> str:
+    m = machine.lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
+def parse_cpuinfo(text: str, machine: str) -> CpuFeatures:
+    """Features from the text of ``/proc/cpuinfo`` (the first processor's flags / Features line)."""
+    flags: set = set()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+            break
+    return CpuFeatures(_normalize_machine(machine), frozenset(_map_flags(flags)), "/proc/cpuinfo")
+
+
+def _map_flags(flags: Iterable[str]) -> Iterable[str]:
+    have = set(flags)
+    for table in (_X86, _ARM):
+        for name, aliases in table.items():
+            if have.intersection(aliases):
+                yield name
+
+
+def _from_numpy(machine: str) -> Optional[CpuFeatures]:
+    table = None
+    for mod in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        try:
+            table = getattr(__import__(mod, fromlist=["__cpu_features__"]), "__cpu_features__")
+            break
+        except (ImportError, AttributeError):
+            continue
+    if not isinstance(table, dict):
+        return None
+    found = {name for name, key in _NUMPY.items() if table.get(key)}
+    return CpuFeatures(machine, frozenset(found), "numpy")
+
+
+def _from_sysctl(machine: str) -> Optional[CpuFeatures]:
+    found = set()
+    try:
+        for name, key in _SYSCTL.items():
+            out = subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5)
+            if out.returncode == 0 and out.stdout.strip() == "1":
+                found.add(name)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if machine == "aarch64":
+        found.add("neon")
+    return CpuFeatures(machine, frozenset(found), "sysctl")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_features() -> CpuFeatures:
+    """This machine's CPU features (cached for the process)."""
+    machine = _normalize_machine(platform.machine() or "unknown")
+    if sys.platform.startswith("linux"):
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                info = parse_cpuinfo(f.read(), machine)
+            if info.features or machine not in ("x86_64", "aarch64"):
+                return info
+        except OSError:
+            pass
+    if sys.platform == "darwin":
+        found = _from_sysctl(machine)
+        if found is not None:
+            return found
+    return _from_numpy(machine) or CpuFeatures(machine, frozenset(), "unknown")
+
+
+def has_vnni() -> bool:
+    """True when this x86 CPU has VNNI (AVX512-VNNI / AVX-VNNI / AMX-INT8): onnxruntime's u8s8 int8
+    kernels then do not saturate, so ``reduce_range`` is not needed.  False on non-x86 CPUs."""
+    return cpu_features().vnni
+
+
+def has_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 / AMX-BF16 on x86, BF16 on Arm)."""
+    return cpu_features().bf16
+
+
+__all__ = ["CpuFeatures", "cpu_features", "has_bf16", "has_vnni", "parse_cpuinfo"]
