@@ -484,7 +484,7 @@ def steps_from_json(data: Any, where: str = "preprocess") -> Tuple[Step, ...]:
         if "op" not in item:
             raise ManifestError(f"{at}.op: missing; known ops: {', '.join(KNOWN_OPS)}")
         op = item["op"]
-        if op not in _JSON_FIELDS:
+        if not isinstance(op, str) or op not in _JSON_FIELDS:
             raise ManifestError(f"{at}.op: unknown op {op!r}; known ops: {', '.join(KNOWN_OPS)}")
         required, optional = _JSON_FIELDS[op]
         for key in item:

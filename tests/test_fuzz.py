@@ -29,7 +29,7 @@ from pkgtools import image_steps, make_package, manifest_for  # noqa: E402
 
 pytestmark = pytest.mark.device
 GM = {m.name: m for m in GOLDEN_MODELS}
-FAST = settings(max_examples=int(os.environ.get("EDGEKIT_FUZZ_EXAMPLES", "60")), deadline=None,
+FAST = settings(max_examples=int(os.environ.get("EDGEKIT_FUZZ_EXAMPLES", "60")), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -199,7 +199,7 @@ def test_inspect_never_crashes_on_a_package_that_loads(workdir, edits):
 
 # ----------------------------------------------------------------------------- preprocessing specs
 _step = st.fixed_dictionaries(
-    {"op": st.sampled_from(["color", "resize", "normalize", "layout", "dtype", "bogus"])},
+    {"op": st.sampled_from(["color", "resize", "normalize", "layout", "dtype", "bogus"]) | _json},
     optional={
         "mode": st.sampled_from(["rgb", "bgr", "gray", "stretch", "letterbox", "crop", "x"]) | _json,
         "size": st.lists(st.integers(-2, 40), max_size=3) | _json,
