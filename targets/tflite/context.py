@@ -132,6 +132,13 @@ class Context:
             return idx
         if name not in self.values:
             raise KeyError(f"ONNX tensor {name!r} used before it was produced")  # an edgekit bug
+        node, self.node = self.node, None  # layout changes belong to no ONNX node (never a float fallback)
+        try:
+            return self._materialize(name, shape, want, key)
+        finally:
+            self.node = node
+
+    def _materialize(self, name: str, shape: Tuple[int, ...], want: Perm, key: Tuple[str, Perm]) -> int:
         src, have = self.values[name]
         src_rank = len(self.graph.tensors[src].shape)
         if src_rank != len(shape):
