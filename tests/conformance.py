@@ -32,6 +32,11 @@ MIN_SQNR_DB: Dict[Tuple[str, str], float] = {
     ("tflite", "fp32"): 60.0,
     ("tflite", "fp16"): 45.0,
     ("tflite", "int8"): 20.0,
+    # coreml: the saved ML Program through the numpy reference executor (coreml-reference); fp16 rounds
+    # every value the program types fp16; int8 = int8 per-channel weights with fp16 compute (w8)
+    ("coreml", "fp32"): 60.0,
+    ("coreml", "fp16"): 30.0,
+    ("coreml", "int8"): 25.0,
 }
 
 # model-specific floors that override the table above, with the reason
@@ -49,4 +54,6 @@ HOLDOUT_SAMPLES = 6
 HOST_RUNTIME: Dict[str, Tuple[str, str]] = {
     "tensorrt": ("onnxruntime", "TensorRT is not installable from the package registries; onnxruntime runs "
                                 "the same Q/DQ graph"),
+    "coreml": ("coreml-reference", "Core ML runs only on macOS/iOS; edgekit's numpy executor interprets the "
+                                   "same ML Program"),
 }
