@@ -1,0 +1,162 @@
+"""Cold-start cost of a package on a device, against a bare onnxruntime session, in fresh processes.
+
+    python benchmarks/bench_load.py [--rounds 15] [--json]
+
+Devices restart services often, so what counts is a *fresh process*: imports,
+opening the package, the session and the first inference.  Each contender
+runs as its own subprocess, rounds interleaved (order reversed every other
+round), and reports the median of the time measured inside the process from
+the first line of the script to the end of the first inference:
+
+* ``bare``            ``import onnxruntime`` + ``InferenceSession(model.onnx)`` + first ``run``
+* ``edgekit cached``  ``import edgekit`` + ``edgekit.load(pkg)`` (unpack cache warm) + first ``infer``
+* ``edgekit first``   the same with an empty cache (unpack + verify every file)
+* ``signed cached``   ``edgekit.load(pkg, trusted_keys=[KEY.pub])``, cache warm (verified once)
+* ``signed first``    the same with an empty cache: imports ``cryptography`` and verifies ed25519
+
+Ratios against ``bare`` are printed per package (a 0.2 MB CNN and a 12 MB
+MLP, both built here); goals: edgekit cached ≤ 1.3×, signature verification
+≤ 5 % of the load.  Prints figures; asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BARE = """
+import time; t0 = time.perf_counter()
+import sys
+import numpy as np
+import onnxruntime as ort
+s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+i = s.get_inputs()[0]
+s.run(None, {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)})
+print(time.perf_counter() - t0)
+"""
+
+EDGEKIT = """
+import time; t0 = time.perf_counter()
+import sys
+import numpy as np
+import edgekit
+keys = [sys.argv[2]] if len(sys.argv) > 2 else None
+m = edgekit.load(sys.argv[1], trusted_keys=keys)
+t = m.manifest.inputs[0]
+m.infer({t.name: np.zeros(t.shape, t.dtype)})
+print(time.perf_counter() - t0)
+"""
+
+
+def _run(code: str, args: List[str], env: Dict[str, str]) -> float:
+    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True, env=env)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _models(work: Path) -> Dict[str, Path]:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    small = ROOT / "edgekit" / "data" / "fashion_mnist_cnn.onnx"
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((784, 3072)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((3072, 128)).astype(np.float32) * 0.01, "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        "mlp12mb",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 784])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    big = work / "mlp12mb.onnx"
+    onnx.save(model, big)
+    return {"cnn-0.2MB": small, "mlp-12MB": big}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    import edgekit
+    from edgekit.package import sign_package
+    from edgekit.signing import keygen
+
+    work = Path(tempfile.mkdtemp(prefix="edgekit-bench-load-"))
+    try:
+        priv, pub = keygen(work / "key")
+        env = dict(os.environ, EDGEKIT_CACHE_DIR=str(work / "cache"), PYTHONPATH=str(ROOT),
+                   OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+        env.pop("EDGEKIT_TRUSTED_KEYS", None)
+        env.pop("EDGEKIT_REQUIRE_SIGNATURE", None)
+        cold_env = dict(env)
+        report = {}
+        for label, onnx_path in _models(work).items():
+            plain = edgekit.build(onnx_path, target="onnxruntime", output=work / f"{label}.edgepkg")
+            signed = work / f"{label}-signed.edgepkg"
+            shutil.copy(plain, signed)
+            sign_package(signed, priv).close()
+            bare_model = work / f"{label}-bare.onnx"
+            import zipfile
+
+            with zipfile.ZipFile(plain) as zf:  # the very file the package runs
+                entry = json.loads(zf.read("manifest.json"))["artifact"]["entry"]
+                bare_model.write_bytes(zf.read(entry))
+
+            def cold(pkg: Path, keys: List[str]) -> float:
+                shutil.rmtree(work / "cache", ignore_errors=True)
+                return _run(EDGEKIT, [str(pkg), *keys], cold_env)
+
+            contenders = {
+                "bare": lambda: _run(BARE, [str(bare_model)], env),
+                "edgekit cached": lambda: _run(EDGEKIT, [str(plain)], env),
+                "edgekit first": lambda: cold(plain, []),
+                "signed cached": lambda: _run(EDGEKIT, [str(signed), str(pub)], env),
+                "signed first": lambda: cold(signed, [str(pub)]),
+            }
+            _run(EDGEKIT, [str(plain)], env)  # warm the cache and the OS file cache
+            _run(EDGEKIT, [str(signed), str(pub)], env)
+            times: Dict[str, List[float]] = {k: [] for k in contenders}
+            order = list(contenders.items())
+            for r in range(args.rounds):
+                for name, fn in (order if r % 2 == 0 else order[::-1]):
+                    times[name].append(fn())
+                # the cold contenders emptied the cache: warm it again for the cached ones
+                _run(EDGEKIT, [str(plain)], env)
+                _run(EDGEKIT, [str(signed), str(pub)], env)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            report[label] = {
+                "package_bytes": plain.stat().st_size,
+                "median_ms": {k: round(v * 1e3, 1) for k, v in med.items()},
+                "ratio_vs_bare": {k: round(v / med["bare"], 2) for k, v in med.items()},
+                "signature_share_cached": round((med["signed cached"] - med["edgekit cached"]) / med["signed cached"], 3),
+                "signature_share_first": round((med["signed first"] - med["edgekit first"]) / med["signed first"], 3),
+            }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    for label, r in report.items():
+        print(f"{label} ({r['package_bytes'] / 1e6:.1f} MB package), fresh process to first inference, median of {args.rounds}:")
+        for k, v in r["median_ms"].items():
+            print(f"  {k:<15} {v:8.1f} ms   {r['ratio_vs_bare'][k]:5.2f}× bare")
+        print(f"  signature verification: {100 * r['signature_share_cached']:+.1f}% of a cached load, "
+              f"{100 * r['signature_share_first']:+.1f}% of a first load (goal ≤ 5%)")
+
+
+if __name__ == "__main__":
+    main()
