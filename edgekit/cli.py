@@ -19,7 +19,39 @@ import typer
 
 from .errors import ConfigError, EdgekitError
 
+class _OneLineErrors(typer.core.TyperGroup):
+    """Click's usage errors (unknown command, bad flag) as one ``error: ...`` line, exit 2, like every user error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:  # typer ≥ 0.20 vendors click as typer._click; older typer uses click itself
+            from typer._click import exceptions as click_errors  # type: ignore[import-not-found]
+        except ImportError:  # pragma: no cover
+            from click import exceptions as click_errors
+
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        no_args = getattr(click_errors, "NoArgsIsHelpError", ())
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except no_args as exc:  # bare `edgekit`: the help, as before
+            sys.stdout.write((exc.ctx.get_help() if exc.ctx is not None else str(exc)) + "\n")
+            sys.exit(0)
+        except click_errors.UsageError as exc:
+            message = " ".join(exc.format_message().split())
+            if exc.ctx is not None and exc.ctx.command_path and not message.endswith("--help"):
+                message += f" (see `{exc.ctx.command_path} --help`)"
+            if "--json" in sys.argv[1:]:
+                _emit_json({"error": message})
+            sys.stderr.write(f"error: {message}\n")
+            sys.exit(2)
+        except getattr(click_errors, "Abort", ()):  # Ctrl-C at a prompt
+            sys.stderr.write("error: aborted\n")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     help="Quantize, compile, package and run one ONNX model for every edge device family.",
@@ -88,20 +120,42 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import warnings
+        from ._warnings import capture_stderr, collect
 
         as_json = bool(kwargs.get("as_json"))
+        native: List[str] = []
         try:
-            with warnings.catch_warnings():
-                if as_json:
-                    warnings.simplefilter("ignore")
-                return fn(*args, **kwargs)
+            with collect() as caught, capture_stderr(native):
+                rv = fn(*args, **kwargs)
         except EdgekitError as exc:
             if _state["debug"]:
                 raise
             raise _fail(str(exc), as_json) from None
+        finally:
+            _debug_lines(native)
+        if not as_json:  # under --json a command puts its warnings in its document
+            for line in caught.warnings:
+                if line not in _state.get("shown", ()):
+                    sys.stderr.write(f"warning: {line}\n")
+        _debug_lines(caught.chatter)
+        return rv
 
     return wrapper
+
+
+def _debug_lines(lines: List[str]) -> None:
+    """Third-party chatter (onnxruntime's "Unable to fuse", QNN's LIBNATIVE, library warnings): --debug only."""
+    if _state["debug"]:
+        for line in lines:
+            sys.stderr.write(f"debug: {line}\n")
+
+
+def _print_warnings(lines: Any) -> None:
+    """A result's warnings, one ``warning: ...`` line each (human mode)."""
+    shown = _state.setdefault("shown", [])
+    for line in lines:
+        sys.stderr.write(f"warning: {line}\n")
+        shown.append(line)
 
 
 class _Progress:
@@ -203,6 +257,20 @@ def _image_input(model: Path, layout: Optional[str]) -> Optional[Tuple[Optional[
     return h, w, order.value
 
 
+def _exporter_imgsz(model: Path) -> Optional[Tuple[int, int]]:
+    from edgekit.targets.canonicalize import load_onnx
+    from edgekit.targets.exporter_meta import read_model
+
+    return read_model(load_onnx(model)).imgsz
+
+
+def _exporter_letterbox(model: Path) -> bool:
+    from edgekit.targets.canonicalize import load_onnx
+    from edgekit.targets.exporter_meta import read_model
+
+    return read_model(load_onnx(model)).letterbox
+
+
 # ----------------------------------------------------------------- build
 @app.command()
 @command
@@ -260,8 +328,13 @@ def build(
         model_hw = _image_input(model, layout)
         if hw is None:
             if model_hw is None or model_hw[0] is None or model_hw[1] is None:
-                raise ConfigError("the model's input size is not fixed; give --size HxW")
-            hw = (model_hw[0], model_hw[1])
+                hw = _exporter_imgsz(model)  # e.g. Ultralytics' imgsz
+                if hw is None:
+                    raise ConfigError("the model's input size is not fixed; give --size HxW")
+            else:
+                hw = (model_hw[0], model_hw[1])
+        if resize is None and _exporter_letterbox(model):
+            resize = "letterbox"  # Ultralytics detectors are exported for letterboxed input
         m = _floats(mean, "--mean") or (0.0,)
         s = _floats(std, "--std") or (1.0,)
         steps = pre.default_image_steps(
@@ -302,11 +375,13 @@ def build(
         sign_package(result.path, signer).close()
     size_bytes = _package_size(result.path)
     if as_json:
-        _emit_json({"package": str(result.path), "size_bytes": size_bytes, "manifest": result.manifest})
+        _emit_json({"package": str(result.path), "size_bytes": size_bytes, "warnings": list(result.warnings),
+                    "manifest": result.manifest})
         return
     v = result.manifest["verification"]
     typer.echo(f"wrote {result.path} ({size_bytes / 1024:.1f} KiB)")
     typer.echo(_verification_line(v))
+    _print_warnings(result.warnings)
 
 
 def _package_size(path: Path) -> int:
@@ -318,9 +393,20 @@ def _package_size(path: Path) -> int:
 def _verification_line(v: Dict[str, Any]) -> str:
     parts = [f"verified on {v['samples']} samples ({v['data']})"]
     if v.get("min_sqnr_db") is not None:
-        parts.append(f"min SQNR {v['min_sqnr_db']:.1f} dB")
+        weakest = f" ({v['weakest']})" if v.get("weakest") else ""
+        floor = (v.get("gates") or {}).get("min_sqnr_db")
+        gate = f", gate {floor:.0f} dB{' (default)' if (v.get('gate_sources') or {}).get('min_sqnr_db', 'user') != 'user' else ''}" \
+            if floor is not None else ""
+        parts.append(f"min SQNR {v['min_sqnr_db']:.1f} dB{weakest}{gate}")
     if v.get("top1_agreement") is not None:
-        parts.append(f"top-1 agreement {100 * v['top1_agreement']:.2f}%")
+        top5 = f", top-5 {100 * v['top5_agreement']:.2f}%" if v.get("top5_agreement") is not None else ""
+        parts.append(f"top-1 agreement {100 * v['top1_agreement']:.2f}%{top5}")
+    det = v.get("detection")
+    if det:
+        parts.append(f"detections vs fp32: recall {100 * det['recall']:.1f}%, precision {100 * det['precision']:.1f}% "
+                     f"({det['matched']}/{det['reference_detections']} matched at IoU ≥ {det['iou_threshold']})")
+    if v.get("mask_iou") is not None:
+        parts.append(f"mask IoU vs fp32 {v['mask_iou']:.4f}")
     if v.get("reference_accuracy") is not None:
         parts.append(
             f"accuracy fp32 {100 * v['reference_accuracy']:.2f}% → {100 * v['candidate_accuracy']:.2f}% "
@@ -370,8 +456,15 @@ def inspect(
         typer.echo(f"  quantization {_quantization_text(m['quantization'])}")
     if m.get("verification"):
         typer.echo("  " + _verification_line(m["verification"]))
-        for o in m["verification"].get("outputs", []):
-            typer.echo(f"    {o['name']}: max-abs {o['max_abs']:.4g}  cosine {o['cosine']:.6f}  SQNR {o['sqnr_db']:.1f} dB")
+        checked = m["verification"].get("parts") or m["verification"].get("outputs", [])
+        for o in checked:  # the checked parts: whole outputs, or boxes / class scores apart
+            kind = f" ({o['kind']})" if o.get("kind") else ""
+            typer.echo(f"    {o['name']}{kind}: max-abs {o['max_abs']:.4g}  cosine {o['cosine']:.6f}  SQNR {o['sqnr_db']:.1f} dB")
+    build_report = m.get("build") or {}
+    if build_report.get("stages"):
+        typer.echo("  build      " + ", ".join(f"{st['name']} {st['seconds']:.2f}s" for st in build_report["stages"]))
+    for line in build_report.get("warnings", []):
+        typer.echo(f"  warning    {line}")
     sup = m.get("support") or {}
     typer.echo(f"  support    {'all nodes supported' if sup.get('ok', True) else sup}")
     pl = (t.get("details") or {}).get("placement")
@@ -413,21 +506,27 @@ def _step_text(step: Dict[str, Any]) -> str:
 @command
 def run(
     package: Path = typer.Argument(..., help="A .edgepkg file or package directory."),
-    inputs: List[str] = typer.Argument(None, help="Images (paths) or .npy tensors to run."),
+    inputs: List[str] = typer.Argument(None, help="Images or .npy tensors: files, folders or globs ('imgs/*.jpg')."),
     tensor: List[str] = typer.Option(None, "--tensor", help="NAME=FILE.npy, for models with several inputs."),
-    save: Optional[Path] = typer.Option(None, "--save", help="Write the raw outputs to an .npz file."),
+    save: Optional[Path] = typer.Option(
+        None, "--save", help="OUT.npz: the raw outputs; OUT.jpg/.png: the image annotated (boxes, masks); "
+                             "a folder: one annotated image per input."),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Run each input this many times (steady-state latency)."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="Run with another runtime than the manifest's."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runner threads (the runner's `threads` option; 0 = its default)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Run a package on images or tensors and print the results."""
+    """Run a package on images or tensors, print the results and the latency (first call apart)."""
+    import time
+
     import numpy as np
 
+    from .inputs import expand_inputs
     from .model import load
     from .postprocess import RawResult, SegmentResult
 
     if not inputs and not tensor:
-        raise ConfigError("nothing to run: give image paths / .npy files, or --tensor NAME=FILE.npy")
+        raise ConfigError("nothing to run: give image paths / .npy files / folders / globs, or --tensor NAME=FILE.npy")
     jobs: List[Tuple[str, Any]] = []
     if tensor:
         feeds = {}
@@ -439,12 +538,16 @@ def run(
                 raise ConfigError(f"--tensor {name}: {file} does not exist")
             feeds[name] = np.load(file, allow_pickle=False)
         jobs.append(("--tensor", feeds))
-    for item in inputs or []:
-        jobs.append((item, Path(item)))
-    results, saved = [], {}
+    jobs += [(str(p), p) for p in expand_inputs(inputs or [])]
+    save_kind = _save_kind(save, jobs)
+    results, saved, infer_ms, total_ms = [], {}, [], []
     with load(package, runtime=runtime, **({"threads": threads} if threads is not None else {})) as m:
         for label, source in jobs:
-            r = m.predict(source)
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                r = m.predict(source)
+                total_ms.append((time.perf_counter() - t0) * 1e3)
+                infer_ms.append(m.runner.last_latency_s * 1e3)
             # masks and raw tensors go to --save, not into the printed document
             if isinstance(r, SegmentResult):
                 doc = r.to_dict(include_mask=False)
@@ -453,19 +556,78 @@ def run(
             else:
                 doc = r.to_dict()
             doc["input"] = label
-            doc["latency_ms"] = round(m.runner.last_latency_s * 1e3, 4)
+            doc["latency_ms"] = round(infer_ms[-1], 4)
+            doc["total_ms"] = round(total_ms[-1], 4)  # decode + preprocess + infer + postprocess
             results.append(doc)
-            for k, v in r.outputs.items():
-                saved[k if len(jobs) == 1 else f"{len(results) - 1}/{k}"] = v
-    if save is not None:
+            if save_kind == "npz":
+                for k, v in r.outputs.items():
+                    saved[k if len(jobs) == 1 else f"{len(results) - 1}/{k}"] = v
+            elif save_kind is not None:
+                from .annotate import annotate
+
+                out = save if save_kind == "image" else save / f"{Path(label).stem}.png"
+                annotate(source, r).save(out)
+                doc["saved"] = str(out)
+    if save_kind == "npz":
         np.savez(save, **saved)
+    latency = _latency_doc(infer_ms, total_ms)
     if as_json:
-        _emit_json({"package": str(package), "results": results, "saved": str(save) if save else None})
+        _emit_json({"package": str(package), "results": results, "latency": latency, "saved": str(save) if save else None})
         return
     for doc in results:
         typer.echo(_result_text(doc))
-    if save is not None:
+    typer.echo(_latency_text(latency))
+    if save_kind == "npz":
         typer.echo(f"saved raw outputs to {save}")
+    elif save_kind is not None:
+        typer.echo(f"saved {len(results)} annotated image(s) to {save}")
+
+
+def _save_kind(save: Optional[Path], jobs: List[Tuple[str, Any]]) -> Optional[str]:
+    """What --save writes: 'npz', 'image' (one input) or 'folder' (one image per input)."""
+    from .annotate import IMAGE_SUFFIXES
+
+    if save is None:
+        return None
+    suffix = save.suffix.lower()
+    if suffix == ".npz":
+        return "npz"
+    if any(not isinstance(src, Path) or src.suffix.lower() == ".npy" for _, src in jobs):
+        raise ConfigError(f"--save {save}: annotated images need image inputs; save tensors' outputs to an .npz")
+    if suffix in IMAGE_SUFFIXES:
+        if len(jobs) != 1:
+            raise ConfigError(f"--save {save}: one image file for {len(jobs)} inputs; give a folder to --save instead")
+        return "image"
+    if suffix:
+        raise ConfigError(f"--save {save}: give an .npz (raw outputs), an image file ({', '.join(IMAGE_SUFFIXES)}) or a folder")
+    save.mkdir(parents=True, exist_ok=True)
+    return "folder"
+
+
+def _latency_doc(infer_ms: List[float], total_ms: List[float]) -> Dict[str, Any]:
+    """The first call apart (session warm-up, lazy allocation); the rest is the steady state."""
+    import numpy as np
+
+    doc: Dict[str, Any] = {"calls": len(infer_ms), "first_infer_ms": round(infer_ms[0], 4),
+                           "first_total_ms": round(total_ms[0], 4), "steady_state": None}
+    if len(infer_ms) > 1:
+        rest, rest_total = np.asarray(infer_ms[1:]), np.asarray(total_ms[1:])
+        doc["steady_state"] = {
+            "calls": int(rest.size),
+            "infer_median_ms": round(float(np.median(rest)), 4),
+            "infer_p90_ms": round(float(np.percentile(rest, 90)), 4),
+            "total_median_ms": round(float(np.median(rest_total)), 4),
+        }
+    return doc
+
+
+def _latency_text(lat: Dict[str, Any]) -> str:
+    first = f"first call {lat['first_infer_ms']:.3f} ms infer ({lat['first_total_ms']:.3f} ms end to end)"
+    st = lat.get("steady_state")
+    if not st:
+        return f"latency: {first}; one call only: give several inputs or --repeat N for the steady state"
+    return (f"latency: {first}; steady state over {st['calls']} calls: infer median {st['infer_median_ms']:.3f} ms, "
+            f"p90 {st['infer_p90_ms']:.3f} ms, end to end median {st['total_median_ms']:.3f} ms")
 
 
 def _result_text(doc: Dict[str, Any]) -> str:
@@ -491,31 +653,35 @@ def _result_text(doc: Dict[str, Any]) -> str:
 @app.command()
 @command
 def bench(
-    package: Path = typer.Argument(..., help="A .edgepkg file or package directory."),
+    packages: List[Path] = typer.Argument(..., help="One or more .edgepkg files or package directories (compared side by side)."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="Benchmark with another runtime than the manifest's."),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed runs first."),
     iterations: Optional[int] = typer.Option(None, "--iterations", "-n", min=1, help="Timed runs (default 100)."),
     duration: Optional[float] = typer.Option(None, "--duration", min=0.01, help="Run for this many seconds instead."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Also time end to end on this image: decode + preprocess + infer + postprocess."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runner threads (the runner's `threads` option; 0 = its default)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Time Model.infer on the package's input shapes (median, p90, p99, throughput)."""
-    from .bench import benchmark_package
+    """Time packages: load, first inference, median/p90/p99, measured throughput, peak memory (and end to end with --image)."""
+    from .bench import benchmark_package, table
 
     if iterations is not None and duration is not None:
         raise ConfigError("give --iterations or --duration, not both")
+    if image is not None and not image.is_file():
+        raise ConfigError(f"--image {image}: no such file; give an image the packages can preprocess")
     options = {"threads": threads} if threads is not None else {}  # checked by the runner's option schema
+    rows = []
     with _Progress(not as_json) as bar:
-        stats = benchmark_package(
-            package, runtime=runtime, warmup=warmup, iterations=iterations, duration=duration, progress=bar, **options
-        )
+        for package in packages:
+            rows.append(benchmark_package(package, runtime=runtime, warmup=warmup, iterations=iterations,
+                                          duration=duration, image=image, progress=bar, **options))
     if as_json:
-        _emit_json(stats)
+        _emit_json(rows[0] if len(rows) == 1 else {"packages": rows})
         return
-    typer.echo(
-        f"{stats['package']} on {stats['runtime']}: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms, "
-        f"p99 {stats['p99_ms']:.3f} ms, {stats['throughput_ips']:.1f} inferences/s over {stats['iterations']} runs"
-    )
+    for line in table(rows):
+        typer.echo(line)
+    typer.echo("throughput = timed iterations / wall time of the timed loop; first = the call before warm-up; "
+               f"peak = this process's peak RSS ({rows[0]['memory']['peak_scope']})")
 
 
 # ----------------------------------------------------------------- targets
@@ -545,7 +711,10 @@ def targets(as_json: bool = JsonOpt) -> None:
         except ImportError as exc:  # a plug-in whose own import fails
             rows.append({"name": name, "installed": False, "detail": str(exc)})
     devices = [p.to_json() for p in load_profiles().values()]
-    doc = {"targets": rows, "devices": devices, "runners": RUNNERS.names()}
+    from edgekit.runners import describe_all_options
+
+    # each runner's options with defaults and ranges, read from its schema (no runtime is imported)
+    doc = {"targets": rows, "devices": devices, "runners": RUNNERS.names(), "runner_options": describe_all_options()}
     if as_json:
         _emit_json(doc)
         return
@@ -556,6 +725,11 @@ def targets(as_json: bool = JsonOpt) -> None:
     typer.echo("devices:")
     for d in devices:
         typer.echo(f"  {d['name']:<18} → {d['target']:<12} {d['precision']:<5} {d['description']}")
+    typer.echo("runner options (edgekit.load(pkg, NAME=VALUE); --json for types, ranges and help):")
+    for name, opts in doc["runner_options"].items():
+        listed = opts.get("error") if isinstance(opts, dict) else \
+            ", ".join(f"{o['name']}={o['default']!r}" if o["default"] is not None else o["name"] for o in opts)
+        typer.echo(f"  {name:<18} {listed}")
 
 
 # ----------------------------------------------------------------- prepare
