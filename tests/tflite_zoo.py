@@ -258,3 +258,32 @@ ZOO: Dict[str, Callable[[], object]] = {f.__name__: f for f in (
 )}
 
 __all__: List[str] = ["ZOO", "model"]
+
+
+def _lstm(direction: str, layout: int, with_state: bool) -> object:
+    dirs, hidden, size, steps, batch = (2 if direction == "bidirectional" else 1), 6, 5, 7, 2
+    x_shape = (batch, steps, size) if layout else (steps, batch, size)
+    s_shape = (batch, dirs, hidden) if layout else (dirs, batch, hidden)
+    inputs = {"x": x_shape}
+    names = ["x", "w", "r", "b", "", "h0" if with_state else "", "c0" if with_state else ""]
+    if with_state:
+        inputs.update({"h0": s_shape, "c0": s_shape})
+    return model([helper.make_node("LSTM", names, ["y", "yh", "yc"], hidden_size=hidden, direction=direction,
+                                   layout=layout)],
+                 inputs, ["y", "yh", "yc"],
+                 {"w": _w(dirs, 4 * hidden, size), "r": _w(dirs, 4 * hidden, hidden), "b": _w(dirs, 8 * hidden)})
+
+
+def lstm_forward_with_state() -> object:
+    return _lstm("forward", 0, True)
+
+
+def lstm_bidirectional() -> object:
+    return _lstm("bidirectional", 0, False)
+
+
+def lstm_reverse() -> object:
+    return _lstm("reverse", 0, True)
+
+
+ZOO.update({f.__name__: f for f in (lstm_forward_with_state, lstm_bidirectional, lstm_reverse)})

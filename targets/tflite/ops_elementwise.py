@@ -333,3 +333,31 @@ def lower_sum(ctx: Context, node: Node) -> None:
             ctx.view.shapes[name] = ctx.shape(node.outputs[0])
         emit_binary(ctx, "ADD", "AddOptions", cur, nxt, name)
         cur = name
+
+
+def check_batchnorm(node: Node, view: GraphView) -> Optional[str]:
+    if not all(view.is_const(n) for n in node.inputs[1:5]):
+        return "scale/bias/mean/var computed at run time (training-mode BatchNormalization)"
+    if len([o for o in node.outputs if o]) > 1:
+        return "training-mode outputs (running mean/var) have no inference lowering"
+    return None
+
+
+def lower_batchnorm(ctx: Context, node: Node) -> None:
+    """An unfolded BatchNormalization (after ConvTranspose, or on its own): x * scale + shift per channel."""
+    view = ctx.view
+    gamma, beta, mean, var = (np.asarray(view.const(n), np.float64) for n in node.inputs[1:5])
+    scale = gamma / np.sqrt(var + float(node.attr("epsilon", 1e-5)))
+    shift = beta - mean * scale
+    rank = len(ctx.shape(node.input(0)))
+    shape = (scale.size,) + (1,) * (rank - 2)
+    s, b = f"{node.name}/scale", f"{node.name}/shift"
+    view.set_constant(s, scale.astype(np.float32).reshape(shape))
+    view.set_constant(b, shift.astype(np.float32).reshape(shape))
+    scaled = f"{node.outputs[0]}/scaled"
+    view.shapes[scaled] = ctx.shape(node.input(0))
+    emit_binary(ctx, "MUL", "MulOptions", node.input(0), s, scaled)
+    act, out = ctx.fusable_activation(node.outputs[0])
+    emit_binary(ctx, "ADD", "AddOptions", scaled, b, out, act)
+    if out != node.outputs[0]:
+        ctx.values.setdefault(node.outputs[0], ctx.values[out])

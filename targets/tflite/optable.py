@@ -13,6 +13,7 @@ from ..lowering import GraphView, Node, NodeCheck, OpCoverage, OpRule
 from . import ops_conv as conv
 from . import ops_elementwise as ew
 from . import ops_pool as pool
+from . import ops_rnn as rnn
 from . import ops_shape as sh
 from .context import Context
 
@@ -61,6 +62,8 @@ ROWS: Tuple[Tuple[str, int, Optional[NodeCheck], Lowering, str], ...] = (
     ("LogSoftmax", 13, ew.check_softmax, ew.lower_softmax, "LOG_SOFTMAX over the last TFLite axis"),
     ("LayerNormalization", 17, ew.check_layernorm, ew.lower_layernorm,
      "MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL, MUL, ADD (ONNX op or fused pattern)"),
+    ("BatchNormalization", 9, ew.check_batchnorm, ew.lower_batchnorm,
+     "MUL, ADD (when canonicalization could not fold it into a Conv)"),
     ("Add", 1, ew.check_binary, ew.lower_binary, "ADD (fused Relu/Relu6)"),
     ("Sub", 1, ew.check_binary, ew.lower_binary, "SUB"),
     ("Mul", 1, ew.check_binary, ew.lower_binary, "MUL"),
@@ -77,6 +80,8 @@ ROWS: Tuple[Tuple[str, int, Optional[NodeCheck], Lowering, str], ...] = (
     ("Or", 1, ew.check_binary, ew.lower_binary, "LOGICAL_OR"),
     ("Where", 9, ew.check_where, ew.lower_where, "SELECT_V2"),
     ("Sum", 1, None, ew.lower_sum, "ADD chain"),
+    ("LSTM", 7, rnn.check_lstm, rnn.lower_lstm,
+     "unrolled: FULLY_CONNECTED, SPLIT, LOGISTIC, TANH, MUL, ADD per step (any initial state, Y/Y_h/Y_c)"),
     ("Identity", 1, None, ew.lower_identity, "nothing"),
     ("Dropout", 1, None, ew.lower_identity, "nothing (inference)"),
     ("Reshape", 5, None, sh.lower_reshape, "RESHAPE (or nothing)"),

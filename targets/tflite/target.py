@@ -66,7 +66,8 @@ def _op_table() -> OpTable:
         source="edgekit's ONNX → TFLite lowering (targets/tflite/optable.py)",
         rules=rules,
         # ops without a row lower only when a fusion absorbs them (Erf in GELU) or they fold away
-        domain_defaults={"": conditional(_lowerable, reason="ops the lowering fuses or folds")},
+        domain_defaults={"": conditional(_lowerable, reason="that a fusion absorbs (Erf in GELU …) or that folds "
+                                                           "to a constant")},
     )
 
 
