@@ -41,7 +41,7 @@ from edgekit.manifest import (
     Verification,
     make_details,
 )
-from edgekit.package import LABELS, MANIFEST, write_package
+from edgekit.package import LABELS, MANIFEST, check_output, write_package
 from edgekit.quantize.calibration import CalibrationSet, load_feeds
 from edgekit.quantize.parity import ParityReport, check_gates, compare_outputs
 from edgekit.quantize.recipe import Recipe
@@ -160,7 +160,11 @@ def read_labels(labels: Any) -> Optional[Tuple[str, ...]]:
         path = Path(labels)
         if not path.is_file():
             raise ConfigError(f"{path}: labels file not found; give a text file with one class name per line")
-        return tuple(x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: labels file is not UTF-8 (byte {exc.start}); save it as UTF-8") from None
+        return tuple(x.strip() for x in text.splitlines() if x.strip())
     return tuple(str(x) for x in labels)
 
 
@@ -251,6 +255,8 @@ def resolve_request(model: Any, *, target: Optional[str] = None, device: Optiona
                     build_options: Optional[Mapping[str, Any]] = None, name: Optional[str] = None,
                     allow_gate_failure: bool = False, progress: Optional[ProgressFn] = None) -> BuildRequest:
     """Check every argument of :func:`edgekit.build`; nothing long runs here."""
+    if output is not None:
+        check_output(output)  # an output that is not a package (or not writable) is refused before any work
     tgt, profile = resolve_target(target, device)
     prec = Precision.parse(precision or (profile.precision if profile else "fp32"))
     if prec not in tgt.precisions:

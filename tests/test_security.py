@@ -549,3 +549,45 @@ def test_cli_json_renders_nan_as_null(tmp_path):
 
     doc, bad = _finite_json({"score": float("nan"), "x": [np.float32("inf"), 1.5], "a": np.array([np.nan, 2.0])})
     assert bad == 3 and json.loads(json.dumps(doc, allow_nan=False)) == {"score": None, "x": [None, 1.5], "a": [None, 2.0]}
+
+
+# ----------------------------------------------------------------------------- build side: refused before the build
+def test_build_refuses_a_foreign_output_before_building(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    app = _webapp(tmp_path / "webapp")
+    model = GM["conv_bn_relu"].path
+    t0 = time.monotonic()
+    _one_line(_cli("build", model, "--target", "onnxruntime", "-o", app), "not an edgekit package")
+    assert sorted(p.name for p in app.iterdir()) == ["index.html", "manifest.json"]
+    (tmp_path / "x.edgepkg").mkdir()
+    _one_line(_cli("build", model, "--target", "onnxruntime", "-o", tmp_path / "x.edgepkg"), "existing folder")
+    precious = tmp_path / "report.zip"
+    precious.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip that is not a package
+    _one_line(_cli("build", model, "--target", "onnxruntime", "-o", precious), "not an edgekit package")
+    assert precious.read_bytes() == b"PK\x05\x06" + bytes(18)
+    with pytest.raises(ConfigError, match="not an edgekit package"):
+        edgekit.build(model, target="onnxruntime", output=app)
+    assert time.monotonic() - t0 < 120
+
+
+def test_build_with_non_utf8_labels_is_one_line(tmp_path):
+    pytest.importorskip("onnx")
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(b"caf\xe9\nthe\n")
+    _one_line(_cli("build", GM["conv_bn_relu"].path, "--target", "onnxruntime", "--task", "classify", "--labels", labels,
+                   "-o", tmp_path / "o.edgepkg"), "labels file is not UTF-8")
+
+
+def test_build_sign_makes_a_signed_package(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    key = tmp_path / "k"
+    _cli("keygen", key)
+    out = tmp_path / "signed.edgepkg"
+    proc = _cli("build", GM["conv_bn_relu"].path, "--target", "onnxruntime", "--sign", key, "-o", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    with edgekit.load(out, trusted_keys=[f"{key}.pub"]) as m:
+        assert m._package.signed_by == PublicKey.load(f"{key}.pub").key_id
+    _one_line(_cli("build", GM["conv_bn_relu"].path, "--target", "onnxruntime", "--sign", tmp_path / "nokey", "-o", out),
+              "no such key file")
