@@ -115,6 +115,13 @@ class CalibrationSet:
             return self.subset(sorted({(k * n) // num_samples for k in range(num_samples)}))
         return self
 
+    @staticmethod
+    def required(calibration: Optional["CalibrationSet"], num_samples: int) -> Tuple["CalibrationSet", int]:
+        """(the samples an int8 build calibrates on, how many were given); none is an error."""
+        if calibration is None or len(calibration) == 0:
+            raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
+        return calibration.for_recipe(num_samples), len(calibration)
+
     def split(self, n_holdout: int) -> Tuple["CalibrationSet", "CalibrationSet"]:
         """(calibration, held-out) with ``n_holdout`` samples held out for verification.
 

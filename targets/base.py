@@ -6,69 +6,68 @@ target is small: ``check`` (cheap, no vendor SDK) and ``build``.
 """
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
-from edgekit._validate import coerce_enum
 from edgekit.errors import UnsupportedModelError
 from edgekit.manifest import TensorSpec
+from edgekit.options import OptionSchema
+
+from .spec import BuildSpec, Precision  # noqa: F401 - re-exported: targets import them from here
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
     from edgekit.quantize.calibration import CalibrationSet
-    from edgekit.quantize.recipe import Recipe
-    from edgekit.targets.devices import DeviceProfile
 
-
-class Precision(str, enum.Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
-
-    @classmethod
-    def parse(cls, value: "str | Precision") -> "Precision":
-        return coerce_enum(value, cls, "precision")
-
-
-@dataclass(frozen=True)
-class BuildSpec:
-    """Everything a target needs to know about the build, validated up front."""
-
-    precision: Precision
-    recipe: "Recipe"
-    device: Optional["DeviceProfile"] = None
-    runtime_options: Mapping[str, Any] = field(default_factory=dict)
-    task: str = "raw"
-    #: the user's validation data (``--val``), loaded through the shared
-    #: preprocessing; labelled when it came from class folders.  None when none
-    #: was given (a hold-out of the calibration data is not passed here).
-    validation: Optional["CalibrationSet"] = None
-    #: the verification gates (``min_sqnr_db``, ``max_accuracy_drop``), unset ones left out
-    gates: Mapping[str, float] = field(default_factory=dict)
+    from .graph import GraphInfo
+    from .optable import OpTable
 
 
 @dataclass(frozen=True)
 class UnsupportedNode:
+    """One node a target cannot build: its name, op type, the attributes that matter, and why."""
+
     node: str
     op_type: str
     reason: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return f"{self.node} ({self.op_type}): {self.reason}"
+        attrs = ", ".join(f"{k}={v!r}" for k, v in self.attributes.items())
+        return f"{self.node} ({self.op_type}{' ' + attrs if attrs else ''}): {self.reason}"
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"node": self.node, "op_type": self.op_type, "reason": self.reason,
+                "attributes": {k: _jsonable(v) for k, v in self.attributes.items()}}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
 
 
 @dataclass(frozen=True)
 class SupportReport:
-    """Result of :meth:`Target.check`: every problem, found before any long step."""
+    """Result of :meth:`Target.check`: every problem, found before any long step.
+
+    ``fallback`` holds nodes the target cannot run on its accelerator but
+    that will run elsewhere (the QNN target's CPU fallback): not errors,
+    but listed.  ``available`` says, for the domains of the unsupported
+    nodes, which op types the target has.
+    """
 
     target: str
     unsupported: Tuple[UnsupportedNode, ...] = ()
     dynamic_dims: Tuple[str, ...] = ()
     notes: Tuple[str, ...] = ()
+    fallback: Tuple[UnsupportedNode, ...] = ()
+    available: Tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -85,6 +84,7 @@ class SupportReport:
                 f"{len(self.unsupported)} node(s) the {self.target} target cannot build: {listed} "
                 "(fix: replace these ops in the model, or pick another target from `edgekit targets`)"
             )
+            parts.extend(self.available)
         if self.dynamic_dims:
             parts.append(
                 "dynamic dimensions left unfixed: " + ", ".join(self.dynamic_dims)
@@ -96,7 +96,8 @@ class SupportReport:
         return {
             "target": self.target,
             "ok": self.ok,
-            "unsupported": [{"node": n.node, "op_type": n.op_type, "reason": n.reason} for n in self.unsupported],
+            "unsupported": [n.to_json() for n in self.unsupported],
+            "fallback": [n.to_json() for n in self.fallback],
             "dynamic_dims": list(self.dynamic_dims),
             "notes": list(self.notes),
         }
@@ -127,8 +128,16 @@ class Artifact:
     verify_note: str = ""
 
 
+_NO_OPTIONS = OptionSchema("target", [])
+
+
 class Target(ABC):
-    """One compiler per device family.  Subclasses set the class attributes."""
+    """One compiler per device family.  Subclasses set the class attributes.
+
+    A target declares ``op_table`` (what it builds, as data) and implements
+    ``build``; ``check`` is implemented here once, over the op table, with
+    :meth:`extra_checks` for what a table cannot say (a whole-model rule).
+    """
 
     name: ClassVar[str]
     runtime: ClassVar[str]  # the runner that runs the artifact on the device
@@ -136,14 +145,88 @@ class Target(ABC):
     description: ClassVar[str] = ""
     #: runner used by the pipeline to verify the artifact on the build host
     verify_runtime: ClassVar[Optional[str]] = None
+    #: what this target builds (see :mod:`edgekit.targets.optable`)
+    op_table: ClassVar["OpTable"]
+    #: build-time options (HTP arch, DLA core, NNCF settings …): read from the build spec and the
+    #: device profile's ``target_options``, never written into a manifest
+    build_options: ClassVar["OptionSchema"] = _NO_OPTIONS
 
     def toolchain(self) -> Tuple[bool, str]:
         """(installed here?, versions or the pip command that installs it)."""
         return True, ""
 
-    @abstractmethod
+    def build_option_values(self, spec: BuildSpec) -> Dict[str, Any]:
+        """This build's options, checked against :attr:`build_options` (defaults filled in).
+
+        Sources, later wins: the device profile's ``target_options``, the
+        spec's ``build_options``, and — for callers that still pass them
+        mixed in — the spec's runtime options that name a build option.
+        """
+        values: Dict[str, Any] = {}
+        sources = []
+        if spec.device is not None and getattr(spec.device, "target_options", None):
+            values.update(spec.device.target_options)
+            sources.append(f"device profile {getattr(spec.device, 'name', '?')!r} target_options")
+        given = dict(getattr(spec, "build_options", None) or {})
+        given.update({k: v for k, v in (spec.runtime_options or {}).items() if k in self.build_options})
+        if given:
+            values.update(given)
+            sources.append("the build options")
+        return self.build_options.validate(values, source=" and ".join(sources) or "defaults")
+
+    def runtime_option_values(self, spec: BuildSpec) -> Dict[str, Any]:
+        """The runtime options given for this build, without the build options among them."""
+        return {k: v for k, v in (spec.runtime_options or {}).items() if k not in self.build_options}
+
+    # -- check (one implementation; cheap, no vendor SDK) ---------------------
+    def op_table_for(self, spec: BuildSpec) -> "OpTable":
+        """The table for this build (a target whose support depends on a build option overrides it)."""
+        return self.op_table
+
+    def extra_checks(self, model: "onnx.ModelProto", spec: BuildSpec, graph: "GraphInfo") -> "CheckFindings":
+        """Problems an op table cannot express (whole-model rules, settings); none by default."""
+        return CheckFindings()
+
+    def falls_back_to(self, spec: BuildSpec) -> Optional[str]:
+        """Where nodes the table refuses still run (e.g. "the CPU"), or None when they stop the build."""
+        return None
+
     def check(self, model: "onnx.ModelProto", spec: BuildSpec) -> SupportReport:
-        """List every node and dim this target cannot handle.  Cheap; no vendor SDK."""
+        """Every node and dim this target cannot handle, found before any long step."""
+        from .graph import GraphInfo, domain_of, dynamic_dims, iter_nodes, qualified_op
+        from .optable import NodeView
+
+        table = self.op_table_for(spec)
+        graph = GraphInfo(model)
+        found: List[UnsupportedNode] = []
+        seen = set()
+        missing_domains: List[str] = []
+        for name, node in iter_nodes(model.graph):
+            reason = table.why_not(NodeView(name, node, graph.opset_for(node), graph))
+            if reason is None or name in seen:
+                continue
+            seen.add(name)
+            attrs = {a: graph.attr(node, a) for a in table.rule_attributes(domain_of(node), node.op_type)}
+            found.append(UnsupportedNode(node=name, op_type=qualified_op(node), reason=reason,
+                                         attributes={k: v for k, v in attrs.items() if v is not None}))
+            if domain_of(node) not in missing_domains:
+                missing_domains.append(domain_of(node))
+        extra = self.extra_checks(model, spec, graph)
+        found.extend(extra.unsupported)
+        notes = list(extra.notes)
+        fallback: Tuple[UnsupportedNode, ...] = ()
+        where = self.falls_back_to(spec)
+        if where is not None and found:
+            fallback, found = tuple(found), []
+            notes.append(f"{len(fallback)} node(s) will run on {where}: " + "; ".join(str(u) for u in fallback))
+        return SupportReport(
+            target=self.name,
+            unsupported=tuple(found),
+            dynamic_dims=tuple(dynamic_dims(model)),
+            notes=tuple(notes),
+            fallback=fallback,
+            available=tuple(table.available(d) for d in missing_domains) if found else (),
+        )
 
     @abstractmethod
     def build(
@@ -154,3 +237,11 @@ class Target(ABC):
         workdir: Path,
     ) -> Artifact:
         """Compile the canonical fp32 model into files under ``workdir``."""
+
+
+@dataclass(frozen=True)
+class CheckFindings:
+    """What :meth:`Target.extra_checks` adds to the op-table walk."""
+
+    unsupported: Tuple[UnsupportedNode, ...] = ()
+    notes: Tuple[str, ...] = ()

@@ -1,9 +1,81 @@
 """Graph walking helpers every target's ``check`` and ``build`` share."""
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from edgekit.manifest import TensorSpec
+
+#: the names of ONNX's default domain
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def domain_of(node: Any) -> str:
+    """The node's domain, with ONNX's default domain spelled ``""``."""
+    domain = node.domain or ""
+    return "" if domain in DEFAULT_DOMAINS else domain
+
+
+def qualified_op(node: Any) -> str:
+    """``Conv`` for a default-domain op, ``domain::Op`` otherwise."""
+    domain = domain_of(node)
+    return node.op_type if not domain else f"{domain}::{node.op_type}"
+
+
+def opset_versions(model: Any) -> Dict[str, int]:
+    """Domain → opset version (the default domain as ``""``)."""
+    out: Dict[str, int] = {}
+    for imp in model.opset_import:
+        out["" if (imp.domain or "") in DEFAULT_DOMAINS else imp.domain] = int(imp.version)
+    return out
+
+
+def default_opset(model: Any) -> int:
+    return opset_versions(model).get("", 0)
+
+
+class GraphInfo:
+    """Lookups over a model's main graph that checks and rewrites share.
+
+    Built once per check: producers, consumers, element types of every
+    named value, the opsets, and attribute access with ONNX's defaults.
+    """
+
+    def __init__(self, model: Any) -> None:
+        graph = model.graph
+        self.model = model
+        self.opsets = opset_versions(model)
+        self.producer: Dict[str, Any] = {o: n for n in graph.node for o in n.output if o}
+        self.consumers: Dict[str, List[Any]] = {}
+        for n in graph.node:
+            for i in n.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+        self.elem_type: Dict[str, int] = {}
+        for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+            self.elem_type[vi.name] = vi.type.tensor_type.elem_type
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.outputs = [o.name for o in graph.output]
+
+    def opset_for(self, node: Any) -> int:
+        domain = domain_of(node)
+        return self.opsets.get(domain, 1)
+
+    @staticmethod
+    def attr(node: Any, name: str, default: Any = None) -> Any:
+        from onnx import helper
+
+        for a in node.attribute:
+            if a.name == name:
+                value = helper.get_attribute_value(a)
+                return value.decode() if isinstance(value, bytes) else value
+        return default
+
+    def output_shape(self, name: str) -> Optional[Tuple[int, ...]]:
+        for vi in self.model.graph.output:
+            if vi.name == name and vi.type.tensor_type.HasField("shape"):
+                return tuple(int(d.dim_value) if d.HasField("dim_value") else -1
+                             for d in vi.type.tensor_type.shape.dim)
+        return None
 
 
 def iter_nodes(graph: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
@@ -52,3 +124,75 @@ def graph_specs(model: Any) -> Tuple[List[TensorSpec], List[TensorSpec]]:
 
     return ([spec(v, True) for v in model.graph.input if v.name not in inits],
             [spec(v, False) for v in model.graph.output])
+
+
+#: learned-weight ops: the walk back from a detector output stops at them (they end the head's layers)
+_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+def _is_projection(node: Any, info: GraphInfo) -> bool:
+    """A Conv with one output channel and a constant weight: YOLOv8's DFL expectation (sum of bin × prob)."""
+    if node.op_type != "Conv" or len(node.input) < 2:
+        return False
+    w = info.initializers.get(node.input[1])
+    return w is not None and len(w.dims) >= 1 and int(w.dims[0]) == 1
+
+
+def detection_tail(model: Any) -> List[str]:
+    """Names of the nodes that decode a YOLO-style head into its output, to keep in float.
+
+    A detector output (rank 3, e.g. YOLOv8's [1, 4+C, N] or YOLOv5's
+    [1, N, 5+C]) is a Concat of a box branch (pixels, 0–640) and a score
+    branch (0–1).  Quantized with one scale per tensor, the scores drown in
+    the box range and the int8 package detects nothing while its tensor-wide
+    SQNR looks fine.  The tail is every node from the head's last learned
+    layers (Conv/Gemm/MatMul with weights, the DFL projection excepted) to
+    the output; it is cheap, so it runs in float (or at 16 bits) on every
+    target.  Empty when no output is such a Concat of separate branches.
+    """
+    info = GraphInfo(model)
+    tail: List[str] = []
+    for out in info.outputs:
+        shape = info.output_shape(out)
+        producer = info.producer.get(out)
+        if producer is None or shape is None or len(shape) != 3:
+            continue
+        # the output may be a Transpose/Reshape of the Concat (YOLOv5/YOLOX [1, N, 5+C])
+        concat = producer
+        while concat.op_type in ("Transpose", "Reshape") and concat.input and concat.input[0] in info.producer:
+            concat = info.producer[concat.input[0]]
+        if concat.op_type != "Concat" or len([i for i in concat.input if i]) < 2:
+            continue
+        seen: Dict[str, Any] = {}
+        stack = [producer]
+        while stack:
+            node = stack.pop()
+            key = node.name or node.output[0]
+            if key in seen:
+                continue
+            if node.op_type in _WEIGHTED_OPS and not _is_projection(node, info):
+                continue
+            seen[key] = node
+            stack.extend(info.producer[i] for i in node.input if i in info.producer)
+        # a walk that reached a graph input found no head layers: not a detector head, leave it
+        graph_inputs = {v.name for v in model.graph.input} - set(info.initializers)
+        if any(i in graph_inputs for n in seen.values() for i in n.input):
+            continue
+        tail.extend(k for k in seen if k not in tail)
+    order = {(n.name or n.output[0]): i for i, n in enumerate(model.graph.node)}
+    return sorted(tail, key=lambda k: order.get(k, 0))
+
+
+def weight_axis(node: Any, rank: int) -> Optional[int]:
+    """The output-channel axis of a node's weight (input 1), or None for per-tensor only."""
+    attrs = {a.name: a for a in node.attribute}
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        # with groups, axis 1 holds O/group channels, not the layer's outputs: per-tensor then
+        return 1 if (attrs["group"].i if "group" in attrs else 1) == 1 else None
+    if node.op_type == "Gemm":
+        return 0 if (attrs["transB"].i if "transB" in attrs else 0) else 1
+    if node.op_type == "MatMul":
+        return rank - 1 if rank >= 2 else None
+    return None

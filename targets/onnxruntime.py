@@ -1,15 +1,16 @@
 """The onnxruntime target: any CPU (Raspberry Pi, NUC, laptops).
 
 The artifact is ``model.onnx``: the canonical fp32 graph, an fp16 graph
-(``onnxruntime.transformers.float16``; fp32 IO kept unless
-``runtime_options["fp16_io"]``), or a static int8 QDQ graph
-(``onnxruntime.quantization.quantize_static``).
+(``onnxruntime.transformers.float16``; fp32 IO kept unless the build option
+``fp16_io``), or a static int8 QDQ graph
+(``onnxruntime.quantization.quantize_static``) that follows the recipe node
+by node (:mod:`edgekit.targets.ort_tools`).
 
-``check`` needs no onnxruntime: it uses :data:`ORT_CPU_LACKS` and friends,
-an op table kept as data.  The default-domain op set is every ONNX schema
-``onnx.defs`` knows, minus the (op, schema version) pairs for which
-onnxruntime's CPU execution provider registers no kernel.  The table was
-derived from onnxruntime 1.32's kernel registry
+``check`` needs no onnxruntime: :data:`OP_TABLE` is data.  The
+default-domain op set is every ONNX schema ``onnx.defs`` knows, minus the
+(op, schema version) pairs for which onnxruntime's CPU execution provider
+registers no kernel (:data:`ORT_CPU_LACKS`).  The table was derived from
+onnxruntime 1.32's kernel registry
 (``onnxruntime.capi.onnxruntime_pybind11_state.get_all_opkernel_def()``,
 applying ORT's rule that an open-ended kernel matches only its exact start
 version) and confirmed by creating one-node sessions;
@@ -25,11 +26,14 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
-from edgekit.errors import CalibrationError, ModelError
 from edgekit.manifest import TensorSpec
+from edgekit.options import Option, OptionSchema
 
-from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
-from .graph import dynamic_dims, graph_specs, iter_nodes
+from .base import Artifact, BuildSpec, Precision, Target
+from .graph import detection_tail, graph_specs
+from .optable import NodeView, OpRule, OpTable, conditional, unsupported
+from .ort_tools import artifact_files, load_check, ort, ort_method, plan_recipe, qdq_counts, quant_type, \
+    quiet_quantizer, unmatched_warning
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -97,65 +101,43 @@ ORT_CPU_CONTRIB_OPS: FrozenSet[str] = frozenset({
     "VarlenCausalConvWithState", "VarlenNGramHashMapping", "WhisperBeamSearch", "WordConvEmbedding",
 })
 
-_DEFAULT_DOMAINS = ("", "ai.onnx")
-
-#: runtime_options keys that steer the build and are not passed to the runtime
-_BUILD_ONLY_OPTIONS = ("fp16_io",)
 
 
-def _opset_versions(model: Any) -> Dict[str, int]:
-    return {imp.domain or "": int(imp.version) for imp in model.opset_import}
-
-
-def cpu_support(domain: str, op_type: str, opset: int) -> Optional[str]:
-    """None when onnxruntime's CPU EP runs (domain, op_type) at ``opset``; else the reason."""
+def _schema_rule(view: NodeView) -> Optional[str]:
+    """Any default-domain op with an ONNX schema at the model's opset that is not deprecated."""
     from onnx import defs
 
-    if domain in _DEFAULT_DOMAINS:
-        if op_type in ORT_CPU_EXTRA_DEFAULT_OPS:
-            return None
-        try:
-            schema = defs.get_schema(op_type, opset, "")
-        except defs.SchemaError:
-            return (f"not an ONNX op at opset {opset} (a custom op needs its own domain, and onnxruntime "
-                    "has no kernel for it)")
-        if schema.deprecated:
-            return f"deprecated in ONNX opset {schema.since_version}; re-export with its replacement"
-        if schema.since_version in ORT_CPU_LACKS.get(op_type, ()):
-            return (f"onnxruntime {OP_TABLE_ORT_VERSION} has no CPU kernel for {op_type}-{schema.since_version} "
-                    f"(the version opset {opset} selects); re-export with an opset below {schema.since_version}")
+    if view.op_type in ORT_CPU_EXTRA_DEFAULT_OPS:
         return None
-    if domain == "ai.onnx.ml":
-        return None if op_type in ORT_CPU_ML_OPS else f"ai.onnx.ml op without an onnxruntime CPU kernel"
-    if domain == "com.microsoft":
-        return None if op_type in ORT_CPU_CONTRIB_OPS else "com.microsoft contrib op with no CPU kernel (GPU-only)"
-    return (f"custom domain {domain!r}: onnxruntime has no implementation (custom-op libraries cannot be "
-            "packaged); replace the op with standard ONNX ops")
-
-
-def _ort() -> Any:
     try:
-        import onnxruntime
-    except ImportError:
-        from edgekit.errors import RuntimeMissingError
+        schema = defs.get_schema(view.op_type, view.opset, "")
+    except defs.SchemaError:
+        return (f"not an ONNX op at opset {view.opset} (a custom op needs its own domain, and onnxruntime "
+                "has no kernel for it)")
+    if schema.deprecated:
+        return f"deprecated in ONNX opset {schema.since_version}; re-export with its replacement"
+    return None
 
-        raise RuntimeMissingError(
-            "the onnxruntime target needs onnxruntime: pip install 'edgekit[onnxruntime]'"
-        ) from None
-    return onnxruntime
+
+def _lacking(op: str, version: int) -> Tuple[OpRule, ...]:
+    """The schema rule below ``version``; no CPU kernel from it on (every gap is at an op's newest schema)."""
+    return (conditional(_schema_rule, until=version - 1),
+            unsupported(f"onnxruntime {OP_TABLE_ORT_VERSION} has no CPU kernel for {op}-{version} (the version "
+                        f"this opset selects); re-export with an opset below {version}", since=version))
 
 
-def _session_check(path: Path, what: str) -> None:
-    ort = _ort()
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    try:
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as err:  # an edgekit bug or an ORT limitation: say which step made it
-        raise ModelError(
-            f"the {what} model does not load in onnxruntime: {str(err).strip().splitlines()[0]}; "
-            "build at another precision, or report this with the model"
-        ) from None
+OP_TABLE = OpTable.build(
+    "onnxruntime",
+    f"onnxruntime {OP_TABLE_ORT_VERSION} CPU execution provider",
+    supported_ops={"": ORT_CPU_EXTRA_DEFAULT_OPS, "ai.onnx.ml": ORT_CPU_ML_OPS, "com.microsoft": ORT_CPU_CONTRIB_OPS},
+    rules={("", op): _lacking(op, min(versions)) for op, versions in ORT_CPU_LACKS.items()},
+    domain_defaults={"": conditional(_schema_rule, reason="with an ONNX schema at the model's opset")},
+    unknown_domain=("custom domain {domain!r}: onnxruntime has no implementation (custom-op libraries cannot be "
+                    "packaged); replace the op with standard ONNX ops"),
+)
+
+#: CPU architectures whose int8 kernels widen products properly (no reduce_range needed)
+_ARM_ARCHS = ("arm64", "aarch64", "armv7l", "armv8")
 
 
 def _tensor_specs(model: Any, previous: Sequence[TensorSpec], io: str) -> List[TensorSpec]:
@@ -185,6 +167,13 @@ class OnnxRuntimeTarget(Target):
     precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8})
     description = "any CPU (Raspberry Pi, NUC, laptops) through onnxruntime"
     verify_runtime = "onnxruntime"
+    op_table = OP_TABLE
+    build_options = OptionSchema("onnxruntime target", [
+        Option("fp16_io", bool, False, "fp16: float16 model inputs and outputs too (default: keep float32 IO)"),
+        Option("arch", str, None, "the device's CPU architecture (x86_64, arm64): decides int8 reduce_range",
+               choices=("x86_64", "arm64", "aarch64", "armv7l")),
+        Option("vnni", bool, None, "x86 device: whether its CPU has VNNI (default: this build host's answer)"),
+    ])
 
     def toolchain(self) -> Tuple[bool, str]:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -193,29 +182,6 @@ class OnnxRuntimeTarget(Target):
 
         return True, f"onnxruntime {onnxruntime.__version__}"
 
-    # -- check ------------------------------------------------------------
-    def check(self, model: "onnx.ModelProto", spec: BuildSpec) -> SupportReport:
-        opsets = _opset_versions(model)
-        default_opset = opsets.get("", opsets.get("ai.onnx", 0))
-        unsupported: List[UnsupportedNode] = []
-        seen = set()
-        for name, node in iter_nodes(model.graph):
-            domain = node.domain or ""
-            opset = default_opset if domain in _DEFAULT_DOMAINS else opsets.get(domain, 1)
-            reason = cpu_support(domain, node.op_type, opset)
-            if reason is not None and name not in seen:
-                seen.add(name)
-                unsupported.append(UnsupportedNode(node=name, op_type=f"{domain}::{node.op_type}"
-                                                   if domain not in _DEFAULT_DOMAINS else node.op_type,
-                                                   reason=reason))
-        notes: List[str] = []
-        precision = Precision.parse(spec.precision)
-        if precision not in self.precisions:  # pragma: no cover - all three are supported
-            notes.append(f"precision {precision.value} is not built by this target")
-        return SupportReport(target=self.name, unsupported=tuple(unsupported),
-                             dynamic_dims=tuple(dynamic_dims(model)), notes=tuple(notes))
-
-    # -- build ------------------------------------------------------------
     def build(
         self,
         model: "onnx.ModelProto",
@@ -223,9 +189,10 @@ class OnnxRuntimeTarget(Target):
         calibration: Optional["CalibrationSet"],
         workdir: Path,
     ) -> Artifact:
-        ort = _ort()
+        rt = ort()
         from .canonicalize import save_onnx
 
+        options = self.build_option_values(spec)
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         precision = Precision.parse(spec.precision)
@@ -237,29 +204,26 @@ class OnnxRuntimeTarget(Target):
         if precision is Precision.FP32:
             save_onnx(model, out_path)
         elif precision is Precision.FP16:
-            fp16_io = bool(spec.runtime_options.get("fp16_io", False))
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
             with warnings.catch_warnings():
                 # the converter warns about values clamped into fp16 range; we report parity instead
                 warnings.simplefilter("ignore")
-                half = convert_float_to_float16(model, keep_io_types=not fp16_io)
+                half = convert_float_to_float16(model, keep_io_types=not options["fp16_io"])
             save_onnx(half, out_path)
             inputs = _tensor_specs(half, inputs, "inputs")
             outputs = _tensor_specs(half, outputs, "outputs")
-            details["fp16_io"] = fp16_io
+            details["fp16_io"] = options["fp16_io"]
         else:
-            quantization = self._build_int8(model, spec, calibration, workdir, out_path, details)
+            quantization = self._build_int8(model, spec, options, calibration, workdir, out_path, details)
         verify_options, verify_note = _verify_emulation(details)
 
-        _session_check(out_path, precision.value)
-        files = sorted(p.relative_to(workdir).as_posix() for p in workdir.iterdir()
-                       if p.is_file() and (p.name == ENTRY or p.name.startswith(ENTRY + ".")))
+        load_check(out_path, precision.value)
         return Artifact(
-            files=files,
+            files=artifact_files(workdir, ENTRY),
             entry=ENTRY,
             runtime_options=self._runtime_options(spec),
-            runtime_versions={"onnxruntime": ort.__version__},
+            runtime_versions={"onnxruntime": rt.__version__},
             inputs=inputs,
             outputs=outputs,
             details=details,
@@ -268,18 +232,18 @@ class OnnxRuntimeTarget(Target):
             verify_note=verify_note,
         )
 
-    @staticmethod
-    def _runtime_options(spec: BuildSpec) -> Dict[str, Any]:
+    def _runtime_options(self, spec: BuildSpec) -> Dict[str, Any]:
         device_opts: Mapping[str, Any] = {}
         if spec.device is not None:
             device_opts = getattr(spec.device, "runtime_options", None) or {}
-        threads = spec.runtime_options.get("intra_op_num_threads", device_opts.get("intra_op_num_threads"))
-        if threads is None and spec.device is not None:
-            threads = getattr(spec.device, "threads", None)
-        options: Dict[str, Any] = {k: v for k, v in device_opts.items() if k not in _BUILD_ONLY_OPTIONS}
-        options.update({k: v for k, v in spec.runtime_options.items() if k not in _BUILD_ONLY_OPTIONS})
-        # 0 = onnxruntime's own default (one thread per physical core)
-        options["intra_op_num_threads"] = int(threads) if threads is not None else 0
+        options: Dict[str, Any] = {k: v for k, v in device_opts.items() if k not in self.build_options}
+        options.update({k: v for k, v in spec.runtime_options.items() if k not in self.build_options})
+        if "threads" not in options:
+            threads = options.pop("intra_op_num_threads", None)
+            if threads is None and spec.device is not None:
+                threads = getattr(spec.device, "threads", None)
+            # 0 = onnxruntime's own default (one thread per physical core)
+            options["intra_op_num_threads"] = int(threads) if threads is not None else 0
         options.setdefault("execution_providers", ["CPUExecutionProvider"])
         return options
 
@@ -287,110 +251,51 @@ class OnnxRuntimeTarget(Target):
         self,
         model: Any,
         spec: BuildSpec,
+        options: Mapping[str, Any],
         calibration: Optional["CalibrationSet"],
         workdir: Path,
         out_path: Path,
         details: Dict[str, Any],
     ) -> Dict[str, Any]:
         import onnx
-        from onnxruntime.quantization import CalibrationMethod as OrtMethod
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+        from onnxruntime.quantization import QuantFormat, quantize_static
 
-        from edgekit.quantize.calibration import CalibrationReader
-        from edgekit.quantize.recipe import CalibrationMethod, QuantDtype, Recipe
-
-        from .canonicalize import save_onnx
+        from edgekit.quantize.calibration import CalibrationReader, CalibrationSet
+        from edgekit.quantize.recipe import ACTIVATION_DTYPES, WEIGHT_DTYPES, CalibrationMethod, QuantDtype, Recipe
 
         recipe: Recipe = spec.recipe if spec.recipe is not None else Recipe()
-        if calibration is None or len(calibration) == 0:
-            raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
-        n = len(calibration)
-        used = calibration.for_recipe(recipe.num_samples)
-
+        used, n = CalibrationSet.required(calibration, recipe.num_samples)
         src = workdir / "_fp32.onnx"
         pre = workdir / "_preprocessed.onnx"
-        save_onnx(model, src)
-        skip_symbolic = importlib.util.find_spec("sympy") is None
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # keep `--json` stdout clean
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip_symbolic)
-            to_quantize = pre
-            details["quant_pre_process"] = "done" + (" (symbolic shape inference skipped: no sympy)"
-                                                      if skip_symbolic else "")
-        except Exception as err:  # pre-processing is an optimisation; quantize the canonical model instead
-            to_quantize = src
-            details["quant_pre_process"] = f"skipped: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-        pre_model = onnx.load(str(to_quantize), load_external_data=False)
-
-        known = {(node.name, node.op_type) for node in pre_model.graph.node}
-        node_names = {name for name, _ in known}
-        unknown = [name for name in list(recipe.nodes) + list(recipe.exclude_nodes) if name not in node_names]
-        if unknown:
-            warnings.warn(
-                f"quantization recipe names node(s) {sorted(set(unknown))} that the model does not have; "
-                "they have no effect (edgekit inspect lists the node names)",
-                UserWarning,
-                stacklevel=3,
-            )
-        excluded = sorted(name for name, op in known if name and recipe.config_for(name, op).skip)
-        g = recipe.global_config
-        arch = _device_arch(spec)
-        # x86 int8 kernels without VNNI sum u8×s8 products in pairs into int16 and
-        # saturate with full 8-bit weights (the bundled model lost 18 dB of SQNR to
-        # it on an AVX2 host); Arm kernels widen properly and keep all 8 bits.
-        reduce_range = g.reduce_range if g.reduce_range is not None else arch == "x86_64"
-        details["device_arch"] = arch
-        details["reduce_range"] = reduce_range
-        ignored = sorted(
-            key for key, cfg in list(recipe.op_types.items()) + list(recipe.nodes.items())
-            if not cfg.skip and (cfg.activation_dtype, cfg.weight_dtype, cfg.per_channel,
-                                 cfg.symmetric_activations) != (g.activation_dtype, g.weight_dtype,
-                                                                g.per_channel, g.symmetric_activations)
-        )
-        if ignored:
-            warnings.warn(
-                f"the onnxruntime target applies one global setting per model plus per-op `skip`; "
-                f"the other per-op settings for {ignored} are ignored",
-                UserWarning,
-                stacklevel=3,
-            )
-
-        qtype = {
-            QuantDtype.UINT8: QuantType.QUInt8,
-            QuantDtype.INT8: QuantType.QInt8,
-            QuantDtype.UINT16: QuantType.QUInt16,
-            QuantDtype.INT16: QuantType.QInt16,
-        }
-        method = {
-            CalibrationMethod.MINMAX: OrtMethod.MinMax,
-            CalibrationMethod.PERCENTILE: OrtMethod.Percentile,
-            CalibrationMethod.ENTROPY: OrtMethod.Entropy,
-        }[recipe.method]
-        extra: Dict[str, Any] = {
-            "ActivationSymmetric": g.symmetric_activations,
-            "WeightSymmetric": g.weight_dtype is QuantDtype.INT8,
-        }
-        if recipe.method is CalibrationMethod.PERCENTILE:
-            extra["CalibPercentile"] = recipe.percentile
-        try:
-            # ORT prints calibration progress to stdout; `edgekit ... --json` must print one document only
-            with contextlib.redirect_stdout(io.StringIO()):
+            to_quantize = _pre_process(model, src, pre, details)
+            pre_model = onnx.load(str(to_quantize), load_external_data=False)
+            g = recipe.global_config
+            reduce_range, why = _reduce_range(g.reduce_range, options)
+            details.update(reduce_range=reduce_range, reduce_range_reason=why)
+            plan = plan_recipe(pre_model, recipe, target=self.name, activation_dtypes=ACTIVATION_DTYPES,
+                               weight_dtypes=WEIGHT_DTYPES, reduce_range=reduce_range,
+                               tail=detection_tail(pre_model))
+            unmatched_warning(plan.unmatched)
+            extra: Dict[str, Any] = {
+                "ActivationSymmetric": g.symmetric_activations,
+                "WeightSymmetric": g.weight_dtype is QuantDtype.INT8,
+            }
+            if plan.overrides:
+                extra["TensorQuantOverrides"] = plan.overrides
+            if recipe.method is CalibrationMethod.PERCENTILE:
+                extra["CalibPercentile"] = recipe.percentile
+            with quiet_quantizer():
                 quantize_static(
-                    str(to_quantize),
-                    str(out_path),
-                    CalibrationReader(used),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=g.per_channel,
-                    reduce_range=reduce_range,
-                    activation_type=qtype[g.activation_dtype],
-                    weight_type=qtype[g.weight_dtype],
-                    nodes_to_exclude=excluded,
-                    calibrate_method=method,
-                    use_external_data_format=model.ByteSize() > (2**31 - (64 << 20)),
-                    extra_options=extra,
+                    str(to_quantize), str(out_path), CalibrationReader(used),
+                    quant_format=QuantFormat.QDQ, per_channel=g.per_channel, reduce_range=reduce_range,
+                    activation_type=quant_type(g.activation_dtype), weight_type=quant_type(g.weight_dtype),
+                    nodes_to_exclude=plan.nodes_to_exclude, calibrate_method=ort_method(recipe),
+                    use_external_data_format=model.ByteSize() > (2**31 - (64 << 20)), extra_options=extra,
                 )
         except (ValueError, TypeError, KeyError) as err:
+            from edgekit.errors import CalibrationError
+
             # usually calibration feeds that do not fit the model; the loader checks shapes, so say so
             raise CalibrationError(
                 f"onnxruntime quantization failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}; "
@@ -399,20 +304,11 @@ class OnnxRuntimeTarget(Target):
         finally:
             for tmp in (src, pre):
                 for p in (tmp, tmp.with_name(tmp.name + ".data")):
-                    if p.exists():
-                        p.unlink()
+                    p.unlink(missing_ok=True)
 
         q = onnx.load(str(out_path), load_external_data=False)
-        counts: Dict[str, int] = {}
-        for node in q.graph.node:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-        dq_outputs = {o for node in q.graph.node if node.op_type == "DequantizeLinear" for o in node.output}
-        quantized = sorted(
-            node.name for node in q.graph.node
-            if node.op_type not in ("QuantizeLinear", "DequantizeLinear")
-            and node.input and all(i in dq_outputs for i in node.input if i)
-        )
-        details["opset"] = next((int(i.version) for i in q.opset_import if i.domain in _DEFAULT_DOMAINS), None)
+        counts, quantized = qdq_counts(q)
+        details["opset"] = next((int(i.version) for i in q.opset_import if i.domain in ("", "ai.onnx")), None)
         return {
             "format": "qdq",
             "tool": "onnxruntime.quantization.quantize_static",
@@ -422,32 +318,69 @@ class OnnxRuntimeTarget(Target):
             "quantize_linear_nodes": counts.get("QuantizeLinear", 0),
             "dequantize_linear_nodes": counts.get("DequantizeLinear", 0),
             "quantized_nodes": len(quantized),
-            "excluded_nodes": excluded,
-            "excluded_count": len(excluded),
+            **plan.to_json(),
         }
 
 
-def _device_arch(spec: BuildSpec) -> str:
-    """CPU architecture of the device the package is for: from the profile, else x86_64."""
-    arch = None
-    if spec.device is not None:
-        arch = (getattr(spec.device, "target_options", None) or {}).get("arch")
-    return str(arch or "x86_64")
+def _pre_process(model: Any, src: Path, pre: Path, details: Dict[str, Any]) -> Path:
+    """onnxruntime's quantization pre-processing (shape inference, fusions); an optimisation only."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .canonicalize import save_onnx
+
+    save_onnx(model, src)
+    skip_symbolic = importlib.util.find_spec("sympy") is None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # keep `--json` stdout clean
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip_symbolic)
+    except Exception as err:  # quantize the canonical model instead
+        details["quant_pre_process"] = f"skipped: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        return src
+    details["quant_pre_process"] = "done" + (" (symbolic shape inference skipped: no sympy)" if skip_symbolic else "")
+    return pre
+
+
+def _reduce_range(recipe_value: Optional[bool], options: Mapping[str, Any]) -> Tuple[bool, str]:
+    """7-bit weights only where the device's int8 kernels would saturate: x86 without VNNI.
+
+    x86 u8×s8 kernels without VNNI (vpmaddubsw) sum products in pairs into
+    int16 and saturate with full 8-bit weights (the bundled model lost 18 dB of
+    SQNR to it on an AVX2 host); VNNI accumulates in int32 and Arm kernels
+    widen properly.  The device's features come from its profile
+    (``arch``/``vnni``); otherwise the package is for this kind of CPU, so
+    this host's detected features decide.
+    """
+    from edgekit.cpu import cpu_features
+
+    if recipe_value is not None:
+        return recipe_value, "set by the recipe"
+    arch = options.get("arch")
+    if arch in _ARM_ARCHS:
+        return False, f"{arch} device: its int8 kernels widen products (no saturation)"
+    if options.get("vnni") is not None:
+        has = bool(options["vnni"])
+        return not has, f"device profile: vnni={str(has).lower()}"
+    cpu = cpu_features()
+    if arch is None and not cpu.is_x86:
+        return False, f"built for this {cpu.machine} host's kind of CPU: no saturation"
+    return (not cpu.vnni, f"x86 device, VNNI unknown: this host's CPU {'has' if cpu.vnni else 'lacks'} VNNI "
+                          f"(detected from {cpu.source})")
 
 
 def _verify_emulation(details: Mapping[str, Any]) -> "tuple[Dict[str, Any], str]":
-    """Runner options for verifying an Arm int8 package on an x86 host.
+    """Runner options for verifying full-range int8 weights on a host whose kernels would saturate them.
 
-    Full 8-bit weights are exact on Arm but saturate in x86's fused int8
-    kernels, so on such a host the pipeline verifies with onnxruntime's basic
-    optimization level: Q/DQ then execute as exact dequantize → float op →
-    quantize, the arithmetic the device's kernels implement.
+    Full 8-bit weights are exact on Arm and with VNNI but saturate in x86's
+    fused int8 kernels without VNNI, so on such a host the pipeline verifies
+    with onnxruntime's basic optimization level: Q/DQ then execute as exact
+    dequantize → float op → quantize, the arithmetic the device's kernels
+    implement.
     """
-    import platform
+    from edgekit.cpu import cpu_features
 
-    if details.get("reduce_range") is False and details.get("device_arch") != "x86_64" and \
-            platform.machine().lower() in ("x86_64", "amd64"):
+    cpu = cpu_features()
+    if details.get("reduce_range") is False and cpu.is_x86 and not cpu.vnni:
         return ({"graph_optimization_level": "basic"},
                 "int8 verified with Q/DQ reference semantics (onnxruntime basic level): this x86 host's "
-                "fused int8 kernels saturate full-range weights, which the Arm device's kernels do not")
+                "int8 kernels (no VNNI) saturate full-range weights, which the device's kernels do not")
     return {}, ""

@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +27,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgekit.targets.trt_lint import lint_qdq, raise_on_violations  # noqa: E402
-from edgekit.targets.trt_ops import op_support, supported_ops, table_version  # noqa: E402
-from edgekit.targets.trt_qdq import quantize_weight  # noqa: E402
+from edgekit.quantize.recipe import Recipe  # noqa: E402
+from edgekit.targets.base import BuildSpec, Precision  # noqa: E402
+from edgekit.targets.tensorrt import TensorRTTarget  # noqa: E402
+from edgekit.targets.tensorrt.lint import lint_qdq, raise_on_violations  # noqa: E402
+from edgekit.targets.tensorrt.ops import supported_ops, table_version  # noqa: E402
+from edgekit.targets.tensorrt.qdq import quantize_weight  # noqa: E402
 from models.meta import by_name  # noqa: E402
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -228,12 +230,23 @@ def test_ensure_engine_builds_once_then_reuses_and_rebuilds_on_version_change(tm
 
 # --------------------------------------------------------------------------- op table and lint
 
+def _one_node_reason(op_type: str, version: str, domain: str = ""):
+    """Why TensorRT ``version`` cannot build a one-node model of ``op_type`` (None: it can)."""
+    node = helper.make_node(op_type, ["x"], ["y"], name="n", domain=domain)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    spec = BuildSpec(precision=Precision.FP32, recipe=Recipe(), runtime_options={"trt_version": version})
+    report = TensorRTTarget().check(helper.make_model(g, opset_imports=opsets), spec)
+    return report.unsupported[0].reason if report.unsupported else None
+
+
 def test_op_table_versions():
-    assert op_support("", "Conv", "10.3.0") is None
-    assert "8.6+" in op_support("", "LayerNormalization", "8.5.2")
-    assert op_support("", "LayerNormalization", "8.6") is None
-    assert op_support("", "Unique", "10") == "TensorRT 10 cannot import Unique"
-    assert "custom domain" in op_support("com.microsoft", "FusedConv", "10")
+    assert _one_node_reason("Relu", "10.3.0") is None
+    assert "8.6+" in _one_node_reason("LayerNormalization", "8.5.2")
+    assert _one_node_reason("LayerNormalization", "8.6") is None
+    assert _one_node_reason("Unique", "10") == "TensorRT 10 cannot import Unique"
+    assert "custom domain" in _one_node_reason("FusedConv", "10", domain="com.microsoft")
     assert table_version("10.3.0") == "10" and table_version("8.4") == "8.5"
     assert supported_ops("8.5") < supported_ops("8.6") < supported_ops("10")
 
@@ -579,7 +592,7 @@ def test_tensorrt_int8_engine(tmp_path):  # pragma: no cover - needs a GPU
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
 def test_histogram_calibration_clips_below_the_max(method):
     from edgekit.quantize.calibration import CalibrationSet
-    from edgekit.targets.trt_qdq import calibrate
+    from edgekit.targets.tensorrt.qdq import calibrate
 
     gm = by_name("conv_bn_relu")
     model = onnx.load(str(gm.path))

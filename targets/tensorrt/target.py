@@ -10,12 +10,14 @@ the engine on the device on first load and caches it.
 * fp32 — the canonical graph;
 * fp16 — the same graph, weights kept fp32, the engine built with the FP16
   flag (TensorRT picks fp16 kernels and converts the weights itself);
-* int8 — explicit quantization (:mod:`edgekit.targets.trt_qdq`): symmetric
+* int8 — explicit quantization (:mod:`.qdq`): symmetric
   int8 Q/DQ at the inputs of Conv, ConvTranspose, Gemm and MatMul, per-channel
   weights, calibrated on the shared feeds; a model that already carries Q/DQ
-  (quantization-aware training) keeps its own.
+  (quantization-aware training) keeps its own.  A detector's decode tail
+  stays float (TensorRT runs it in fp16), so boxes and scores keep their
+  own ranges.
 
-Every build runs the Q/DQ lint (:mod:`edgekit.targets.trt_lint`) for the
+Every build runs the Q/DQ lint (:mod:`.lint`) for the
 TensorRT version of the device profile and fails naming every violation.
 
 Verification on the build host: TensorRT does not install there, so the
@@ -25,18 +27,19 @@ Q/DQ semantics (dequantize → float op → quantize).
 from __future__ import annotations
 
 import importlib.util
-import platform
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-from edgekit.errors import CalibrationError, ConfigError
-from edgekit.runners.trt_profile import BuildProfile, ShapeRange, TrtPrecision
+from edgekit.errors import ConfigError
+from edgekit.options import Option, OptionSchema
+from edgekit.runners.tensorrt.profile import BuildProfile, ShapeRange, TrtPrecision
 
-from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
-from .graph import dynamic_dims, graph_specs, iter_nodes
-from .trt_lint import lint_qdq, raise_on_violations
-from .trt_ops import op_support, table_version
+from ..base import Artifact, BuildSpec, CheckFindings, Precision, Target, UnsupportedNode
+from ..graph import GraphInfo, detection_tail, graph_specs
+from ..optable import OpTable
+from ..ort_tools import artifact_files, load_check
+from .lint import lint_qdq, raise_on_violations
+from .ops import OP_TABLES, table_version
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -46,21 +49,18 @@ if TYPE_CHECKING:  # pragma: no cover
 ENTRY = "model.onnx"
 DEFAULT_TRT_VERSION = "10"
 
-#: build-profile fields read from the device profile's target_options and the build's runtime_options
-PROFILE_OPTIONS = ("trt_version", "workspace_mib", "dla_core", "gpu_fallback", "builder_optimization_level",
-                   "timing_cache")
-
-
-def _options(spec: BuildSpec) -> Dict[str, Any]:
-    opts: Dict[str, Any] = {}
-    if spec.device is not None:
-        opts.update(getattr(spec.device, "target_options", None) or {})
-    opts.update(spec.runtime_options or {})
-    return opts
+BUILD_OPTIONS = OptionSchema("tensorrt target", [
+    Option("trt_version", str, DEFAULT_TRT_VERSION, "TensorRT version on the device (8.5 = JetPack 5.1, 8.6, 10)"),
+    Option("workspace_mib", int, None, "builder workspace memory-pool limit (MiB)", min=16),
+    Option("dla_core", int, None, "run on this DLA core (Jetson AGX Orin / Xavier); fp16 or int8 only", min=0, max=1),
+    Option("gpu_fallback", bool, None, "with dla_core: layers the DLA lacks run on the GPU"),
+    Option("builder_optimization_level", int, None, "TensorRT builder optimization level (8.6+)", min=0, max=5),
+    Option("timing_cache", bool, None, "reuse and update the device's timing cache"),
+])
 
 
 def trt_version_for(spec: BuildSpec) -> str:
-    version = str(_options(spec).get("trt_version", DEFAULT_TRT_VERSION))
+    version = str(TensorRTTarget().build_option_values(spec)["trt_version"])
     try:
         table_version(version)
     except ValueError:
@@ -70,11 +70,11 @@ def trt_version_for(spec: BuildSpec) -> str:
 
 def build_profile(spec: BuildSpec, inputs: Any) -> BuildProfile:
     """The profile the device builds with, validated now so a bad option fails the build, not the device."""
-    opts = _options(spec)
+    opts = TensorRTTarget().build_option_values(spec)
     precision = Precision.parse(spec.precision)
     precisions = {Precision.FP32: (), Precision.FP16: (TrtPrecision.FP16,),
                   Precision.INT8: (TrtPrecision.INT8, TrtPrecision.FP16)}[precision]
-    kwargs = {k: opts[k] for k in PROFILE_OPTIONS if k in opts and k != "trt_version"}
+    kwargs = {k: v for k, v in opts.items() if v is not None and k != "trt_version"}
     shapes = {t.name: ShapeRange.static(tuple(t.shape)) for t in inputs}
     return BuildProfile(precisions=precisions, shapes=shapes, trt_version=trt_version_for(spec), **kwargs)
 
@@ -91,6 +91,8 @@ class TensorRTTarget(Target):
     precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8})
     description = "NVIDIA Jetson (Orin, Xavier; DLA) through TensorRT: engine built and cached on the device"
     verify_runtime = "onnxruntime"
+    op_table = OP_TABLES[DEFAULT_TRT_VERSION]
+    build_options = BUILD_OPTIONS
 
     def toolchain(self) -> Tuple[bool, str]:
         missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
@@ -103,31 +105,22 @@ class TensorRTTarget(Target):
             "TensorRT runs on the device (JetPack); verified here through onnxruntime"
         return True, f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}; {here}"
 
-    # -- check ------------------------------------------------------------
-    def check(self, model: "onnx.ModelProto", spec: BuildSpec) -> SupportReport:
+    def op_table_for(self, spec: BuildSpec) -> OpTable:
+        return OP_TABLES[table_version(trt_version_for(spec))]
 
+    def extra_checks(self, model: "onnx.ModelProto", spec: BuildSpec, graph: GraphInfo) -> CheckFindings:
         version = trt_version_for(spec)
-        unsupported: List[UnsupportedNode] = []
-        for name, node in iter_nodes(model.graph):
-            reason = op_support(node.domain or "", node.op_type, version)
-            if reason is not None:
-                op = node.op_type if (node.domain or "") in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-                unsupported.append(UnsupportedNode(node=name, op_type=op, reason=reason))
         notes = [f"checked against TensorRT {table_version(version)}'s ONNX parser"]
+        found = []
+        # the op rules are the table's; a pre-quantized (QAT) model's Q/DQ must already follow TensorRT's rules
+        rules = ("unsupported-op",) if has_qdq(model) else ("unsupported-op", "opset")
+        for v in lint_qdq(model, version):
+            if v.rule not in rules:
+                found.append(UnsupportedNode(node=v.node, op_type=v.rule, reason=v.message))
         if has_qdq(model):
-            # a pre-quantized (QAT) model: its Q/DQ must already follow TensorRT's rules
-            for v in lint_qdq(model, version):
-                if v.rule != "unsupported-op":  # already listed above
-                    unsupported.append(UnsupportedNode(node=v.node, op_type=v.rule, reason=v.message))
             notes.append("the model already has Q/DQ nodes (quantization-aware training): they are kept")
-        else:
-            for v in lint_qdq(model, version):
-                if v.rule == "opset":
-                    unsupported.append(UnsupportedNode(node=v.node, op_type=v.rule, reason=v.message))
-        return SupportReport(target=self.name, unsupported=tuple(unsupported),
-                             dynamic_dims=tuple(dynamic_dims(model)), notes=tuple(notes))
+        return CheckFindings(unsupported=tuple(found), notes=tuple(notes))
 
-    # -- build ------------------------------------------------------------
     def build(
         self,
         model: "onnx.ModelProto",
@@ -137,8 +130,7 @@ class TensorRTTarget(Target):
     ) -> Artifact:
         import onnx
 
-        from .canonicalize import save_onnx
-        from .onnxruntime import _session_check
+        from ..canonicalize import save_onnx
 
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -155,9 +147,8 @@ class TensorRTTarget(Target):
                 "this model already has Q/DQ nodes (quantization-aware training), which TensorRT always runs in "
                 f"int8; build it with --precision int8, not {precision.value}"
             )
-
         if precision is Precision.INT8 and not prequantized:
-            result, quantization = self._build_int8(model, spec, calibration, version)
+            result, quantization = _build_int8(model, spec, calibration, version)
             save_onnx(result, out_path)
             details["weights"] = quantization["weights_format"]
         else:
@@ -169,20 +160,17 @@ class TensorRTTarget(Target):
                                 "scheme": "as exported; lint-checked for TensorRT"}
 
         # the lint is the contract with the device's TensorRT: fail here, naming every violation
-        violations = lint_qdq(onnx.load(str(out_path), load_external_data=False), version)
-        raise_on_violations(violations, version)
+        raise_on_violations(lint_qdq(onnx.load(str(out_path), load_external_data=False), version), version)
         details["lint"] = f"clean for TensorRT {table_version(version)} (every Q/DQ and op rule)"
         details["build_profile"] = profile.to_json()
         details["engine"] = ("built on the device on first load and cached (key: TensorRT version, GPU, "
                              "artifact sha256, build profile); `edgekit prepare PKG` builds it ahead of time")
-        _session_check(out_path, f"tensorrt {precision.value}")
-
+        load_check(out_path, f"tensorrt {precision.value}")
         verify_options, verify_note = _verify_options(precision, prequantized or precision is Precision.INT8)
-        files = sorted(p.relative_to(workdir).as_posix() for p in workdir.iterdir()
-                       if p.is_file() and (p.name == ENTRY or p.name.startswith(ENTRY + ".")))
         return Artifact(
-            files=files,
+            files=artifact_files(workdir, ENTRY),
             entry=ENTRY,
+            runtime_options=self.runtime_option_values(spec),
             runtime_versions={"onnx": onnx.__version__, "tensorrt_graph_checked_for": table_version(version)},
             inputs=inputs,
             outputs=outputs,
@@ -192,51 +180,42 @@ class TensorRTTarget(Target):
             verify_note=verify_note,
         )
 
-    def _build_int8(
-        self,
-        model: Any,
-        spec: BuildSpec,
-        calibration: Optional["CalibrationSet"],
-        version: str,
-    ) -> Tuple[Any, Dict[str, Any]]:
-        from edgekit.quantize.recipe import QuantDtype, Recipe
 
-        from .trt_qdq import insert_qdq
+def _build_int8(model: Any, spec: BuildSpec, calibration: Optional["CalibrationSet"],
+                version: str) -> Tuple[Any, Dict[str, Any]]:
+    from edgekit.quantize.calibration import CalibrationSet
+    from edgekit.quantize.recipe import Recipe
 
-        recipe: Recipe = spec.recipe if spec.recipe is not None else Recipe()
-        if calibration is None or len(calibration) == 0:
-            raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
-        n = len(calibration)
-        used = calibration.for_recipe(recipe.num_samples)
-        configs = [recipe.global_config, *recipe.op_types.values(), *recipe.nodes.values()]
-        if any(c.activation_dtype in (QuantDtype.UINT16, QuantDtype.INT16) or c.weight_dtype is QuantDtype.UINT8
-               for c in configs if not c.skip):
-            warnings.warn(
-                "the tensorrt target quantizes to symmetric int8 only (TensorRT's integer Q/DQ format); the "
-                "recipe's 16-bit / uint8 dtypes are ignored (its method, sample count, per_channel and skips apply)",
-                UserWarning,
-                stacklevel=3,
-            )
-        # TensorRT 10 reads int8 weights behind a DequantizeLinear; 8.x's parser wants fp32 → Q → DQ
-        int8_weights = table_version(version) == "10"
-        result, report = insert_qdq(model, recipe, used, int8_weights=int8_weights)
-        return result, {
-            "format": "qdq",
-            "tool": "edgekit.targets.trt_qdq (explicit quantization for TensorRT)",
-            "scheme": "symmetric int8, zero point 0; activations per tensor at the inputs of Conv, ConvTranspose, "
-                      "Gemm and MatMul; weights per output channel; biases float",
-            "weights_format": "int8 initializers → DequantizeLinear" if int8_weights
-            else "fp32 initializers → QuantizeLinear → DequantizeLinear (TensorRT 8.x)",
-            "recipe": recipe.to_json(),
-            "calibration": used.summary(),
-            "calibration_samples_given": n,
-            "calibration_method": recipe.method.value,
-            "quantized_nodes": len(report.quantized_nodes),
-            "activation_tensors": len(report.activations),
-            "weights": len(report.weights),
-            "excluded_nodes": report.skipped_nodes,
-            "excluded_count": len(report.skipped_nodes),
-        }
+    from ..ort_tools import unmatched_warning
+    from .qdq import insert_qdq, refuse_unsupported_recipe
+
+    recipe: Recipe = spec.recipe if spec.recipe is not None else Recipe()
+    refuse_unsupported_recipe(recipe)
+    used, n = CalibrationSet.required(calibration, recipe.num_samples)
+    known = {nd.name for nd in model.graph.node}
+    unmatched_warning(sorted({w for w in list(recipe.nodes) + list(recipe.exclude_nodes) if w not in known}))
+    tail = detection_tail(model)
+    # TensorRT 10 reads int8 weights behind a DequantizeLinear; 8.x's parser wants fp32 → Q → DQ
+    int8_weights = table_version(version) == "10"
+    result, report = insert_qdq(model, recipe, used, int8_weights=int8_weights, keep_float=tail)
+    return result, {
+        "format": "qdq",
+        "tool": "edgekit.targets.tensorrt.qdq (explicit quantization for TensorRT)",
+        "scheme": "symmetric int8, zero point 0; activations per tensor at the inputs of Conv, ConvTranspose, "
+                  "Gemm and MatMul; weights per output channel; biases float",
+        "weights_format": "int8 initializers → DequantizeLinear" if int8_weights
+        else "fp32 initializers → QuantizeLinear → DequantizeLinear (TensorRT 8.x)",
+        "recipe": recipe.to_json(),
+        "calibration": used.summary(),
+        "calibration_samples_given": n,
+        "calibration_method": recipe.method.value,
+        "quantized_nodes": len(report.quantized_nodes),
+        "activation_tensors": len(report.activations),
+        "weights": len(report.weights),
+        "excluded_nodes": report.skipped_nodes,
+        "excluded_count": len(report.skipped_nodes),
+        "detection_tail": tail,
+    }
 
 
 def _verify_options(precision: Precision, quantized: bool) -> Tuple[Dict[str, Any], str]:
@@ -248,12 +227,15 @@ def _verify_options(precision: Precision, quantized: bool) -> Tuple[Dict[str, An
         return {}, "verified on onnxruntime (CPU): TensorRT is not installable on the build host"
     note = ("int8 Q/DQ graph verified on onnxruntime (CPU), which executes the same Q/DQ semantics as TensorRT; "
             "TensorRT is not installable on the build host")
-    if platform.machine().lower() in ("x86_64", "amd64"):
+    from edgekit.cpu import cpu_features
+
+    cpu = cpu_features()
+    if cpu.is_x86 and not cpu.vnni:
         # onnxruntime's fused x86 int8 kernels compute s8×s8 as u8×s8 and, without VNNI, saturate 16-bit pair
         # sums (the attention golden model: 22.4 dB fused vs 34.1 dB unfused); TensorRT's int8 kernels
         # accumulate in int32.  The basic level keeps Q/DQ as exact dequantize → float op → quantize:
         # TensorRT's arithmetic up to float summation order.
         return ({"graph_optimization_level": "basic"},
                 note + "; run with Q/DQ reference semantics (onnxruntime basic level) because this x86 host's "
-                       "fused s8×s8 kernels saturate int16 pair sums, which TensorRT's int32 accumulation does not")
+                       "fused s8×s8 kernels (no VNNI) saturate int16 pair sums, which TensorRT's int32 accumulation does not")
     return {}, note

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
 from edgekit.errors import CalibrationError
+
+from ..graph import weight_axis
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -63,38 +65,45 @@ class QdqReport:
     skipped_nodes: List[str] = field(default_factory=list)
 
 
-def weight_axis(node: Any, input_index: int, rank: int) -> Optional[int]:
-    """The output-channel axis of a weight input, or None for a per-tensor scale."""
-    attrs = {a.name: a for a in node.attribute}
-    if input_index != 1:
-        return None
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "ConvTranspose":
-        group = attrs["group"].i if "group" in attrs else 1
-        # with groups, axis 1 holds O/group channels, not the layer's outputs: per-tensor then
-        return 1 if group == 1 else None
-    if node.op_type == "Gemm":
-        trans_b = attrs["transB"].i if "transB" in attrs else 0
-        return 0 if trans_b else 1
-    if node.op_type == "MatMul":
-        return rank - 1 if rank >= 2 else None
-    return None
-
-
 def _node_name(node: Any, i: int) -> str:
     return node.name or (node.output[0] if node.output else f"{node.op_type}_{i}")
 
 
-def plan(model: "onnx.ModelProto", recipe: "Recipe") -> Tuple[List[Tuple[int, Any]], Set[str], Set[str]]:
-    """(quantized (index, node) pairs, activation tensors to calibrate, skipped node names)."""
+def refuse_unsupported_recipe(recipe: "Recipe") -> None:
+    """One error naming every recipe setting TensorRT's integer Q/DQ cannot run."""
+    from edgekit.errors import ConfigError
+    from edgekit.quantize.recipe import QuantDtype
+
+    problems = []
+    for where, cfg in [("global_config", recipe.global_config), *[(f"op_types.{k}", c) for k, c in recipe.op_types.items()],
+                       *[(f"nodes.{k}", c) for k, c in recipe.nodes.items()]]:
+        if cfg.skip:
+            continue
+        if cfg.activation_dtype not in (QuantDtype.UINT8, QuantDtype.INT8):
+            problems.append(f"{where}.activation_dtype={cfg.activation_dtype.value!r}")
+        if cfg.weight_dtype is not QuantDtype.INT8:
+            problems.append(f"{where}.weight_dtype={cfg.weight_dtype.value!r}")
+        if cfg.reduce_range:
+            problems.append(f"{where}.reduce_range=true")
+    if problems:
+        raise ConfigError(f"the tensorrt target cannot honour recipe setting(s) {', '.join(problems)}: TensorRT runs "
+                          "symmetric int8 Q/DQ only (8-bit activations, int8 weights, int32 accumulation); change "
+                          "the recipe or pick another target")
+
+
+def plan(model: "onnx.ModelProto", recipe: "Recipe", keep_float: Iterable[str] = ()) -> Tuple[List[Tuple[int, Any]], Set[str], Set[str]]:
+    """(quantized (index, node) pairs, activation tensors to calibrate, skipped node names).
+
+    ``keep_float``: nodes kept in float besides the recipe's skips (a detector's decode tail).
+    """
     inits = {t.name for t in model.graph.initializer}
+    floats = set(keep_float)
     nodes, acts, skipped = [], set(), set()
     for i, node in enumerate(model.graph.node):
         if node.op_type not in QUANTIZED_INPUTS or (node.domain or "") not in ("", "ai.onnx"):
             continue
         name = _node_name(node, i)
-        if recipe.config_for(name, node.op_type).skip:
+        if recipe.config_for(name, node.op_type).skip or name in floats:
             skipped.add(name)
             continue
         nodes.append((i, node))
@@ -230,16 +239,81 @@ def quantize_weight(w: np.ndarray, axis: Optional[int]) -> Tuple[np.ndarray, np.
     return np.clip(q, -128, 127).astype(np.int8), scale
 
 
+class _QdqWriter:
+    """Emits the Q/DQ nodes and initializers for one graph, one pair per (tensor, axis)."""
+
+    def __init__(self, graph: Any, amax: Mapping[str, float], int8_weights: bool, report: QdqReport) -> None:
+        from onnx import numpy_helper
+
+        self.inits = {t.name: t for t in graph.initializer}
+        self.amax = amax
+        self.int8_weights = int8_weights
+        self.report = report
+        self.new_inits: List[Any] = []
+        self.done: Dict[Tuple[str, Optional[int]], str] = {}  # (tensor, axis) → dequantized name
+        self.used_weights: Dict[str, int] = {}
+        self._to_array = numpy_helper.to_array
+        self._from_array = numpy_helper.from_array
+
+    def _constant(self, array: np.ndarray, name: str) -> str:
+        self.new_inits.append(self._from_array(array, name))
+        return name
+
+    def _pair(self, emitted: List[Any], src: str, base: str, scale: np.ndarray, axis: Optional[int],
+              quantize: bool) -> str:
+        from onnx import helper
+
+        s_name = self._constant(scale, f"{base}_scale")
+        zp = self._constant(np.zeros(scale.shape, dtype=np.int8), f"{base}_zero_point")
+        attrs = {"axis": axis} if axis is not None else {}
+        dq_in = src
+        if quantize:
+            dq_in = f"{base}_quantized"
+            emitted.append(helper.make_node("QuantizeLinear", [src, s_name, zp], [dq_in],
+                                            name=f"{base}_QuantizeLinear", **attrs))
+        dq_out = f"{base}_dequantized"
+        emitted.append(helper.make_node("DequantizeLinear", [dq_in, s_name, zp], [dq_out],
+                                        name=f"{base}_DequantizeLinear", **attrs))
+        return dq_out
+
+    def weight(self, emitted: List[Any], node: Any, tensor: str, per_channel: bool) -> Optional[str]:
+        w = self._to_array(self.inits[tensor])
+        if w.dtype != np.float32:
+            return None  # fp16/int weights: leave them; the lint reports what TensorRT cannot fuse
+        axis = weight_axis(node, w.ndim) if per_channel else None
+        key = (tensor, axis)
+        if key not in self.done:
+            q, scale = quantize_weight(w, axis)
+            # a weight read with two different axes (rare) gets two names
+            base = tensor if not any(t == tensor for t, _ in self.done) else f"{tensor}_axis{axis}"
+            src = tensor
+            if self.int8_weights:
+                src = self._constant(q, f"{base}_int8")
+            self.done[key] = self._pair(emitted, src, base, scale, axis, quantize=not self.int8_weights)
+            self.report.weights[tensor] = f"per-channel axis {axis}" if axis is not None else "per-tensor"
+        self.used_weights[tensor] = self.used_weights.get(tensor, 0) + 1
+        return self.done[key]
+
+    def activation(self, emitted: List[Any], tensor: str) -> str:
+        key = (tensor, None)
+        if key not in self.done:
+            scale = _scale(self.amax.get(tensor, 0.0)).reshape(())
+            base = (tensor.replace("/", "_").strip("_") or "t") + "_act"
+            self.done[key] = self._pair(emitted, tensor, base, scale, None, quantize=True)
+            self.report.activations[tensor] = float(scale)
+        return self.done[key]
+
+
 def insert_qdq(
     model: "onnx.ModelProto",
     recipe: "Recipe",
     calibration: "CalibrationSet",
     *,
     int8_weights: bool = True,
+    keep_float: Iterable[str] = (),
 ) -> Tuple["onnx.ModelProto", QdqReport]:
     """The explicitly quantized copy of ``model`` (see the module docstring for the rules)."""
     import onnx
-    from onnx import helper, numpy_helper
 
     opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     src = model
@@ -250,99 +324,48 @@ def insert_qdq(
     out = onnx.ModelProto()
     out.CopyFrom(src)  # never modify the caller's model
     g = out.graph
-    nodes, acts, skipped = plan(out, recipe)
+    nodes, acts, skipped = plan(out, recipe, keep_float)
     report = QdqReport(skipped_nodes=sorted(skipped))
-    amax = calibrate(src, acts, calibration, method=recipe.method.value, percentile=recipe.percentile)
-    inits = {t.name: t for t in g.initializer}
+    writer = _QdqWriter(g, calibrate(src, acts, calibration, method=recipe.method.value,
+                                     percentile=recipe.percentile), int8_weights, report)
     consumers: Dict[str, int] = {}
     for node in g.node:
         for name in node.input:
             consumers[name] = consumers.get(name, 0) + 1
-
-    new_inits: List[Any] = []
     prologue: Dict[int, List[Any]] = {}  # node index → Q/DQ nodes to emit before it
-    done: Dict[Tuple[str, Optional[int]], str] = {}  # (tensor, axis) → dequantized name
-    quantized_node_idx = {i for i, _ in nodes}
-    used_weights: Dict[str, int] = {}
-
-    def zero_point(name: str, shape: Sequence[int]) -> str:
-        zp = f"{name}_zero_point"
-        new_inits.append(numpy_helper.from_array(np.zeros(shape, dtype=np.int8), zp))
-        return zp
-
     for i, node in nodes:
         name = _node_name(node, i)
         emitted = prologue.setdefault(i, [])
         for k in QUANTIZED_INPUTS[node.op_type]:
-            if k >= len(node.input) or not node.input[k]:
+            tensor = node.input[k] if k < len(node.input) else ""
+            if not tensor:
                 continue
-            tensor = node.input[k]
-            if tensor in inits:
-                w = numpy_helper.to_array(inits[tensor])
-                if w.dtype != np.float32:
-                    continue  # fp16/int weights: leave them; the lint reports what TensorRT cannot fuse
-                per_channel = recipe.config_for(name, node.op_type).per_channel
-                axis = weight_axis(node, k, w.ndim) if per_channel else None
-                key = (tensor, axis)
-                if key not in done:
-                    q, scale = quantize_weight(w, axis)
-                    # a weight read with two different axes (rare) gets two names
-                    base = tensor if not any(t == tensor for t, _ in done) else f"{tensor}_axis{axis}"
-                    s_name, dq_out = f"{base}_scale", f"{base}_dequantized"
-                    new_inits.append(numpy_helper.from_array(scale, s_name))
-                    zp = zero_point(base, scale.shape)
-                    attrs = {"axis": axis} if axis is not None else {}
-                    if int8_weights:
-                        new_inits.append(numpy_helper.from_array(q, f"{base}_int8"))
-                        emitted.append(helper.make_node("DequantizeLinear", [f"{base}_int8", s_name, zp], [dq_out],
-                                                        name=f"{base}_DequantizeLinear", **attrs))
-                    else:
-                        q_out = f"{base}_quantized"
-                        emitted.append(helper.make_node("QuantizeLinear", [tensor, s_name, zp], [q_out],
-                                                        name=f"{base}_QuantizeLinear", **attrs))
-                        emitted.append(helper.make_node("DequantizeLinear", [q_out, s_name, zp], [dq_out],
-                                                        name=f"{base}_DequantizeLinear", **attrs))
-                    done[key] = dq_out
-                    report.weights[tensor] = f"per-channel axis {axis}" if axis is not None else "per-tensor"
-                used_weights[tensor] = used_weights.get(tensor, 0) + 1
-                node.input[k] = done[key]
+            if tensor in writer.inits:
+                dq = writer.weight(emitted, node, tensor, recipe.config_for(name, node.op_type).per_channel)
             else:
-                key = (tensor, None)
-                if key not in done:
-                    scale = _scale(amax.get(tensor, 0.0)).reshape(())
-                    base = tensor.replace("/", "_").strip("_") or "t"
-                    s_name = f"{base}_act_scale"
-                    new_inits.append(numpy_helper.from_array(scale, s_name))
-                    zp = zero_point(f"{base}_act", ())
-                    q_out, dq_out = f"{base}_act_quantized", f"{base}_act_dequantized"
-                    emitted.append(helper.make_node("QuantizeLinear", [tensor, s_name, zp], [q_out],
-                                                    name=f"{base}_act_QuantizeLinear"))
-                    emitted.append(helper.make_node("DequantizeLinear", [q_out, s_name, zp], [dq_out],
-                                                    name=f"{base}_act_DequantizeLinear"))
-                    done[key] = dq_out
-                    report.activations[tensor] = float(scale)
-                node.input[k] = done[key]
+                dq = writer.activation(emitted, tensor)
+            if dq is not None:
+                node.input[k] = dq
         report.quantized_nodes.append(name)
-
-    # re-emit the nodes with each node's Q/DQ right before it (keeps the graph topologically sorted)
-    ordered = []
-    for i, node in enumerate(g.node):
-        ordered.extend(prologue.get(i, []))
-        ordered.append(node)
-    del g.node[:]
-    g.node.extend(ordered)
-    # int8-stored weights no longer need their float copy unless something else reads it
-    if int8_weights:
-        keep = []
-        for t in g.initializer:
-            if t.name in used_weights and consumers.get(t.name, 0) <= used_weights[t.name]:
-                continue
-            keep.append(t)
+    _reorder(g, prologue)
+    if int8_weights:  # int8-stored weights no longer need their float copy unless something else reads it
+        keep = [t for t in g.initializer
+                if not (t.name in writer.used_weights and consumers.get(t.name, 0) <= writer.used_weights[t.name])]
         del g.initializer[:]
         g.initializer.extend(keep)
-    g.initializer.extend(new_inits)
-    if not quantized_node_idx:
+    g.initializer.extend(writer.new_inits)
+    if not nodes:
         warnings.warn("the model has no Conv, ConvTranspose, Gemm or MatMul to quantize; the int8 package "
                       "runs in fp16/fp32 on TensorRT", UserWarning, stacklevel=3)
     onnx.checker.check_model(out)
     return out, report
+
+
+def _reorder(graph: Any, prologue: Mapping[int, List[Any]]) -> None:
+    """Re-emit the nodes with each node's Q/DQ right before it (keeps the graph topologically sorted)."""
+    ordered = []
+    for i, node in enumerate(graph.node):
+        ordered.extend(prologue.get(i, []))
+        ordered.append(node)
+    del graph.node[:]
+    graph.node.extend(ordered)

@@ -222,3 +222,58 @@ def write_raw_inputs(feeds: Sequence[Mapping[str, np.ndarray]], inputs: Sequence
         lines.append(" ".join(parts))
     list_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return files
+
+
+ENCODINGS = "model.encodings"
+COMMANDS = "qairt/commands.sh"
+INPUT_LIST = "qairt/input_list.txt"
+#: calibration samples written as .raw for the SDK quantizers' required --input_list
+RAW_SAMPLES = 4
+
+
+def write_snpe_qairt(workdir: Any, *, cfg: Any, precision: Any, inputs: Sequence[Any], fp32_model: str,
+                     qdq_model: Optional[str], calibration: Any, per_channel: bool,
+                     details: Dict[str, Any]) -> List[str]:
+    """AIMET encodings + the exact SNPE/QAIRT commands from the same calibration; the files written."""
+    import json
+
+    import onnx
+
+    files: List[str] = []
+    if qdq_model is not None:
+        fp32_proto = onnx.load(str(workdir / fp32_model), load_external_data=False)
+        qdq_proto = onnx.load(str(workdir / qdq_model), load_external_data=False)
+        enc = aimet_encodings(qdq_proto, fp32_proto)
+        (workdir / ENCODINGS).write_text(json.dumps(enc, indent=1), encoding="utf-8")
+        raw = write_raw_inputs(calibration.feeds[:RAW_SAMPLES], inputs, workdir / "qairt" / "calib",
+                               workdir / INPUT_LIST, prefix="qairt/calib")
+        files += [ENCODINGS, INPUT_LIST] + [f"qairt/calib/{f}" for f in raw]
+        commands = conversion_commands(
+            inputs=inputs, soc=cfg.soc, quantized=True,
+            activation_bitwidth=enc["quantizer_args"]["activation_bitwidth"],
+            weight_bitwidth=enc["quantizer_args"]["param_bitwidth"], per_channel=per_channel,
+            fp32_model=fp32_model, encodings=ENCODINGS, input_list=INPUT_LIST,
+        )
+        details["aimet_encodings"] = {"file": f"model/{ENCODINGS}", "activations": len(enc["activation_encodings"]),
+                                      "params": len(enc["param_encodings"])}
+    else:
+        commands = conversion_commands(inputs=inputs, soc=cfg.soc, quantized=False, fp32_model=fp32_model)
+    (workdir / COMMANDS).parent.mkdir(parents=True, exist_ok=True)
+    (workdir / COMMANDS).write_text(_commands_script(commands, cfg, precision), encoding="utf-8")
+    files.append(COMMANDS)
+    details["snpe_qairt"] = {"run_from": "model/", "script": f"model/{COMMANDS}", **commands}
+    return files
+
+
+def _commands_script(commands: Mapping[str, List[str]], cfg: Any, precision: Any) -> str:
+    lines = [
+        "#!/bin/sh",
+        "# Make a DLC (SNPE) or a QNN model/context binary (QAIRT) with the ranges this package was calibrated with.",
+        "# Run from the package's model/ folder with the Qualcomm AI Runtime SDK set up (source bin/envsetup.sh).",
+        f"# Target: HTP v{cfg.arch} ({cfg.soc}, soc_model {cfg.soc_model}); precision {precision.value}.",
+    ]
+    if precision.value == "int8":
+        lines.append("# model.encodings holds AIMET encodings for every activation and weight; input_list.txt points")
+        lines.append("# at a few calibration samples the tools require (channel-last .raw); they change no range.")
+    lines += ["set -e", "", "# --- SNPE (DLC) ---", *commands["snpe"], "", "# --- QNN (QAIRT) ---", *commands["qnn"], ""]
+    return "\n".join(lines)

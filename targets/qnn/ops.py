@@ -1,4 +1,4 @@
-"""What the Hexagon HTP (through onnxruntime-qnn's QNN EP) runs, as data.
+"""What the Hexagon HTP (through onnxruntime-qnn's QNN EP) runs: the qnn target's op table, as data.
 
 :data:`HTP_OPS` is the set of ONNX op types for which the QNN execution
 provider has an op builder (onnxruntime-qnn 2.7, ``op_builder_factory.cc``);
@@ -6,7 +6,7 @@ provider has an op builder (onnxruntime-qnn 2.7, ``op_builder_factory.cc``);
 reject; :data:`HTP_FUSED_PATTERNS` names ops HTP lacks that the QNN
 pre-processing (``qnn_preprocess_model``) fuses into ones it has.  The table
 is checked against the real EP in ``tests/test_qnn.py`` (every golden model
-that passes :func:`check_htp` lands 100 % on the HTP, and an op listed as
+that passes the check lands 100 % on the HTP, and an op listed as
 missing really falls back), so it cannot silently drift from the installed
 onnxruntime-qnn.
 
@@ -15,9 +15,11 @@ compilation, and lists every node HTP cannot take, with the reason.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, List, Mapping, Tuple
+from typing import Any, FrozenSet, Mapping, Optional, Tuple
 
-from .graph import iter_nodes
+from ..base import UnsupportedNode
+from ..graph import GraphInfo, iter_nodes, qualified_op
+from ..optable import NodeView, OpRule, OpTable, conditional
 
 #: onnxruntime-qnn version the table below was taken from.
 HTP_OP_TABLE_VERSION = "onnxruntime-qnn 2.7.0 (QAIRT 2.51)"
@@ -79,68 +81,55 @@ HTP_UNSUPPORTED_DTYPES: Mapping[int, str] = {11: "float64", 8: "string", 14: "co
 #: minimum HTP architecture for fp16 (v68 HTPs compute in fixed point only)
 HTP_MIN_FP16_ARCH = 69
 
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-def _attr(node: Any, name: str) -> Any:
-    from onnx import helper
+def _limits(op: str) -> OpRule:
+    """A rule that checks ``op``'s limited attributes (and MaxPool's Indices output)."""
+    names = tuple(attr for (limited, attr) in HTP_ATTRIBUTE_LIMITS if limited == op)
 
-    for a in node.attribute:
-        if a.name == name:
-            value = helper.get_attribute_value(a)
-            return value.decode() if isinstance(value, bytes) else value
-    return _ATTRIBUTE_DEFAULTS.get((node.op_type, name))
-
-
-def _is_gelu_erf(node: Any, producers: Mapping[str, Any], consumers: Mapping[str, List[Any]]) -> bool:
-    """Erf fed by Div(x, ~1.414) or Mul(x, ~0.707) and feeding Add(+1): the exact-GELU idiom."""
-    src = producers.get(node.input[0]) if node.input else None
-    if src is None or src.op_type not in ("Div", "Mul"):
-        return False
-    return any(c.op_type == "Add" for c in consumers.get(node.output[0], []))
-
-
-def check_htp(model: Any) -> List[Tuple[str, str, str]]:
-    """(node name, op type, reason) for every node the HTP cannot run."""
-    graph = model.graph
-    producers: Dict[str, Any] = {o: n for n in graph.node for o in n.output}
-    consumers: Dict[str, List[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    elem_types: Dict[str, int] = {}
-    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
-        elem_types[vi.name] = vi.type.tensor_type.elem_type
-    out: List[Tuple[str, str, str]] = []
-    for name, node in iter_nodes(graph):
-        domain = node.domain or ""
-        op = node.op_type if domain in _DEFAULT_DOMAINS else f"{domain}::{node.op_type}"
-        if domain in _DEFAULT_DOMAINS:
-            known = node.op_type in HTP_OPS
-        elif domain == "com.microsoft":
-            known = node.op_type in HTP_CONTRIB_OPS
-        else:
-            out.append((name, op, f"custom domain {domain!r}: the QNN execution provider has no builder for it"))
-            continue
-        if not known:
-            pattern = HTP_FUSED_PATTERNS.get(node.op_type) if domain in _DEFAULT_DOMAINS else None
-            if pattern and node.op_type == "Erf" and _is_gelu_erf(node, producers, consumers):
-                continue
-            hint = f" (HTP takes it only inside {pattern})" if pattern else ""
-            out.append((name, op, f"HTP has no {node.op_type} ({HTP_OP_TABLE_VERSION}){hint}; "
-                                  "replace it, or let it run on the CPU without --require-npu"))
-            continue
-        for (limited_op, attr_name), allowed in HTP_ATTRIBUTE_LIMITS.items():
-            if limited_op != node.op_type:
-                continue
-            value = _attr(node, attr_name)
+    def condition(view: NodeView) -> Optional[str]:
+        for attr in names:
+            value = view.attr(attr, _ATTRIBUTE_DEFAULTS.get((op, attr)))
+            allowed = HTP_ATTRIBUTE_LIMITS[(op, attr)]
             if value is not None and value not in allowed:
-                out.append((name, op, f"{attr_name}={value!r} is not supported on HTP (supported: "
-                                      f"{', '.join(repr(a) for a in allowed)})"))
-        if node.op_type == "MaxPool" and len([o for o in node.output if o]) > 1:
-            out.append((name, op, "MaxPool with an Indices output is not supported on HTP"))
+                return (f"{attr}={value!r} is not supported on HTP (supported: "
+                        f"{', '.join(repr(a) for a in allowed)})")
+        if op == "MaxPool" and len([o for o in view.node.output if o]) > 1:
+            return "MaxPool with an Indices output is not supported on HTP"
+        return None
+
+    return conditional(condition, attributes=names)
+
+
+def _gelu_erf(view: NodeView) -> Optional[str]:
+    """Erf fed by Div(x, ~1.414) or Mul(x, ~0.707) and feeding Add(+1): the exact-GELU idiom, fused away."""
+    node, graph = view.node, view.graph
+    src = graph.producer.get(node.input[0]) if node.input else None
+    if src is not None and src.op_type in ("Div", "Mul") and \
+            any(c.op_type == "Add" for c in graph.consumers.get(node.output[0], [])):
+        return None
+    return (f"HTP has no Erf ({HTP_OP_TABLE_VERSION}) (HTP takes it only inside {HTP_FUSED_PATTERNS['Erf']}); "
+            "replace it, or let it run on the CPU without --require-npu")
+
+
+OP_TABLE = OpTable.build(
+    "qnn",
+    HTP_OP_TABLE_VERSION,
+    supported_ops={"": HTP_OPS, "com.microsoft": HTP_CONTRIB_OPS},
+    rules={**{("", op): _limits(op) for op in {op for op, _ in HTP_ATTRIBUTE_LIMITS}},
+           ("", "Erf"): conditional(_gelu_erf)},
+    unknown_domain="custom domain {domain!r}: the QNN execution provider has no builder for it",
+    missing_op="HTP has no {op} ({source}); replace it, or let it run on the CPU without --require-npu",
+)
+
+
+def dtype_findings(model: Any, graph: GraphInfo) -> Tuple[UnsupportedNode, ...]:
+    """Nodes with an output of a type HTP cannot hold (float64, strings, complex)."""
+    out = []
+    for name, node in iter_nodes(model.graph):
         for o in node.output:
-            t = elem_types.get(o)
+            t = graph.elem_type.get(o)
             if t in HTP_UNSUPPORTED_DTYPES:
-                out.append((name, op, f"output {o!r} is {HTP_UNSUPPORTED_DTYPES[t]}, which HTP cannot hold"))
-    return out
+                out.append(UnsupportedNode(node=name, op_type=qualified_op(node),
+                                           reason=f"output {o!r} is {HTP_UNSUPPORTED_DTYPES[t]}, which HTP cannot hold"))
+    return tuple(out)

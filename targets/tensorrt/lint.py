@@ -28,8 +28,10 @@ import numpy as np
 
 from edgekit.errors import UnsupportedModelError
 
-from .trt_ops import OPSET_RANGE, op_support, table_version
-from .trt_qdq import QUANTIZED_INPUTS, weight_axis
+from ..graph import GraphInfo, weight_axis
+from ..optable import NodeView
+from .ops import OP_TABLES, OPSET_RANGE, table_version
+from .qdq import QUANTIZED_INPUTS
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -47,23 +49,19 @@ class Violation:
         return {"rule": self.rule, "node": self.node, "message": self.message}
 
 
-class _Graph:
+class _Graph(GraphInfo):
+    """The graph lookups plus the values of its constants (initializers and Constant nodes)."""
+
     def __init__(self, model: Any) -> None:
         from onnx import numpy_helper
 
-        g = model.graph
-        self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-        for node in g.node:
+        super().__init__(model)
+        self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        for node in model.graph.node:
             if node.op_type == "Constant" and node.output:
                 for a in node.attribute:
                     if a.name == "value":
                         self.consts[node.output[0]] = numpy_helper.to_array(a.t)
-        self.producer: Dict[str, Any] = {o: n for n in g.node for o in n.output}
-        self.consumers: Dict[str, List[Any]] = {}
-        for n in g.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.outputs = {o.name for o in g.output}
 
     def const(self, name: str) -> Optional[np.ndarray]:
         return self.consts.get(name)
@@ -98,7 +96,8 @@ def lint_qdq(model: Any, trt_version: str = "10") -> List[Violation]:
                              f"re-export the model with an opset in that range"))
     for i, node in enumerate(model.graph.node):
         name = _name(node, i)
-        reason = op_support(node.domain or "", node.op_type, v)
+        # an opset outside the parser's range is one model-level violation (above), not one per node
+        reason = OP_TABLES[v].why_not(NodeView(name, node, min(max(g.opset_for(node), lo), hi), g))
         if reason is not None:
             out.append(Violation("unsupported-op", name, reason + "; replace the op or pick another target"))
         if node.op_type in _QDQ and (node.domain or "") in ("", "ai.onnx"):
@@ -191,7 +190,7 @@ def _check_quantized_op(g: _Graph, node: Any, name: str) -> List[Violation]:
             if q is not None and q.op_type == "QuantizeLinear":
                 w = g.const(q.input[0])
         if w is not None and scale is not None and scale.size > 1:
-            want = weight_axis(node, 1, w.ndim)
+            want = weight_axis(node, w.ndim)
             axis = _axis(dq) % max(1, w.ndim)
             if want is None or axis != want:
                 out.append(Violation("weight-axis", name, f"weight scales are per-channel on axis {axis}, but "

@@ -1,15 +1,17 @@
-"""What OpenVINO's ONNX frontend converts: an op table kept as data.
+"""What OpenVINO's ONNX frontend converts: the openvino target's op table, as data.
 
 Transcribed from OpenVINO's ``src/frontends/onnx/docs/supported_ops.md``
 (the frontend's own table, OpenVINO 2025/2026) so that
-:meth:`OpenVinoTarget.check` needs no OpenVINO.  It is the cheap, early
+:meth:`Target.check` needs no OpenVINO.  It is the cheap, early
 answer; the build itself converts with the real frontend
 (``FrontEnd.convert_partially``) and names every node left unconverted, so a
 stale row here can only make the check too optimistic, never hide a failure.
 """
 from __future__ import annotations
 
-from typing import FrozenSet, Mapping, Optional
+from typing import FrozenSet
+
+from ..optable import OpTable, unsupported
 
 #: OpenVINO release the table was taken from.
 OP_TABLE_OPENVINO_VERSION = "2026.x"
@@ -63,25 +65,12 @@ OV_MS_OPS: FrozenSet[str] = frozenset({
     "QuantizeLinear", "Range", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "Trilu",
 })
 
-_DEFAULT_DOMAINS = ("", "ai.onnx")
-
-#: domains whose ops the table does not enumerate; the frontend decides at build time
-_OTHER_KNOWN_DOMAINS: Mapping[str, str] = {
-    "ai.onnx.ml": "ai.onnx.ml ops are converted only for a few classic-ML ops",
-    "org.openvinotoolkit": "OpenVINO's own ONNX extension domain",
-}
-
-
-def ov_support(domain: str, op_type: str) -> Optional[str]:
-    """None when the frontend's table lists a rule for (domain, op_type); else why not."""
-    if domain in _DEFAULT_DOMAINS:
-        if op_type in OV_ONNX_OPS:
-            return None
-        if op_type in OV_ONNX_LACKS:
-            return "OpenVINO's ONNX frontend has no conversion rule for this op"
-        return "not in OpenVINO's ONNX frontend op table (a newer or unknown op)"
-    if domain == "com.microsoft":
-        return None if op_type in OV_MS_OPS else "com.microsoft contrib op without an OpenVINO conversion rule"
-    if domain in _OTHER_KNOWN_DOMAINS:
-        return None
-    return f"custom domain {domain!r}: OpenVINO converts it only with a frontend extension"
+OP_TABLE = OpTable.build(
+    "openvino",
+    f"OpenVINO {OP_TABLE_OPENVINO_VERSION} ONNX frontend",
+    supported_ops={"": OV_ONNX_OPS, "com.microsoft": OV_MS_OPS},
+    rules={("", op): unsupported("OpenVINO's ONNX frontend has no conversion rule for this op") for op in OV_ONNX_LACKS},
+    # ai.onnx.ml (a few classic-ML ops) and OpenVINO's own extension domain: the frontend decides at build time
+    open_domains=("ai.onnx.ml", "org.openvinotoolkit"),
+    unknown_domain="custom domain {domain!r}: OpenVINO converts it only with a frontend extension",
+)

@@ -1,15 +1,17 @@
-"""Which ONNX ops TensorRT's ONNX parser imports, per TensorRT version (data, not code).
+"""Which ONNX ops TensorRT's ONNX parser imports: the tensorrt target's op tables, one per TensorRT version.
 
 Derived from onnx-tensorrt's ``docs/operators.md`` (the parser's support
 matrix) at the releases JetPack ships: TensorRT 8.5 (JetPack 5.1, the last for
 Xavier), 8.6 (JetPack 6.0) and 10.x (JetPack 6.1+, Orin; the 10.1 GA table).
 Ops marked "N" there or absent (newer than the table) are unsupported.  The
 per-op restrictions that matter for edgekit's graphs (Q/DQ zero points,
-activation scales) are checked by :mod:`edgekit.targets.trt_lint`.
+activation scales) are checked by :mod:`.lint`.
 """
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, Optional, Tuple
+from typing import Dict, FrozenSet, Tuple
+
+from ..optable import OpTable, unsupported
 
 #: versions with a table, oldest first
 TRT_VERSIONS: Tuple[str, ...] = ("8.5", "8.6", "10")
@@ -68,16 +70,23 @@ def supported_ops(version: str) -> FrozenSet[str]:
     return frozenset(ops)
 
 
-def op_support(domain: str, op_type: str, version: str) -> Optional[str]:
-    """None when TensorRT ``version`` imports the op; else why not (one phrase)."""
-    v = table_version(version)
-    if domain not in ("", "ai.onnx"):
-        return (f"custom domain {domain!r}: TensorRT {v} has no importer for it (a plugin would be needed, "
-                "which a package cannot carry); replace it with standard ONNX ops")
-    if op_type in supported_ops(v):
-        return None
-    later = [tv for tv in TRT_VERSIONS if TRT_VERSIONS.index(tv) > TRT_VERSIONS.index(v)
-             and op_type in supported_ops(tv)]
-    if later:
-        return f"TensorRT {v} cannot import {op_type} (TensorRT {later[0]}+ can: a newer JetPack)"
-    return f"TensorRT {v} cannot import {op_type}"
+
+
+def _table(v: str) -> OpTable:
+    later = {op: tv for tv in reversed(TRT_VERSIONS) if TRT_VERSIONS.index(tv) > TRT_VERSIONS.index(v)
+             for op in supported_ops(tv) - supported_ops(v)}
+    return OpTable.build(
+        "tensorrt",
+        f"TensorRT {v} ONNX parser",
+        supported_ops={"": supported_ops(v)},
+        opsets=OPSET_RANGE[v],
+        rules={("", op): unsupported(f"TensorRT {v} cannot import {op} (TensorRT {tv}+ can: a newer JetPack)")
+               for op, tv in later.items()},
+        unknown_domain=(f"custom domain {{domain!r}}: TensorRT {v} has no importer for it (a plugin would be "
+                        "needed, which a package cannot carry); replace it with standard ONNX ops"),
+        missing_op=f"TensorRT {v} cannot import {{op}}",
+    )
+
+
+#: TensorRT version (as :func:`table_version` names it) → its op table
+OP_TABLES: Dict[str, OpTable] = {v: _table(v) for v in TRT_VERSIONS}

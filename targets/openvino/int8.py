@@ -1,0 +1,270 @@
+"""int8 for the openvino target: NNCF post-training quantization of the IR.
+
+The recipe maps onto NNCF: the preset (asymmetric activations → ``MIXED``,
+symmetric → ``PERFORMANCE``), per-channel weights, the range estimator
+(minmax / percentile), ``reduce_range`` → NNCF's overflow fix, and the
+ignored scope (``exclude_nodes``, ``exclude_op_types``, per-op ``skip``, and a
+detector's decode tail).  NNCF applies one setting to the whole model, so a
+per-op or per-node setting other than ``skip`` is refused with one error,
+as is a field NNCF has no equivalent for (entropy ranges, 16-bit or uint8
+weights).  With labelled ``--val`` data and ``--max-accuracy-drop`` on a
+classifier, ``nncf.quantize_with_accuracy_control`` reverts layers to float
+until the top-1 drop is within the budget.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from edgekit.errors import CalibrationError, ConfigError
+
+from ..graph import detection_tail, iter_nodes
+from ..ort_tools import unmatched_warning
+from ..toolchain import first_line, require
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.quantize.calibration import CalibrationSet
+    from edgekit.quantize.recipe import Recipe
+
+    from ..base import BuildSpec
+
+#: OpenVINO op types that carry weights: what "a layer" means in the quantization report
+_WEIGHTED_OV_OPS = frozenset({"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
+                              "GroupConvolutionBackpropData"})
+#: ops a quantizer propagates through (NNCF puts the FakeQuantize above them)
+_PASS_THROUGH = frozenset({"Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "MaxPool", "Concat", "Split",
+                           "VariadicSplit", "StridedSlice", "Slice", "Pad", "Gather", "DepthToSpace", "SpaceToDepth",
+                           "Interpolate", "Subtract", "Multiply"})
+
+
+def _fed_by_fake_quantize(node: Any, port: int) -> bool:
+    """True when input ``port`` comes from a FakeQuantize (or an int8 weight constant), through reshapes/converts."""
+    src = node.input_value(port).get_node()
+    for _ in range(8):
+        kind = src.get_type_name()
+        if kind == "FakeQuantize":
+            return True
+        if kind == "Constant":
+            return src.get_element_type().get_type_name() in ("i8", "u8", "i4", "u4")
+        if kind not in _PASS_THROUGH:
+            return False
+        src = src.input_value(0).get_node()
+    return False
+
+
+def quantized_layers(ov_model: Any) -> Dict[str, bool]:
+    """Weighted layer (friendly name) → whether both its activation and weight inputs are quantized."""
+    out: Dict[str, bool] = {}
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() in _WEIGHTED_OV_OPS and op.get_input_size() >= 2:
+            out[op.get_friendly_name()] = _fed_by_fake_quantize(op, 0) and _fed_by_fake_quantize(op, 1)
+    return out
+
+
+def refuse_unsupported_recipe(recipe: "Recipe") -> None:
+    """One error naming every recipe field NNCF cannot honour."""
+    from edgekit.quantize.recipe import CalibrationMethod, QuantDtype
+
+    g = recipe.global_config
+    problems: List[str] = []
+    if g.activation_dtype not in (QuantDtype.UINT8, QuantDtype.INT8):
+        problems.append(f"global_config.activation_dtype={g.activation_dtype.value!r} (NNCF quantizes to 8 bits)")
+    if g.weight_dtype is not QuantDtype.INT8:
+        problems.append(f"global_config.weight_dtype={g.weight_dtype.value!r} (NNCF weights are int8)")
+    if recipe.method is CalibrationMethod.ENTROPY:
+        problems.append("method='entropy' (NNCF has no KL range estimator; use minmax or percentile)")
+    for where, table in (("op_types", recipe.op_types), ("nodes", recipe.nodes)):
+        for key, cfg in table.items():
+            if not cfg.skip and cfg != g:
+                problems.append(f"{where}.{key} (NNCF applies one setting to the whole model; only skip works per op)")
+    if problems:
+        raise ConfigError("the openvino target cannot honour recipe field(s): " + "; ".join(problems)
+                          + "; change the recipe, or build for the onnxruntime or qnn target")
+
+
+def ignored_scope(ov_model: Any, onnx_model: Any, recipe: "Recipe") -> Tuple[List[str], List[str], List[str]]:
+    """(OpenVINO op names the recipe and the detector tail keep in float, the tail's ONNX nodes,
+    recipe names not in the model)."""
+    tail = detection_tail(onnx_model)
+    keep = [name for name, node in iter_nodes(onnx_model.graph) if recipe.skips(name, node.op_type)] + tail
+    ov_names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()]
+    # the frontend names an op after its ONNX node ("conv_0") or a part of it ("conv_0/WithoutBiases")
+    out: Set[str] = set()
+    for name in keep:
+        out.update(n for n in ov_names if n == name or n.startswith(name + "/"))
+    known = {name for name, _ in iter_nodes(onnx_model.graph)}
+    unmatched = sorted({w for w in list(recipe.nodes) + list(recipe.exclude_nodes) if w not in known})
+    return sorted(out), tail, unmatched
+
+
+def _advanced(nncf: Any, recipe: "Recipe") -> Any:
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix, \
+        QuantizationParameters
+    from nncf.quantization.range_estimator import AggregatorType, RangeEstimatorParameters, \
+        StatisticsCollectorParameters, StatisticsType
+
+    from edgekit.quantize.recipe import CalibrationMethod
+
+    g = recipe.global_config
+    kwargs: Dict[str, Any] = {}
+    if not g.per_channel:
+        kwargs["weights_quantization_params"] = QuantizationParameters(per_channel=False)
+    if g.reduce_range is not None:
+        # NNCF's overflow fix is reduce_range: 7-bit weights for x86 CPUs without VNNI
+        kwargs["overflow_fix"] = OverflowFix.ENABLE if g.reduce_range else OverflowFix.DISABLE
+    if recipe.method is CalibrationMethod.PERCENTILE:
+        stat = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE,
+                                             aggregator_type=AggregatorType.MEAN,
+                                             quantile_outlier_prob=1.0 - recipe.percentile / 100.0)
+        kwargs["activations_range_estimator_params"] = RangeEstimatorParameters(min=stat, max=stat)
+    return AdvancedQuantizationParameters(**kwargs)
+
+
+def quantize(
+    ov: Any,
+    ov_model: Any,
+    onnx_model: Any,
+    spec: "BuildSpec",
+    options: Mapping[str, Any],
+    calibration: Optional["CalibrationSet"],
+) -> Tuple[Any, Dict[str, Any]]:
+    """The NNCF-quantized IR and the record for ``manifest.quantization``."""
+    nncf = require("nncf", "int8 builds for openvino", "build")
+    from edgekit.quantize.calibration import CalibrationSet
+    from edgekit.quantize.recipe import QuantDtype, Recipe
+
+    recipe: Recipe = spec.recipe if spec.recipe is not None else Recipe()
+    refuse_unsupported_recipe(recipe)
+    used, n = CalibrationSet.required(calibration, recipe.num_samples)
+    g = recipe.global_config
+    # asymmetric (unsigned) activations are NNCF's MIXED preset and the safe choice on bf16/AMX CPUs
+    symmetric = g.symmetric_activations or g.activation_dtype is QuantDtype.INT8
+    preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
+    names, tail, unmatched = ignored_scope(ov_model, onnx_model, recipe)
+    unmatched_warning(unmatched)
+    nncf_device = nncf.TargetDevice(options["nncf_target_device"])
+    model_type = nncf.ModelType(options["model_type"]) if options["model_type"] else None
+    dataset = nncf.Dataset([dict(f) for f in used.feeds])
+    advanced = _advanced(nncf, recipe)
+    common = dict(preset=preset, target_device=nncf_device, subset_size=len(used),
+                  fast_bias_correction=options["fast_bias_correction"], model_type=model_type,
+                  ignored_scope=nncf.IgnoredScope(names=names, validate=False) if names else None)
+    info: Dict[str, Any] = {
+        "format": "openvino-fakequantize",
+        "tool": "nncf.quantize",
+        "recipe": recipe.to_json(),
+        "preset": preset.value,
+        "target_device": nncf_device.value,
+        "fast_bias_correction": options["fast_bias_correction"],
+        "model_type": model_type.value if model_type else None,
+        "range_estimator": recipe.method.value,
+        "calibration": used.summary(),
+        "calibration_samples_given": n,
+        "ignored_scope": names,
+        "detection_tail": tail,
+    }
+    with _quiet():
+        try:
+            quantized = nncf.quantize(ov_model, dataset, advanced_parameters=advanced, **common)
+        except (ValueError, TypeError, KeyError, RuntimeError) as err:
+            raise CalibrationError(f"NNCF quantization failed: {first_line(err)}; check that the calibration "
+                                   "data matches the model inputs") from None
+    layers = quantized_layers(quantized)
+    control = _accuracy_control_request(spec, options)
+    if isinstance(control, str):
+        info["accuracy_control"] = {"used": False, "reason": control}
+    elif control is not None:
+        quantized, ac = _accuracy_control(ov, nncf, ov_model, quantized, dataset, control, common, advanced)
+        ac["fallback_layers"] = sorted(k for k, v in quantized_layers(quantized).items() if not v and layers.get(k))
+        layers = quantized_layers(quantized)
+        info["tool"] = "nncf.quantize_with_accuracy_control" if ac["used"] else info["tool"]
+        info["accuracy_control"] = ac
+    info["quantized_layers"] = sum(layers.values())
+    info["float_layers"] = sorted(k for k, v in layers.items() if not v)
+    return quantized, info
+
+
+def _accuracy_control_request(spec: "BuildSpec", options: Mapping[str, Any]) -> Any:
+    """(val, max drop, restorer parameters) when accuracy control applies; a reason string when it
+    was asked for but cannot apply; None when not asked for."""
+    max_drop = spec.gates.get("max_accuracy_drop")
+    val = spec.validation
+    if max_drop is None or val is None or val.labels is None or len(val) == 0:
+        return None
+    if spec.task != "classify":
+        return f"accuracy control needs a classify task (top-1 metric), not {spec.task!r}"
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    iters = options["accuracy_control_max_iterations"]
+    restorer = AdvancedAccuracyRestorerParameters(max_num_iterations=iters) if iters else \
+        AdvancedAccuracyRestorerParameters()
+    return val, float(max_drop), restorer
+
+
+def _accuracy_control(ov: Any, nncf: Any, ov_model: Any, quantized: Any, dataset: Any, request: Tuple[Any, ...],
+                      common: Mapping[str, Any], advanced: Any) -> Tuple[Any, Dict[str, Any]]:
+    """Revert layers to float until the top-1 drop on the validation data is within the budget."""
+    val, max_drop_points, restorer = request
+    items = list(zip([dict(f) for f in val.feeds], val.labels))
+    core = ov.Core()
+
+    def top1(compiled: Any, data: Sequence[Tuple[Mapping[str, np.ndarray], int]]) -> Tuple[float, List[float]]:
+        out = compiled.outputs[0]
+        request = compiled.create_infer_request()
+        hits = [float(int(np.argmax(request.infer(feed)[out])) == int(label)) for feed, label in data]
+        return (float(np.mean(hits)) if hits else 0.0), hits
+
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # measured in the precision the package pins
+    fp32_acc, _ = top1(core.compile_model(ov_model, "CPU", f32), items)
+    int8_acc, _ = top1(core.compile_model(quantized, "CPU", f32), items)
+    report: Dict[str, Any] = {
+        "used": False,
+        "metric": "top-1 accuracy on the --val data (OpenVINO CPU)",
+        "samples": len(items),
+        "max_drop_points": max_drop_points,
+        "fp32_accuracy": round(fp32_acc, 6),
+        "int8_accuracy": round(int8_acc, 6),
+        "int8_drop_points": round((fp32_acc - int8_acc) * 100, 4),
+    }
+    if (fp32_acc - int8_acc) * 100 <= max_drop_points:
+        report.update(final_accuracy=round(int8_acc, 6), final_drop_points=report["int8_drop_points"],
+                      reached=True, note="plain int8 is within the budget; no layer had to fall back")
+        return quantized, report
+    validation = nncf.Dataset(items, lambda item: item[0])
+    with _quiet():
+        try:
+            restored = nncf.quantize_with_accuracy_control(
+                ov_model, dataset, validation, top1, max_drop=max_drop_points / 100.0,
+                drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced,
+                advanced_accuracy_restorer_parameters=restorer, **common)
+        except (ValueError, TypeError, KeyError, RuntimeError) as err:
+            raise CalibrationError(f"NNCF accuracy-controlled quantization failed: {first_line(err)}") from None
+    final_acc, _ = top1(core.compile_model(restored, "CPU", f32), items)
+    drop = (fp32_acc - final_acc) * 100
+    report.update(used=True, final_accuracy=round(final_acc, 6), final_drop_points=round(drop, 4),
+                  reached=drop <= max_drop_points)
+    if not report["reached"]:
+        warnings.warn(
+            f"accuracy control could not meet the budget: best top-1 drop reached {drop:.2f} points > allowed "
+            f"{max_drop_points:.2f} (fp32 {fp32_acc * 100:.2f}%, plain int8 {int8_acc * 100:.2f}%, "
+            f"after fallback {final_acc * 100:.2f}%); the verification gate decides whether a package is kept",
+            UserWarning, stacklevel=3)
+    return restored, report
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """NNCF logs at INFO and draws progress bars on stdout; `edgekit ... --json` must print one document."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,230 @@
+"""The openvino target: Intel NUC-class machines (CPU, integrated GPU, NPU).
+
+The artifact is an OpenVINO IR, ``model.xml`` + ``model.bin``:
+
+* fp32 — ``openvino.convert_model`` of the canonical ONNX, saved as is;
+* bf16 — the same IR, executed in bf16 on CPUs with AVX512-BF16 or AMX:
+  a precision of its own, chosen on purpose and verified as such;
+* fp16 — weights stored in fp16 (``save_model(compress_to_fp16=True)``);
+  the CPU plugin decompresses them and computes in f32, GPU/NPU compute fp16;
+* int8 — NNCF post-training quantization (:mod:`.int8`).
+
+A package's precision is what runs: OpenVINO's CPU plugin runs an f32 IR in
+bf16 by default on AMX/AVX512-BF16 CPUs (22–52 dB against fp32 on real
+models), so every package pins the execution precision it was verified in
+(``inference_precision`` in its runtime options: f32 for fp32, and for the
+float parts of fp16-on-CPU and int8; bf16 for bf16) and the build compiles
+and verifies with the same hint.
+
+Conversion uses the frontend's partial conversion first, so every ONNX node
+OpenVINO cannot convert is named in one error.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+from edgekit.errors import ConfigError, EdgekitError, ModelError, UnsupportedModelError
+from edgekit.options import Option, OptionSchema
+
+from ..base import Artifact, BuildSpec, CheckFindings, Precision, Target
+from ..graph import GraphInfo, domain_of, iter_nodes, qualified_op
+from ..toolchain import first_line, require
+from .ops import OP_TABLE, OV_ONNX_PATTERN_ONLY
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+    from edgekit.quantize.calibration import CalibrationSet
+
+ENTRY = "model.xml"
+WEIGHTS = "model.bin"
+
+_BF16 = Precision.BF16
+
+
+def _host_bf16() -> bool:
+    from edgekit.cpu import cpu_features
+
+    return cpu_features().bf16
+
+
+def execution_precision(precision: Precision, device: str) -> Optional[str]:
+    """The OpenVINO inference precision a package of ``precision`` pins on ``device`` (None: the plugin's own)."""
+    if precision is Precision.FP32:
+        return "f32"  # GPU and NPU would otherwise run an f32 IR in f16, AMX CPUs in bf16
+    if precision is _BF16:
+        return "bf16"
+    if device == "CPU":
+        return "f32"  # fp16 weights decompressed / the float parts of int8: never a silent bf16
+    return None  # fp16 and int8 on GPU/NPU: the device's own f16 compute, as intended
+
+
+class OpenVinoTarget(Target):
+    """Intel NUC (CPU, iGPU, NPU) through OpenVINO: fp32, bf16, fp16 or NNCF int8 IR."""
+
+    name = "openvino"
+    runtime = "openvino"
+    #: bf16 where this build host can verify it (a CPU with AVX512-BF16 or AMX)
+    precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8} | ({_BF16} if _host_bf16() else set()))
+    description = "Intel NUC / Core CPUs, integrated GPUs and NPUs through OpenVINO (IR, NNCF int8)"
+    verify_runtime = "openvino"
+    op_table = OP_TABLE
+    build_options = OptionSchema("openvino target", [
+        Option("fast_bias_correction", bool, True, "int8: NNCF's fast bias correction (false: the slower, "
+               "more exact one)"),
+        Option("nncf_target_device", str, "ANY", "int8: the device NNCF tunes quantizer placement for",
+               choices=("ANY", "CPU", "GPU", "NPU", "CPU_SPR")),
+        Option("model_type", str, None, "int8: NNCF model type (transformer keeps sensitive ops in float)",
+               choices=("transformer",)),
+        Option("accuracy_control_max_iterations", int, None, "int8 with --max-accuracy-drop: the most layers "
+               "NNCF reverts to float", min=1),
+    ])
+
+    def toolchain(self) -> Tuple[bool, str]:
+        if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
+            return False, "pip install 'edgekit[openvino,build]'"
+        from importlib.metadata import version
+
+        return True, f"openvino {version('openvino')}, nncf {version('nncf')}"
+
+    def extra_checks(self, model: "onnx.ModelProto", spec: BuildSpec, graph: GraphInfo) -> CheckFindings:
+        self.build_option_values(spec)  # a bad build option fails before any long step
+        _pinned(spec)
+        notes = tuple(f"{name} ({qualified_op(node)}): OpenVINO converts sequence ops only in recognised patterns"
+                      for name, node in iter_nodes(model.graph)
+                      if not domain_of(node) and node.op_type in OV_ONNX_PATTERN_ONLY)
+        return CheckFindings(notes=notes)
+
+    def build(
+        self,
+        model: "onnx.ModelProto",
+        spec: BuildSpec,
+        calibration: Optional["CalibrationSet"],
+        workdir: Path,
+    ) -> Artifact:
+        ov = require("openvino", "the openvino target", "openvino,build")
+        from ..canonicalize import save_onnx
+
+        options = self.build_option_values(spec)
+        precision = Precision.parse(spec.precision)
+        device, pinned = _pinned(spec)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        src = workdir / "_source.onnx"
+        save_onnx(model, src)
+        try:
+            ov_model = _convert(ov, src, model)
+        finally:
+            for p in workdir.glob("_source.onnx*"):
+                p.unlink()
+        details: Dict[str, Any] = {"precision": precision.value, "openvino": ov.get_version().split("-")[0]}
+        quantization: Optional[Dict[str, Any]] = None
+        if precision is Precision.INT8:
+            from .int8 import quantize
+
+            ov_model, quantization = quantize(ov, ov_model, model, spec, options, calibration)
+        # int8: FakeQuantize'd weights are stored as int8 either way; keep the float rest in fp32
+        xml = workdir / ENTRY
+        ov.save_model(ov_model, str(xml), compress_to_fp16=precision is Precision.FP16)
+        details["weights"] = "fp16 (compressed)" if precision is Precision.FP16 else \
+            "int8 (+ fp32 for float layers)" if precision is Precision.INT8 else "fp32"
+
+        runtime_options = self.runtime_option_values(spec)
+        verified_in = pinned or "f32"  # what the build host's CPU runs while verifying
+        if pinned:
+            runtime_options["inference_precision"] = pinned
+        details["execution_precision"] = pinned or f"{device}'s default"
+        details["verified_execution_precision"] = verified_in
+        _compile_check(ov, xml, verified_in, details)
+        versions = {"openvino": ov.get_version()}
+        if precision is Precision.INT8:
+            from importlib.metadata import version
+
+            versions["nncf"] = version("nncf")
+        note = (f"verified on this build host's CPU with OpenVINO in {verified_in} (the precision the package pins); "
+                "the compiled-model cache is off while verifying")
+        if device != "CPU":
+            note += f" (the package runs on {device} on the device)"
+        return Artifact(
+            files=[ENTRY, WEIGHTS],
+            entry=ENTRY,
+            runtime_options=runtime_options,
+            runtime_versions=versions,
+            details=details,
+            quantization=quantization,
+            verify_options={"device": "CPU", "cache_dir": "", "inference_precision": verified_in},
+            verify_note=note,
+        )
+
+
+def _pinned(spec: BuildSpec) -> Tuple[str, Optional[str]]:
+    """(device, the inference precision the package pins); a conflicting or impossible request is an error."""
+    from edgekit.cpu import cpu_features
+
+    precision = Precision.parse(spec.precision)
+    ro = spec.runtime_options or {}
+    device = str(ro.get("device") or "CPU").strip().upper()
+    pinned = execution_precision(precision, device)
+    asked = ro.get("inference_precision")
+    asked = getattr(asked, "value", asked)
+    if asked is not None and pinned is not None and str(asked).lower() != pinned:
+        raise ConfigError(f'"inference_precision" {asked!r} contradicts precision {precision.value!r}, which runs '
+                          f'in {pinned!r}; drop the option, or build --precision '
+                          f'{"bf16" if str(asked).lower() == "bf16" else "fp16"}')
+    if pinned == "bf16":
+        cpu = cpu_features()
+        if device != "CPU":
+            raise ConfigError(f'precision "bf16" runs on the OpenVINO CPU plugin only, but device is {device!r}; '
+                              "build fp16 for GPU/NPU")
+        if not cpu.bf16:
+            raise ConfigError("precision \"bf16\" is verified in bf16 on this build host, whose CPU has no "
+                              "AVX512-BF16 or AMX (detected from " + cpu.source + "); build fp32/fp16, or build on "
+                              "a CPU with bf16")
+    return device, pinned
+
+
+def _convert(ov: Any, src: Path, model: Any) -> Any:
+    """ONNX → ov.Model; every node the frontend cannot convert is named in one error."""
+    from openvino.frontend import FrontEndManager
+
+    fe = FrontEndManager().load_by_framework("onnx")
+    try:
+        partial = fe.convert_partially(fe.load(str(src)))
+    except Exception as err:  # noqa: BLE001 - the frontend raises plain RuntimeErrors
+        raise ModelError(f"OpenVINO cannot read the ONNX model: {first_line(err)}") from None
+    by_output = {out: (name, node) for name, node in iter_nodes(model.graph) for out in node.output}
+    failed = []
+    for op in partial.get_ordered_ops():
+        if "FrameworkNode" in op.get_type_name():
+            name, node = by_output.get(op.get_friendly_name(), (op.get_friendly_name(), None))
+            failed.append(f"{name} ({'?' if node is None else qualified_op(node)})")
+    if failed:
+        raise UnsupportedModelError(
+            f"OpenVINO cannot convert {len(failed)} node(s): {'; '.join(sorted(set(failed)))} "
+            "(fix: replace these ops in the model, or pick another target from `edgekit targets`)"
+        )
+    try:
+        return ov.convert_model(str(src))
+    except Exception as err:  # noqa: BLE001
+        raise UnsupportedModelError(f"OpenVINO cannot convert the model: {first_line(err)}") from None
+
+
+def _compile_check(ov: Any, xml: Path, precision_hint: str, details: Dict[str, Any]) -> None:
+    """Compile on this CPU in the precision verification runs in, and record how the layers execute."""
+    from edgekit.runners.openvino import precision_summary, runtime_layers
+
+    core = ov.Core()
+    try:
+        compiled = core.compile_model(str(xml), "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                        "INFERENCE_PRECISION_HINT": precision_hint})
+    except RuntimeError as err:
+        raise EdgekitError(f"the built IR does not compile on this CPU with inference_precision={precision_hint}: "
+                           f"{first_line(err)}") from None
+    details["host_cpu"] = {
+        "name": str(core.get_property("CPU", "FULL_DEVICE_NAME")),
+        "capabilities": list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
+        "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
+        **precision_summary(runtime_layers(compiled)),
+    }

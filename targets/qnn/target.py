@@ -1,0 +1,207 @@
+"""The qnn target: Snapdragon phones, boards and laptops (Hexagon HTP NPU).
+
+Build (every step through onnxruntime and onnxruntime-qnn, no Qualcomm SDK):
+
+1. ``qnn_preprocess_model`` (Erf-GELU → Gelu, ReduceL2 → LpNormalization,
+   ReduceMean chains → LayerNormalization) on the canonical fp32 graph; the
+   result ships as ``model_fp32.onnx`` (the SNPE/QAIRT converters' input).
+2. int8: static Q/DQ quantization with onnxruntime's QNN configuration
+   (``get_qnn_qdq_config``: uint8 or uint16 activations, int8/uint8 weights,
+   per channel where HTP supports it, the op-specific overrides HTP needs),
+   calibrated on the shared feeds, following the recipe node by node
+   (:mod:`edgekit.targets.ort_tools`) → ``model_qdq.onnx``.  A detector's
+   decode tail gets 16-bit activations so boxes and scores keep their
+   resolution on the NPU.  fp16: the fp32 graph, computed in fp16 by the HTP.
+3. Compile with the QNN execution provider, HTP backend, for the device's HTP
+   architecture and SoC model → ``model_ctx.onnx`` (EPContext) plus the QNN
+   context binary.  Nodes the HTP refuses stay in the EPContext model for the
+   CPU; they are the placement report.
+4. AIMET encodings and the exact SNPE / QNN converter commands (:mod:`.snpe`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from edgekit.errors import CalibrationError, ConfigError, UnsupportedModelError
+
+from ..base import Artifact, BuildSpec, CheckFindings, Precision, Target
+from ..graph import GraphInfo, detection_tail, graph_specs
+from ..ort_tools import ort_method, plan_recipe, qdq_counts, quant_type, quiet_quantizer, unmatched_warning
+from ..toolchain import first_line
+from .compile import FP32_MODEL, QDQ_MODEL, compile_htp, htp_shaped_fp32
+from .config import BUILD_OPTIONS, htp_config
+from .ops import HTP_MIN_FP16_ARCH, OP_TABLE, dtype_findings
+from .snpe import write_snpe_qairt
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+    from edgekit.quantize.calibration import CalibrationSet
+
+ENTRY = "model_ctx.onnx"
+
+
+def _toolchain() -> Tuple[Any, Any]:
+    from ..toolchain import require
+
+    return require("onnxruntime", "the qnn target", "qnn"), require("onnxruntime_qnn", "the qnn target", "qnn")
+
+
+class QnnTarget(Target):
+    """Hexagon HTP through onnxruntime-qnn: a QNN context binary in an EPContext model."""
+
+    name = "qnn"
+    runtime = "qnn"
+    precisions = frozenset({Precision.FP16, Precision.INT8})
+    description = "Snapdragon phones, boards, laptops: Hexagon HTP NPU (QNN context binary; SNPE/QAIRT encodings)"
+    verify_runtime = "qnn"
+    op_table = OP_TABLE
+    build_options = BUILD_OPTIONS
+
+    def toolchain(self) -> Tuple[bool, str]:
+        if importlib.util.find_spec("onnxruntime_qnn") is None or importlib.util.find_spec("onnxruntime") is None:
+            return False, "pip install 'edgekit[qnn]'"
+        import onnxruntime
+        import onnxruntime_qnn
+
+        return True, f"onnxruntime {onnxruntime.__version__}, onnxruntime-qnn {onnxruntime_qnn.__version__}"
+
+    def falls_back_to(self, spec: BuildSpec) -> Optional[str]:
+        # HTP-less ops are not fatal: they run on the CPU, reported loudly (and --require-npu refuses them)
+        return None if self.build_option_values(spec)["require_npu"] else "the CPU (not the HTP)"
+
+    def extra_checks(self, model: "onnx.ModelProto", spec: BuildSpec, graph: GraphInfo) -> CheckFindings:
+        cfg = htp_config(spec)
+        if Precision.parse(spec.precision) is Precision.FP16 and cfg.arch < HTP_MIN_FP16_ARCH:
+            raise ConfigError(
+                f"HTP v{cfg.arch} ({cfg.soc}) has no fp16 compute (fp16 needs v{HTP_MIN_FP16_ARCH}+); "
+                "build --precision int8 for this device"
+            )
+        return CheckFindings(unsupported=dtype_findings(model, graph),
+                             notes=(f"HTP v{cfg.arch} ({cfg.soc}, soc_model {cfg.soc_model}) from {cfg.source}",))
+
+    def build(
+        self,
+        model: "onnx.ModelProto",
+        spec: BuildSpec,
+        calibration: Optional["CalibrationSet"],
+        workdir: Path,
+    ) -> Artifact:
+        ort, qnn = _toolchain()
+        options = self.build_option_values(spec)
+        cfg = htp_config(spec)
+        precision = Precision.parse(spec.precision)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        inputs, outputs = graph_specs(model)
+        details: Dict[str, Any] = {"precision": precision.value, **cfg.to_json()}
+
+        fp32_path = htp_shaped_fp32(model, workdir, details)
+        files = [FP32_MODEL]
+        quantization: Optional[Dict[str, Any]] = None
+        compile_src = fp32_path
+        if precision is Precision.INT8:
+            compile_src = workdir / QDQ_MODEL
+            quantization = _quantize(fp32_path, compile_src, spec, calibration)
+            files.append(QDQ_MODEL)
+
+        placement, binaries, sdk = compile_htp(ort, qnn, compile_src, workdir / ENTRY, cfg, precision)
+        details.update(placement=placement, context_binary=f"model/{binaries[0]}",
+                       context_binaries=[f"model/{b}" for b in binaries], qairt_sdk=sdk)
+        files += [ENTRY, *binaries]
+        _report_cpu_nodes(placement, options["require_npu"])
+        files += write_snpe_qairt(
+            workdir, cfg=cfg, precision=precision, inputs=inputs, fp32_model=FP32_MODEL,
+            qdq_model=QDQ_MODEL if precision is Precision.INT8 else None, calibration=calibration,
+            per_channel=spec.recipe.global_config.per_channel, details=details)
+
+        runtime_options = self.runtime_option_values(spec)
+        runtime_options.update({"htp_arch": cfg.arch, "soc_model": cfg.soc_model})
+        runtime_options.setdefault("htp_performance_mode", "burst")
+        return Artifact(
+            files=files,
+            entry=ENTRY,
+            runtime_options=runtime_options,
+            runtime_versions={"onnxruntime": ort.__version__, "onnxruntime-qnn": qnn.__version__, "qairt": sdk},
+            inputs=inputs,
+            outputs=outputs,
+            details=details,
+            quantization=quantization,
+        )
+
+
+def _report_cpu_nodes(placement: Dict[str, Any], require_npu: bool) -> None:
+    if not placement["cpu_nodes"]:
+        return
+    listed = ", ".join(f"{n['node']} ({n['op_type']})" for n in placement["cpu_nodes"])
+    if require_npu:
+        raise UnsupportedModelError(
+            f"--require-npu: {len(placement['cpu_nodes'])} node(s) would leave the HTP and run on the "
+            f"CPU: {listed}; replace those ops, or build without --require-npu"
+        )
+    warnings.warn(
+        f"NOT ALL ON THE NPU: {len(placement['cpu_nodes'])} of {placement['total_nodes']} node(s) fall "
+        f"back to the CPU on the Snapdragon: {listed} (use --require-npu to make this an error)",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _quantize(src: Path, out: Path, spec: BuildSpec, calibration: Optional["CalibrationSet"]) -> Dict[str, Any]:
+    """HTP Q/DQ (onnxruntime's QNN configuration) that follows the recipe node by node."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+    from edgekit.quantize.calibration import CalibrationReader, CalibrationSet
+    from edgekit.quantize.recipe import CalibrationMethod, QuantDtype
+
+    recipe = spec.recipe
+    used, n = CalibrationSet.required(calibration, recipe.num_samples)
+    g = recipe.global_config
+    fp32 = onnx.load(str(src), load_external_data=False)
+    # HTP takes unsigned activations; the detector tail gets 16 bits so boxes and scores both resolve
+    plan = plan_recipe(fp32, recipe, target="qnn", activation_dtypes=(QuantDtype.UINT8, QuantDtype.UINT16),
+                       weight_dtypes=(QuantDtype.INT8, QuantDtype.UINT8), reduce_range=False,
+                       tail=detection_tail(fp32), tail_dtype=QuantDtype.UINT16)
+    unmatched_warning(plan.unmatched)
+    overrides: Dict[str, List[Dict[str, Any]]] = dict(plan.overrides)
+    inits = {t.name for t in fp32.graph.initializer}
+    for nd in fp32.graph.node:
+        # HTP's quantized LayerNorm rejects a signed-symmetric gamma (backendValidateOpConfig error 3110,
+        # the node falls back to the CPU); an asymmetric uint8 gamma keeps it on the NPU
+        if nd.op_type == "LayerNormalization" and len(nd.input) > 1 and nd.input[1] in inits \
+                and g.weight_dtype is QuantDtype.INT8 and nd.input[1] not in overrides:
+            overrides[nd.input[1]] = [{"quant_type": QuantType.QUInt8, "symmetric": False}]
+    try:
+        qconfig = get_qnn_qdq_config(
+            fp32, CalibrationReader(used), calibrate_method=ort_method(recipe),
+            activation_type=quant_type(g.activation_dtype), weight_type=quant_type(g.weight_dtype),
+            per_channel=g.per_channel, activation_symmetric=g.symmetric_activations,
+            init_overrides=overrides or None, nodes_to_exclude=plan.nodes_to_exclude or None,
+        )
+        if recipe.method is CalibrationMethod.PERCENTILE:
+            qconfig.extra_options["CalibPercentile"] = recipe.percentile
+        with quiet_quantizer():
+            quantize(str(src), str(out), qconfig)
+    except (ValueError, TypeError, KeyError) as err:
+        raise CalibrationError(f"onnxruntime QNN quantization failed: {first_line(err)}; "
+                               "check that the calibration data matches the model inputs") from None
+    counts, _ = qdq_counts(onnx.load(str(out), load_external_data=False))
+    return {
+        "format": "qdq",
+        "tool": "onnxruntime.quantization (get_qnn_qdq_config + quantize)",
+        "activations": g.activation_dtype.value,
+        "weights": g.weight_dtype.value,
+        "per_channel": g.per_channel,
+        "recipe": recipe.to_json(),
+        "calibration": used.summary(),
+        "calibration_samples_given": n,
+        "quantize_linear_nodes": counts.get("QuantizeLinear", 0),
+        "dequantize_linear_nodes": counts.get("DequantizeLinear", 0),
+        "mixed_precision_tensors": sorted(overrides),
+        **plan.to_json(),
+    }
