@@ -17,7 +17,6 @@ import os
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Sequence, Tuple
 
@@ -44,17 +43,36 @@ def _edgekit_roots() -> Tuple[str, ...]:
     return tuple(sorted(roots))
 
 
-@dataclass
 class Collected:
-    """What :func:`collect` caught: edgekit's warnings and the third-party chatter."""
+    """What :func:`collect` caught so far: edgekit's warnings and the third-party chatter."""
 
-    warnings: List[str] = field(default_factory=list)
-    chatter: List[str] = field(default_factory=list)
+    def __init__(self, records: List[warnings.WarningMessage], roots: Sequence[str]) -> None:
+        self._records = records
+        self._roots = roots
 
-    def add(self, line: str) -> None:
-        line = one_line(line)
-        if line and line not in self.warnings:
-            self.warnings.append(line)
+    def _sorted(self) -> Tuple[List[str], List[str]]:
+        ours: List[str] = []
+        chatter: List[str] = []
+        for w in self._records:
+            line = one_line(w.message)
+            if issubclass(w.category, UserWarning) and _is_ours(w.filename, self._roots):
+                if line and line not in ours:
+                    ours.append(line)
+            else:
+                text = f"{w.category.__name__}: {line}"
+                if text not in chatter:
+                    chatter.append(text)
+        return ours, chatter
+
+    @property
+    def warnings(self) -> List[str]:
+        """edgekit's warnings, one readable line each, in order, without repeats."""
+        return self._sorted()[0]
+
+    @property
+    def chatter(self) -> List[str]:
+        """Third-party warnings (for --debug)."""
+        return self._sorted()[1]
 
 
 def _is_ours(filename: str, roots: Sequence[str]) -> bool:
@@ -67,22 +85,10 @@ def _is_ours(filename: str, roots: Sequence[str]) -> bool:
 
 @contextlib.contextmanager
 def collect() -> Iterator[Collected]:
-    """Record every Python warning raised inside; sort them into warnings and chatter on exit."""
-    out = Collected()
-    roots = _edgekit_roots()
+    """Record every Python warning raised inside (nothing is shown); read them from the yielded object."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            yield out
-        finally:
-            for w in caught:
-                line = one_line(w.message)
-                if issubclass(w.category, UserWarning) and _is_ours(w.filename, roots):
-                    out.add(line)
-                else:
-                    text = f"{w.category.__name__}: {line}"
-                    if text not in out.chatter:
-                        out.chatter.append(text)
+        yield Collected(caught, _edgekit_roots())
 
 
 @contextlib.contextmanager
