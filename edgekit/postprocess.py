@@ -49,6 +49,7 @@ __all__ = [
     "Task",
     "SoftmaxMode",
     "SegmentScores",
+    "SegmentLayout",
     "DetectLayout",
     "ClassifyConfig",
     "DetectConfig",
@@ -70,6 +71,7 @@ __all__ = [
     "resolve_for_model",
     "select_output",
     "segment_scores_from_graph",
+    "segment_layout_for",
     "check_class_count",
     "softmax",
     "box_iou",
@@ -121,6 +123,20 @@ class SegmentScores(str, Enum):
     AUTO = "auto"
     LOGITS = "logits"
     PROBABILITIES = "probabilities"
+
+
+class SegmentLayout(str, Enum):
+    """Where a ``[1, ·, ·, ·]`` segmentation output keeps its class scores.
+
+    ``nchw``  ``[1, C, H, W]``;  ``nhwc``  ``[1, H, W, C]`` (Keras/TF exports).
+    ``auto``  not decided: NHWC only when labels are given and the last dim (not
+              the second) equals their count.  ``edgekit build`` decides it from the
+              output shape, the labels and the input's layout, and records it.
+    """
+
+    AUTO = "auto"
+    NCHW = "nchw"
+    NHWC = "nhwc"
 
 
 class DetectLayout(str, Enum):
@@ -276,9 +292,10 @@ class DetectConfig:
 class SegmentConfig:
     """Semantic segmentation: per-pixel argmax over the class scores.
 
-    The output is ``[1, C, H, W]`` unless labels are given and the last
-    dimension (not the second) equals their count, which means ``[1, H, W, C]``.
-    ``C == 1`` is a binary mask: foreground where the probability is > 0.5 or the
+    The output is ``[1, C, H, W]`` or ``[1, H, W, C]`` as ``layout`` says (a
+    :class:`SegmentLayout`; the build records it); undecided, it is ``[1, C, H, W]``
+    unless labels are given and the last dimension (not the second) equals their
+    count.  ``C == 1`` is a binary mask: foreground where the probability is > 0.5 or the
     logit > 0, as ``scores`` says (a :class:`SegmentScores`; the build records it
     from the graph).  An integer ``[1, H, W]`` output is taken as class ids
     already (models that end with ArgMax).
@@ -287,6 +304,7 @@ class SegmentConfig:
     task: ClassVar[Task] = Task.SEGMENT
     output: Optional[str] = None
     scores: Union[SegmentScores, str] = SegmentScores.AUTO
+    layout: Union[SegmentLayout, str] = SegmentLayout.AUTO
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -315,7 +333,7 @@ _FIELDS: Dict[type, Dict[str, _Check]] = {
         "class_agnostic": _bool,
         "output": _output_name,
     },
-    SegmentConfig: {"output": _output_name, "scores": _enum(SegmentScores)},
+    SegmentConfig: {"output": _output_name, "scores": _enum(SegmentScores), "layout": _enum(SegmentLayout)},
     RawConfig: {},
 }
 
@@ -809,7 +827,9 @@ def _segment(cfg: SegmentConfig, name: str, out: np.ndarray, outputs: Dict[str, 
     else:
         scores = out[0]
         n = None if labels is None else len(labels)
-        if n is not None and scores.shape[2] == n and scores.shape[0] != n:
+        if cfg.layout is SegmentLayout.NHWC or (
+            cfg.layout is SegmentLayout.AUTO and n is not None and scores.shape[2] == n and scores.shape[0] != n
+        ):
             scores = np.moveaxis(scores, 2, 0)  # HWC → CHW
         if scores.shape[0] == 1:
             mask = _binary(scores[0], cfg.scores, name)
@@ -993,6 +1013,8 @@ def check_class_count(config: TaskConfig, labels: Optional[Sequence[str]], shape
         if len(dims) != 4:
             return  # [1, H, W] class ids (or a single map): the class count is not in the shape
         first, last = dims[1], dims[3]
+        if config.layout is not SegmentLayout.AUTO:  # the class dim is known: only it counts
+            first, last = (first, None) if config.layout is SegmentLayout.NCHW else (None, last)
         if first is None and last is None:
             return
         counts = sorted({c for c in (first, last) if c is not None})
@@ -1006,23 +1028,49 @@ def check_class_count(config: TaskConfig, labels: Optional[Sequence[str]], shape
         )
 
 
+def segment_layout_for(shape: Sequence[Any], labels: Optional[Sequence[str]] = None,
+                       input_layout: Optional[str] = None) -> SegmentLayout:
+    """Where a 4-D segmentation output keeps its classes: the labels decide when their
+    count fits exactly one of dim 1 / dim 3; else the input's layout (an NHWC model
+    makes NHWC maps); else NCHW.  ``auto`` for other ranks (nothing to decide)."""
+    if len(shape) != 4:
+        return SegmentLayout.AUTO
+    first, last = _dim(shape[1]), _dim(shape[3])
+    if labels is not None:
+        def classes(d: Optional[int]) -> Optional[int]:
+            return None if d is None else (2 if d == 1 else d)  # one channel: background, foreground
+
+        fits_first, fits_last = classes(first) == len(labels), classes(last) == len(labels)
+        if fits_first != fits_last:
+            return SegmentLayout.NCHW if fits_first else SegmentLayout.NHWC
+    if input_layout in (SegmentLayout.NCHW.value, SegmentLayout.NHWC.value):
+        return SegmentLayout(input_layout)
+    return SegmentLayout.NCHW
+
+
 def resolve_for_model(
     config: TaskConfig,
     graph: Any,
     outputs: Sequence[Tuple[str, Sequence[Any]]],
     labels: Optional[Sequence[str]] = None,
+    input_layout: Optional[str] = None,
 ) -> TaskConfig:
     """The postprocess config a package records, decided once from the model:
 
     the output the task reads (:func:`select_output`), whether a segmentation
-    output holds logits or probabilities (:func:`segment_scores_from_graph`,
-    unless the config says), and labels that fit the class count
-    (:func:`check_class_count`).  ``outputs``: (name, shape) per model output.
+    output holds logits or probabilities (:func:`segment_scores_from_graph`) and
+    where its classes are (:func:`segment_layout_for`), each unless the config
+    says, and labels that fit the class count (:func:`check_class_count`).
+    ``outputs``: (name, shape) per model output; ``input_layout``: the image
+    input's "nchw"/"nhwc", when known.
     """
     shapes = {name: shape for name, shape in outputs}
     cfg = select_output(config, list(shapes))
-    if isinstance(cfg, SegmentConfig) and cfg.scores is SegmentScores.AUTO and cfg.output is not None:
-        cfg = dataclasses.replace(cfg, scores=segment_scores_from_graph(graph, cfg.output))
+    if isinstance(cfg, SegmentConfig) and cfg.output is not None:
+        if cfg.scores is SegmentScores.AUTO:
+            cfg = dataclasses.replace(cfg, scores=segment_scores_from_graph(graph, cfg.output))
+        if cfg.layout is SegmentLayout.AUTO:
+            cfg = dataclasses.replace(cfg, layout=segment_layout_for(shapes[cfg.output], labels, input_layout))
     if not isinstance(cfg, RawConfig) and cfg.output is not None:
         check_class_count(cfg, labels, shapes[cfg.output])
     return cfg

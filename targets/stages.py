@@ -312,17 +312,14 @@ class Canonical:
 
 def canonicalize_stage(req: BuildRequest, src: Source) -> Canonical:
     layout = next((s.order.value for s in req.steps if isinstance(s, _pre.Layout)), None)
-    kwargs: Dict[str, Any] = {"input_shapes": req.input_shapes, "size": req.size}
-    if layout is not None and "layout" in canonicalize.__code__.co_varnames:
-        kwargs["layout"] = layout
-    canon = canonicalize(src.proto, **kwargs)
-    post = req.postprocess
-    resolve = getattr(_post, "resolve_for_model", None)
-    if resolve is not None:
-        post = resolve(post, canon.model.graph, [(t.name, t.shape) for t in canon.outputs], req.labels)
+    canon = canonicalize(src.proto, input_shapes=req.input_shapes, size=req.size, layout=layout)
     steps = tuple(req.steps)
+    input_layout = None
     if len(canon.inputs) == 1:  # image steps feed one input: its layout, and a tensor that fits it
         steps = fit_steps_to_input(steps, canon.inputs[0].name, canon.inputs[0].shape)
+        input_layout = canon.inputs[0].layout
+    post = _post.resolve_for_model(req.postprocess, canon.model.graph, [(t.name, t.shape) for t in canon.outputs],
+                                   req.labels, input_layout)
     return Canonical(model=canon, postprocess=post, steps=steps)
 
 

@@ -89,6 +89,20 @@ def multiclass_segmenter(path: Path, classes: int = 4) -> Path:
     return _save(helper.make_graph(nodes, "multiclass_segmenter", [x], [y], inits), path)
 
 
+def nhwc_segmenter(path: Path, classes: int = 4) -> Path:
+    """A Keras-style segmenter: [1, 16, 16, 3] in, [1, 16, 16, C] class scores out."""
+    rng = np.random.default_rng(4)
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 16, 16, 3])
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 16, 16, classes])
+    nodes = [
+        helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w", "b"], ["c"]),
+        helper.make_node("Transpose", ["c"], ["scores"], perm=[0, 2, 3, 1]),
+    ]
+    inits = [_init("w", rng.normal(0, 1, (classes, 3, 1, 1))), _init("b", np.zeros(classes))]
+    return _save(helper.make_graph(nodes, "nhwc_segmenter", [x], [y], inits), path)
+
+
 def three_outputs(path: Path) -> Path:
     """A feature map first, then 4-class logits, then a 2-value auxiliary head."""
     rng = np.random.default_rng(1)
@@ -270,10 +284,26 @@ def test_binary_segmentation_threshold_recorded_from_the_graph(tmp_path, sigmoid
 def test_multiclass_segmentation_labels_must_match(tmp_path):
     model = multiclass_segmenter(tmp_path / "mseg.onnx")
     steps = [Color("rgb"), Resize(16, 16), Normalize(), Layout("nchw"), Dtype("float32")]
-    with pytest.raises(ConfigError, match=r"3 labels, but output 'scores' \[1, 4, 16, 16\] has 4 or 16 class channel"):
+    with pytest.raises(ConfigError, match=r"3 labels, but output 'scores' \[1, 4, 16, 16\] has 4 class channel"):
         edgekit.build(model, target="onnxruntime", preprocess=steps, task="segment", labels=["a", "b", "c"],
                       output=tmp_path / "x.edgepkg")
     assert not (tmp_path / "x.edgepkg").exists()
+
+
+def test_nhwc_segmentation_without_labels_reads_the_last_dim(tmp_path):
+    model = nhwc_segmenter(tmp_path / "kseg.onnx")
+    rng = np.random.default_rng(6)
+    image = tmp_path / "p.png"
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pkg = edgekit.build(model, target="onnxruntime", preprocess=[Color("rgb"), Resize(16, 16), Normalize(), Dtype("float32")],
+                            task="segment", output=tmp_path / "kseg.edgepkg")
+    with edgekit.load(pkg) as m:
+        assert m.manifest.postprocess.layout.value == "nhwc"  # from the model's NHWC input
+        r = m.predict(image)
+        raw = m.infer({"image": m.preprocess(image)})["scores"][0]
+    np.testing.assert_array_equal(r.mask, np.argmax(raw, axis=-1))
 
 
 # --------------------------------------------------------------------------- outputs by name, labels

@@ -18,6 +18,7 @@ from edgekit.postprocess import (
     RawConfig,
     RawResult,
     SegmentConfig,
+    SegmentLayout,
     SegmentResult,
     SegmentScores,
     SoftmaxMode,
@@ -30,6 +31,7 @@ from edgekit.postprocess import (
     nms,
     postprocess,
     resolve_for_model,
+    segment_layout_for,
     segment_scores_from_graph,
     select_output,
     softmax,
@@ -737,8 +739,8 @@ def test_resolve_for_model_records_every_decision():
     graph = _Graph(_Node("Conv", ["x", "w"], ["logits"]), _Node("Sigmoid", ["logits"], ["mask"]))
     outs = [("logits", [1, 1, 32, 32]), ("mask", [1, 1, 32, 32])]
     cfg = resolve_for_model(SegmentConfig(output="mask"), graph, outs, ["bg", "fg"])
-    assert cfg == SegmentConfig(output="mask", scores="probabilities")
-    assert config_to_json(cfg) == {"task": "segment", "output": "mask", "scores": "probabilities"}
+    assert cfg == SegmentConfig(output="mask", scores="probabilities", layout="nchw")
+    assert config_to_json(cfg) == {"task": "segment", "output": "mask", "scores": "probabilities", "layout": "nchw"}
     assert resolve_for_model(SegmentConfig(output="logits"), graph, outs).scores is SegmentScores.LOGITS
     # the user's word wins over the graph
     assert resolve_for_model(SegmentConfig(output="mask", scores="logits"), graph, outs).scores is SegmentScores.LOGITS
@@ -746,3 +748,22 @@ def test_resolve_for_model_records_every_decision():
         resolve_for_model(SegmentConfig(), graph, outs)
     with pytest.raises(ConfigError, match="3 labels"):
         resolve_for_model(SegmentConfig(output="mask"), graph, outs, ["a", "b", "c"])
+
+
+def test_segment_layout_decided_at_build_time():
+    # labels that fit one dim decide; otherwise the input's layout; otherwise NCHW
+    assert segment_layout_for([1, 21, 64, 64], ["c"] * 21) is SegmentLayout.NCHW
+    assert segment_layout_for([1, 64, 64, 21], ["c"] * 21) is SegmentLayout.NHWC
+    assert segment_layout_for([1, 64, 64, 1], ["bg", "fg"]) is SegmentLayout.NHWC
+    assert segment_layout_for([1, 64, 64, 5], None, "nhwc") is SegmentLayout.NHWC  # a Keras export, no labels
+    assert segment_layout_for([1, 5, 64, 64], None, "nchw") is SegmentLayout.NCHW
+    assert segment_layout_for([1, 5, 5, 5], None) is SegmentLayout.NCHW
+    assert segment_layout_for([1, 64, 64], ["a"]) is SegmentLayout.AUTO
+    # the recorded layout reads an NHWC map right even without labels
+    nchw = seg_scores(h=5, w=3, c=4)
+    nhwc = np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))  # [1, 5, 3, 4]
+    r = postprocess(SegmentConfig(layout="nhwc"), {"o": nhwc})
+    np.testing.assert_array_equal(r.mask, np.argmax(nchw[0], axis=0))
+    # and the label check looks at that dim only
+    with pytest.raises(ConfigError, match="3 labels"):
+        check_class_count(SegmentConfig(layout="nhwc"), ["a", "b", "c"], [1, 3, 64, 4])
