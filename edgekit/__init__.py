@@ -23,24 +23,6 @@ from .errors import (
 __version__ = "0.1.0"
 
 
-def _source_checkout_subpackages() -> None:
-    """Run from a source checkout, find ``edgekit.targets`` & co. in their sibling folders.
-
-    pyproject maps ``targets/``, ``quantize/`` and ``device_farm/`` to
-    ``edgekit.targets`` … when installing; a checkout on ``sys.path`` (``python
-    -m ...`` from the repo root) shadows the installed package, so point the
-    package path at the checkout root as well.
-    """
-    import os
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, "pyproject.toml")) and os.path.isdir(os.path.join(root, "targets")):
-        if root not in __path__:
-            __path__.append(root)
-
-
-_source_checkout_subpackages()
-
 __all__ = [
     "__version__",
     "load",

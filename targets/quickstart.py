@@ -15,10 +15,9 @@ from .pipeline import build_package
 
 
 def bundled_model_dir() -> Path:
-    """The folder holding the bundled model, labels and images (inside the installed edgekit)."""
-    import edgekit
-
-    return Path(edgekit.__file__).resolve().parent / "data"
+    """The folder holding the bundled model, labels and images: build-side data (``edgekit.targets``),
+    so the device-side package carries none of it."""
+    return Path(__file__).resolve().parent / "data"
 
 
 def bundled_model() -> Dict[str, Any]:

@@ -17,6 +17,8 @@ MIN_SQNR_DB: Dict[Tuple[str, str], float] = {
     # openvino: fp32 IR on the CPU plugin (its own kernels, f32 here), fp16-compressed weights, NNCF int8
     ("openvino", "fp32"): 60.0,
     ("openvino", "fp16"): 30.0,
+    # bf16 (8-bit mantissa) on CPUs with AVX512-BF16/AMX: its own precision, pinned and verified as such
+    ("openvino", "bf16"): 25.0,
     ("openvino", "int8"): 10.0,
     # qnn: onnxruntime-qnn's HTP backend (simulated on x86_64), CPU fallback disabled
     ("qnn", "fp16"): 30.0,

@@ -14,7 +14,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "edgekit" / "data"
+DATA = ROOT / "targets" / "data"
 MODEL = DATA / "fashion_mnist_cnn.onnx"
 META = DATA / "fashion_mnist_model.json"
 LABELS = DATA / "fashion_mnist_labels.txt"

@@ -30,7 +30,7 @@ from edgekit.targets.coreml.schemes import Compression, DeploymentTarget, resolv
 from edgekit.targets.spec import Precision  # noqa: E402
 from models.meta import GOLDEN_MODELS  # noqa: E402
 
-BUNDLED = Path(edgekit.__file__).parent / "data" / "fashion_mnist_cnn.onnx"
+BUNDLED = Path(__file__).resolve().parents[1] / "targets" / "data" / "fashion_mnist_cnn.onnx"
 
 
 def _sqnr(ref: np.ndarray, out: np.ndarray) -> float:

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("onnx")
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "edgekit" / "data"
+DATA = ROOT / "targets" / "data"
 
 
 @pytest.fixture(scope="module")

@@ -285,7 +285,7 @@ def test_prepare_folds_shape_arithmetic():
 
 
 # -- the target through the pipeline ------------------------------------------------------------
-DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "edgekit" / "data"
+DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "targets" / "data"
 
 
 def _bundled_kwargs():

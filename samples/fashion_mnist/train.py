@@ -1,6 +1,6 @@
 """Train the bundled Fashion-MNIST CNN and write edgekit's default model and data.
 
-This produces everything under ``edgekit/data/`` that ``edgekit quickstart``
+This produces everything under ``targets/data/`` that ``edgekit quickstart``
 ships inside the wheel:
 
 * ``fashion_mnist_cnn.onnx``   -- the trained CNN, written with ``onnx.helper``
@@ -41,7 +41,7 @@ import numpy as np
 
 DEFAULT_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_OUT_DIR = REPO_ROOT / "edgekit" / "data"
+DEFAULT_OUT_DIR = REPO_ROOT / "targets" / "data"
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -424,7 +424,7 @@ def onnx_logits(path: Path, images_u8: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="folder with the idx .gz files")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="output folder (edgekit/data)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="output folder (targets/data)")
     p.add_argument("--export-only", action="store_true", help="only regenerate labels + image subsets")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=128)
