@@ -32,4 +32,16 @@ def describe_options(name: str) -> List[Dict[str, Any]]:
     return RUNNERS.get(name).options.describe()
 
 
-__all__ = ["RUNNERS", "Runner", "describe_options", "missing_runtime"]
+def describe_all_options() -> Dict[str, Any]:
+    """``{runner: its options}`` for every registered runner; a plug-in that fails to import gets
+    ``{"error": ...}`` instead of hiding the others."""
+    out: Dict[str, Any] = {}
+    for name in RUNNERS.names():
+        try:
+            out[name] = describe_options(name)
+        except Exception as exc:  # noqa: BLE001 - a broken third-party plug-in must not break the listing
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+__all__ = ["RUNNERS", "Runner", "describe_all_options", "describe_options", "missing_runtime"]

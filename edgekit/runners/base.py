@@ -11,7 +11,8 @@ against it (one validator, one error style) and keeps the result, every
 option filled, in ``self.options`` (the instance attribute shadows the class's
 schema; the schema stays at ``type(self).options``).
 
-Inputs: ``_infer`` always gets C-contiguous, aligned arrays.  A runtime that
+Inputs: ``_infer`` always gets C-contiguous, aligned arrays (and writable ones
+where the runner says ``writable_inputs``).  A runtime that
 wraps a buffer without copying (OpenVINO's shared tensors, a CUDA memcpy)
 would otherwise read a transposed view, a slice or a broadcast view as the
 wrong memory; the copy is made once here, only for arrays that need it.
@@ -46,6 +47,9 @@ class Runner(ABC):
     extra: ClassVar[str]
     #: the options this runner takes (checked by the base ``__init__``)
     options: ClassVar[OptionSchema]
+    #: True when the runtime wraps input buffers as writable memory (OpenVINO's shared tensors refuse
+    #: read-only arrays): read-only inputs are then copied too
+    writable_inputs: ClassVar[bool] = False
 
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
         self.root = Path(root)
@@ -74,9 +78,12 @@ class Runner(ABC):
         packaged = dict(manifest.runtime_options)
         if manifest.runtime != cls.name:
             packaged = {k: v for k, v in packaged.items() if k in schema and not schema[k].device_only}
+        from_call = schema.parse(call, source="edgekit.load()")
+        # what the call sets replaces the package's value, which is then not used (nor checked): a way to run
+        # a package whose recorded option this device cannot take
+        packaged = {k: v for k, v in packaged.items() if k not in schema or schema[k].name not in from_call}
         source = f"the package's manifest.target.runtime_options ({manifest.name})"
         from_package = schema.parse(packaged, source=source, from_package=True)
-        from_call = schema.parse(call, source="edgekit.load()")
         values = {**schema.defaults(), **from_package, **from_call}
         sources = {name: FROM_CALL if name in from_call else FROM_PACKAGE if name in from_package else FROM_DEFAULT
                    for name in values}
@@ -112,7 +119,7 @@ class Runner(ABC):
                 )
             flags = value.flags
             # transposed / Fortran-ordered / sliced / broadcast (zero strides) / misaligned views: copy once
-            if not (flags.c_contiguous and flags.aligned):
+            if not (flags.c_contiguous and flags.aligned and (flags.writeable or not self.writable_inputs)):
                 if fixed is None:
                     fixed = dict(feeds)
                 fixed[name] = value.copy(order="C")  # a fresh copy: contiguous and aligned

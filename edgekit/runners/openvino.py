@@ -241,6 +241,7 @@ class OpenVinoRunner(Runner):
     name = "openvino"
     extra = "openvino"
     options = OPTIONS
+    writable_inputs = True  # ov.Tensor(shared_memory=True) refuses read-only arrays
 
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
         super().__init__(root, manifest, **options)
