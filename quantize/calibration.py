@@ -445,8 +445,8 @@ def _load_images(
         shown = "; ".join(_skip_text(p, why, root) for p, why in skipped[:_NAMED_SKIPS])
         more = f"; and {len(skipped) - _NAMED_SKIPS} more" if len(skipped) > _NAMED_SKIPS else ""
         warnings.warn(
-            f"{root}: kept {len(feeds)} of {len(chosen)} image(s); {len(skipped)} could not be decoded and "
-            f"were skipped: {shown}{more}",
+            f"{root}: skipped {len(skipped)} file(s) that could not be decoded, kept {len(feeds)} of "
+            f"{len(chosen)} image(s): {shown}{more}",
             UserWarning,
             stacklevel=3,
         )

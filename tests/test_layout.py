@@ -354,6 +354,6 @@ def test_undecodable_calibration_files_are_named_with_the_count_kept(tmp_path):
     with pytest.warns(UserWarning) as record:
         cs = load_feeds(folder, [spec], Preprocessor(default_image_steps(16, 16)))
     text = " ".join(str(w.message) for w in record)
-    assert "kept 5 of 7 image(s); 2 could not be decoded" in text
+    assert "skipped 2 file(s) that could not be decoded, kept 5 of 7 image(s)" in text
     assert "broken.jpg" in text and "notes.png" in text
     assert len(cs) == 5 and "2 undecodable skipped" in cs.source
