@@ -38,16 +38,23 @@ _SHA256_META = meta(pattern=_SHA256, description="expected 64 lowercase hex digi
 
 
 class _JsonView(collections.abc.Mapping):
-    """Read-only mapping access by JSON key, for sections that tools read like dicts."""
+    """Read-only mapping access by JSON key, for sections that tools read like dicts.
+
+    Keys whose value is null are left out of the view: for a reader an unset
+    optional field and an absent one are the same (``"build_profile" in details``).
+    """
+
+    def _view(self) -> Dict[str, Any]:
+        return {k: v for k, v in jt.dump(self).items() if v is not None}
 
     def __getitem__(self, key: str) -> Any:
-        return jt.dump(self)[key]
+        return self._view()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(jt.dump(self))
+        return iter(self._view())
 
     def __len__(self) -> int:
-        return len(jt.dump(self))
+        return len(self._view())
 
     def to_json(self) -> Dict[str, Any]:
         return jt.dump(self)

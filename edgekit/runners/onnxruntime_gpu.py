@@ -30,7 +30,7 @@ GPU_PROVIDERS: Tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionPro
 
 
 def _profile(manifest: Manifest) -> BuildProfile:
-    details = ((manifest.data.get("target") or {}).get("details") or {})
+    details = manifest.details  # typed per target (edgekit.manifest.TensorrtDetails), read as a mapping
     if "build_profile" in details:
         try:
             return BuildProfile.from_json(details["build_profile"], where="manifest.target.details.build_profile")

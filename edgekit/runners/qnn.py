@@ -139,7 +139,7 @@ class QnnRunner(OrtSessionRunner):
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
         super().__init__(root, manifest, **options)
         opts = self.options
-        details: Mapping[str, Any] = (manifest.data.get("target") or {}).get("details") or {}
+        details: Mapping[str, Any] = manifest.details  # edgekit.manifest.QnnDetails, typed at load
         self._details = details
         self.placement: Mapping[str, Any] = details.get("placement") or {}
 

@@ -107,7 +107,7 @@ def gpu_info(cudart: Any, device: int = 0) -> Tuple[str, str]:
 
 
 def manifest_profile(manifest: Manifest) -> BuildProfile:
-    details = ((manifest.data.get("target") or {}).get("details") or {})
+    details = manifest.details  # typed per target (edgekit.manifest.TensorrtDetails), read as a mapping
     if "build_profile" not in details:
         raise ManifestError(
             "manifest.target.details.build_profile: missing; this package was not built for TensorRT "
