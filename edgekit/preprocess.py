@@ -721,7 +721,8 @@ def _geometry(original: Tuple[int, int], resize: Resize) -> _Geometry:
     # exact to the sub-pixel and never resamples pixels that are then thrown away.
     s = max(W / w0, H / h0)
     cw, ch = W / s, H / s
-    left, top = (w0 - cw) / 2.0, (h0 - ch) / 2.0
+    # max(0, ...): W / (W / w0) can round to a hair above w0, and Pillow refuses a negative box
+    left, top = max(0.0, (w0 - cw) / 2.0), max(0.0, (h0 - ch) / 2.0)
     t = Transform(original, (s, s), crop=(left * s, top * s), input_size=(W, H))
     return _Geometry((left, top, left + cw, top + ch), (W, H), (0, 0), (W, H), t)
 
@@ -860,9 +861,7 @@ def _high_depth(im: Image.Image, name: str) -> Image.Image:
             f"{name} has values {vmin:g}..{vmax:g}, outside its {lo:g}..{hi:g} range ({why}); "
             "scale it into that range, or convert it to 8 bits yourself; edgekit does not clip images silently"
         )
-    out = Image.fromarray(((arr - lo) * (255.0 / (hi - lo))).astype(np.float32))
-    out.info = dict(im.info)
-    return out
+    return Image.fromarray(((arr - lo) * (255.0 / (hi - lo))).astype(np.float32))
 
 
 class Preprocessor:

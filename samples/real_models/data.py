@@ -49,6 +49,32 @@ def photo_folder(dest: Path) -> Path:
     return dest
 
 
+def people_folder(dest: Path, count: int = 48) -> Path:
+    """Scenes with people for a face/person detector: the astronaut portrait at several scales and
+    places, pasted on the other photos, plus the photos themselves (no people: false positives count too)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = _fetch.fetch(list(PHOTOS))
+    rng = np.random.default_rng(1)
+    with Image.open(paths["astronaut"]) as im:
+        person = im.convert("RGB")
+    backgrounds = []
+    for name in PHOTOS[1:]:
+        with Image.open(paths[name]) as im:
+            backgrounds.append(im.convert("RGB").resize((640, 480), Image.BILINEAR))
+    for i in range(count):
+        bg = backgrounds[i % len(backgrounds)].copy()
+        if i % 8 != 7:  # every eighth scene has nobody in it
+            scale = float(rng.uniform(0.3, 0.8))
+            fig = person.resize((int(512 * scale), int(512 * scale)), Image.BILINEAR)
+            if i % 2:
+                fig = fig.transpose(Image.FLIP_LEFT_RIGHT)
+            x = int(rng.integers(0, 640 - fig.width + 1))
+            y = int(rng.integers(0, 480 - fig.height + 1))
+            bg.paste(fig, (x, y))
+        bg.save(dest / f"scene_{i:02d}.jpg", quality=90)
+    return dest
+
+
 def page_folder(dest: Path) -> Path:
     """Scanned text (page.png, text.png) and its crops: what a text detector sees."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ class RealModel(RealFile):
     producer: str = ""
     exercises: Tuple[str, ...] = ()
     build: Mapping[str, Any] = field(default_factory=dict)
-    #: photos | pages | text-lines | faces | speech (see data.py)
+    #: photos | people | pages | text-lines | faces | speech (see data.py)
     calibration: str = "photos"
     description: str = ""
 
@@ -104,6 +104,7 @@ MODELS: Tuple[RealModel, ...] = (
                    "YOLOv8 [1, 4+C, N] head: boxes and 18 class scores in one tensor"),
         # no labels and no size given: both come from the Ultralytics metadata
         build={"preprocess": _image_steps(320, 320, resize="letterbox", pad_value=114), "task": "detect"},
+        calibration="people",
         description="YOLOv8n detector (18 classes of exposed/covered body parts and faces) at 320x320",
     ),
     RealModel(

@@ -51,6 +51,7 @@ class CalibrationCache:
         if kind not in self._made:
             makers = {
                 "photos": lambda: _data.photo_folder(self.root / "photos"),
+                "people": lambda: _data.people_folder(self.root / "people"),
                 "pages": lambda: _data.page_folder(self.root / "pages"),
                 "text-lines": lambda: _data.text_line_folder(self.root / "text-lines"),
                 "faces": lambda: _data.face_folder(self.root / "faces"),
@@ -64,8 +65,8 @@ class CalibrationCache:
 
 def _figures(v: Dict[str, Any]) -> Dict[str, Any]:
     """The verification figures worth a column, whatever shape the report has today."""
-    keep = ("samples", "min_sqnr_db", "top1_agreement", "top5_agreement", "passed", "floor", "floors", "weakest",
-            "parts", "detection", "detections", "mask_iou", "gate_failure", "note", "warnings")
+    keep = ("samples", "min_sqnr_db", "top1_agreement", "top5_agreement", "passed", "gates", "gate_sources", "weakest",
+            "parts", "detection", "mask_iou", "gate_failure", "note", "reference_accuracy", "candidate_accuracy")
     out = {k: v[k] for k in keep if k in v and v[k] is not None}
     outs = v.get("outputs") or []
     if outs:
@@ -161,20 +162,23 @@ def run_suite(out_dir: Path, *, models: Optional[Sequence[str]] = None, targets:
 
 
 def format_row(r: Row) -> str:
+    """One line: the weakest part's SQNR, every part's, task figures, and the default-floor verdict."""
     f = r.figures
     head = f"{r.model:<20} {r.target:<12} {r.precision:<5}"
     if r.error:
         return f"{head} FAILED {r.seconds:6.1f}s  {r.error}  [{r.error_where}]"
     sq = f.get("min_sqnr_db")
-    parts = f.get("outputs_sqnr_db") or {}
+    parts = {p["name"]: p.get("sqnr_db") for p in f.get("parts") or []} or f.get("outputs_sqnr_db") or {}
     extra = []
     if f.get("top1_agreement") is not None:
-        extra.append(f"top1 {100 * f['top1_agreement']:.1f}%")
-    det = f.get("detection") or f.get("detections")
-    if isinstance(det, dict):
-        extra += [f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in det.items()
-                  if not isinstance(v, (dict, list))]
-    pstr = ", ".join(f"{k} {v:.1f}" for k, v in list(parts.items())[:3])
+        extra.append(f"top-1 {100 * f['top1_agreement']:.1f}%")
+    det = f.get("detection")
+    if isinstance(det, dict) and det.get("recall") is not None:
+        extra.append(f"recall {det['recall']:.2f} precision {det.get('precision', 0):.2f} "
+                     f"({det.get('matched')}/{det.get('reference_detections')} boxes)")
+    pstr = ", ".join(f"{k} {v:.1f}" for k, v in list(parts.items())[:4] if isinstance(v, (int, float)))
     verdict = {True: "pass", False: "FLOOR", None: "?"}[f.get("passed")]
-    sqs = f"{sq:7.1f} dB" if isinstance(sq, (int, float)) else "      -   "
-    return f"{head} {verdict:<5} {r.seconds:6.1f}s {sqs}  n={f.get('samples', '?')}  {'; '.join(extra)}  [{pstr}]"
+    floor = (f.get("gates") or {}).get("min_sqnr_db")
+    sqs = f"{sq:6.1f} dB" if isinstance(sq, (int, float)) else "     -   "
+    fl = f" (floor {floor:g})" if isinstance(floor, (int, float)) else ""
+    return f"{head} {verdict:<5}{fl:<13} {sqs} n={f.get('samples', '?'):<3} {'; '.join(extra)}  [{pstr}]  {r.seconds:.0f}s"
