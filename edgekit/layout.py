@@ -8,14 +8,15 @@ disagree about the same model:
 * a 4-D shape whose dim 1 is a known channel count (1, 3 or 4) is NCHW;
 * otherwise one whose dim 3 is a known channel count is NHWC;
 * otherwise the layout is not evident (``None``): callers assume NCHW, the
-  convention of PyTorch exports, and say so, unless ``--layout`` decides.
+  convention of PyTorch exports (the canonicalizer notes it in the manifest),
+  unless ``--layout`` decides.
 
 ``[1, 3, 224, 3]`` fits both; channel-first wins that tie (PyTorch exports
 outnumber odd NHWC images 3 pixels high).  A dim counts as known when it is
 a positive integer: ``0``/``-1``/``None`` or a symbolic name (``"height"``)
 is unknown, whichever convention the caller's shape uses.
 
-Device side: no imports beyond edgekit's own (numpy-free).
+Device side: imports only :mod:`edgekit.preprocess` (its step types).
 """
 from __future__ import annotations
 
