@@ -75,6 +75,16 @@ def _per_channel_weights(w: np.ndarray, axis: int) -> Tuple[np.ndarray, QParams]
                    ).astype(np.int8), q
 
 
+#: a CONCATENATION/PACK whose inputs' scales differ more than this runs in float: one shared int8
+#: scale would leave the narrow inputs (a detector's 0..1 class scores next to pixel boxes) a few levels
+MAX_CONCAT_SPREAD = 16.0
+
+
+def _scale_spread(params: Sequence[QParams]) -> float:
+    scales = [float(q.scale[0]) for q in params if q is not None]
+    return max(scales) / min(scales) if len(scales) > 1 and min(scales) > 0 else 1.0
+
+
 @dataclass
 class Int8Report:
     float_ops: List[str] = field(default_factory=list)       # "OP (node): why"
@@ -147,9 +157,11 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
         if op.role is QuantRole.INDEX:
             continue
         stay_float = op.node in skip_nodes or name not in INT8_KERNELS or op.role is QuantRole.FLOAT
-        if stay_float and (acts_in or acts_out):
+        spread = _scale_spread([params.get(i) or own(i) for i in acts_in]) if op.role is QuantRole.SAME_ALL else 1.0
+        if (stay_float or spread > MAX_CONCAT_SPREAD) and (acts_in or acts_out):
             float_ops.add(k)
-            why = "skipped by the recipe" if op.node in skip_nodes else "no int8 kernel"
+            why = ("skipped by the recipe" if op.node in skip_nodes else "no int8 kernel" if stay_float else
+                   f"inputs' ranges {spread:.0f}x apart (one int8 scale would erase the narrow ones)")
             report.float_ops.append(f"{name} ({op.node}): {why}")
             for o in acts_out:
                 params.setdefault(o, own(o))
@@ -249,8 +261,37 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
         if t.data is None and t.dtype == "float32" and i not in keep_float:
             t.dtype = "int8"
             t.quant = q
-    g.operators = new_ops
+    g.operators = _drop_requantize_pairs(new_ops, g)
     from .lower import _prune
 
     _prune(g)
     return g, report
+
+
+def _drop_requantize_pairs(ops: List[Operator], g: Subgraph) -> List[Operator]:
+    """QUANTIZE(float → q) then DEQUANTIZE(q → float output) with q read by nothing else: a float
+    fallback that feeds a float model output writes the output directly (no needless int8 round trip)."""
+    s = schema()
+    readers: Dict[int, int] = {}
+    for op in ops:
+        for i in op.inputs:
+            if i >= 0:
+                readers[i] = readers.get(i, 0) + 1
+    producer = {o: k for k, op in enumerate(ops) for o in op.outputs}
+    drop: Set[int] = set()
+    for k, op in enumerate(ops):
+        if op.opcode != s.BuiltinOperator.DEQUANTIZE or g.tensors[op.inputs[0]].data is not None:
+            continue
+        q = op.inputs[0]
+        p = producer.get(q)
+        if p is None or ops[p].opcode != s.BuiltinOperator.QUANTIZE or readers.get(q, 0) != 1 or q in g.outputs:
+            continue
+        f, out = ops[p].inputs[0], op.outputs[0]
+        if g.tensors[f].dtype != "float32" or f in g.inputs:
+            continue
+        # the float producer writes the model output itself
+        for other in ops:
+            other.outputs = [out if x == f else x for x in other.outputs]
+            other.inputs = [out if x == f else x for x in other.inputs]
+        drop.update((k, p))
+    return [op for k, op in enumerate(ops) if k not in drop]
