@@ -239,3 +239,37 @@ def test_classify_top5_and_segment_mask_iou():
     rep = compare_outputs([{"s": seg_ref}], [{"s": seg_cand}], task="segment")
     # class 1: IoU 4/8; class 0: IoU 8/12
     assert rep.mask_iou == pytest.approx((4 / 8 + 8 / 12) / 2)
+
+
+# ----------------------------------------------------------------- the CLI's warnings and usage errors
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("nosuchcommand",), "No such command 'nosuchcommand'"),
+    (("build", "--no-such-flag"), "No such option: --no-such-flag"),
+    (("inspect",), "Missing argument"),
+])
+def test_usage_errors_are_one_error_line(args, needle):
+    proc = _cli(*args)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "Usage:" not in proc.stderr
+
+
+def test_build_warnings_on_the_cli(tmp_path):
+    gm = GM["conv_bn_relu"]
+    proc = _cli("build", gm.path, "--target", "onnxruntime", "-o", tmp_path / "w.edgepkg")
+    assert proc.returncode == 0, proc.stderr
+    warns = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
+    assert any("random-normal tensors" in w for w in warns), proc.stderr
+    assert "warnings.warn" not in proc.stderr and "UserWarning" not in proc.stderr  # no Python source lines
+    proc = _cli("build", gm.path, "--target", "onnxruntime", "-o", tmp_path / "w.edgepkg", "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and any("random-normal tensors" in w for w in doc["warnings"])
+    assert doc["manifest"]["build"]["warnings"] == doc["warnings"]
+    assert "warning:" not in proc.stderr
