@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 from edgekit import _warnings
-from edgekit.manifest import BuildReport, Manifest
+from edgekit.manifest import BuildReport, Manifest, StageTiming
 from edgekit.quantize.parity import ParityReport
 
 from . import exporter_meta, stages
@@ -47,6 +47,9 @@ class BuildResult:
     parity: ParityReport
     warnings: Tuple[str, ...] = ()
     chatter: Tuple[str, ...] = ()
+    #: every stage's time, "package" included (the manifest's report ends at "gate":
+    #: it is written by the package stage)
+    timings: Tuple[StageTiming, ...] = ()
 
     @property
     def manifest(self) -> Dict[str, Any]:
@@ -73,7 +76,7 @@ def build_package(model: Any, **options: Any) -> BuildResult:
             manifest = dataclasses.replace(manifest, build=report)
             path, manifest = clock.run("package", stages.package, req, manifest, built)
     return BuildResult(path=path, package=manifest, parity=verified.parity, warnings=tuple(caught.warnings),
-                       chatter=tuple(caught.chatter))
+                       chatter=tuple(caught.chatter), timings=tuple(clock.timings))
 
 
 def build(model: Any, **kwargs: Any) -> Path:
