@@ -790,10 +790,12 @@ def _pct(x: Optional[float]) -> str:
 
 
 from . import cli_security as _security  # noqa: E402  (it imports `command` from this module)
+from . import cli_export as _export  # noqa: E402
 
 app.command()(_security.keygen)
 app.command()(_security.sign)
 app.command()(_security.verify)
+app.add_typer(_export.export_app, name="export")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""CLI commands for package signatures: ``keygen``, ``sign``, ``verify``.
+"""CLI commands for package signatures: ``keygen``, ``sign``, ``verify`` (imported by edgekit.cli only).
 
 Registered in :mod:`edgekit.cli` one line each.  Thin over
 :mod:`edgekit.signing` and :mod:`edgekit.package`.

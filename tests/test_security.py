@@ -591,3 +591,14 @@ def test_build_sign_makes_a_signed_package(tmp_path):
         assert m._package.signed_by == PublicKey.load(f"{key}.pub").key_id
     _one_line(_cli("build", GM["conv_bn_relu"].path, "--target", "onnxruntime", "--sign", tmp_path / "nokey", "-o", out),
               "no such key file")
+
+
+# ----------------------------------------------------------------------------- 8. lean device packages
+def test_export_snpe_refuses_other_targets_and_non_empty_folders(tmp_path, zpkg):
+    _one_line(_cli("export", "snpe", zpkg, tmp_path / "out", "--model", GM["conv_bn_relu"].path),
+              "has no SNPE/QAIRT export")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    _one_line(_cli("export", "snpe", zpkg, full, "--model", GM["conv_bn_relu"].path), "not an empty folder")
+    assert (full / "keep.txt").read_text() == "x"

@@ -27,6 +27,9 @@ BUILD_OPTIONS = OptionSchema("qnn target", [
     Option("soc_model", (int, str), None, "QNN SoC model id (default: the arch's representative SoC)"),
     Option("soc", str, None, "SoC part number, for the manifest and the SNPE/QAIRT commands"),
     Option("require_npu", bool, False, "fail the build when any node would leave the HTP for the CPU"),
+    # the SNPE/QAIRT sidecars are build-side files (and hold calibration samples): never in the device package
+    Option("snpe_export_dir", str, None, "write the SNPE/QAIRT files (fp32 and QDQ ONNX, AIMET encodings, converter "
+           "commands) to this folder; used by `edgekit export snpe PKG DIR`"),
 ])
 
 

@@ -269,7 +269,7 @@ def _commands_script(commands: Mapping[str, List[str]], cfg: Any, precision: Any
     lines = [
         "#!/bin/sh",
         "# Make a DLC (SNPE) or a QNN model/context binary (QAIRT) with the ranges this package was calibrated with.",
-        "# Run from the package's model/ folder with the Qualcomm AI Runtime SDK set up (source bin/envsetup.sh).",
+        "# Run from this folder (`edgekit export snpe PKG DIR`) with the Qualcomm AI Runtime SDK set up (bin/envsetup.sh).",
         f"# Target: HTP v{cfg.arch} ({cfg.soc}, soc_model {cfg.soc_model}); precision {precision.value}.",
     ]
     if precision.value == "int8":

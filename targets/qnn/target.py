@@ -100,23 +100,24 @@ class QnnTarget(Target):
         details: Dict[str, Any] = {"precision": precision.value, **cfg.to_json()}
 
         fp32_path = htp_shaped_fp32(model, workdir, details)
-        files = [FP32_MODEL]
+        files: List[str] = []  # the device package: the EPContext model and its context binaries only
         quantization: Optional[Dict[str, Any]] = None
         compile_src = fp32_path
         if precision is Precision.INT8:
             compile_src = workdir / QDQ_MODEL
             quantization = _quantize(fp32_path, compile_src, spec, calibration)
-            files.append(QDQ_MODEL)
 
         placement, binaries, sdk = compile_htp(ort, qnn, compile_src, workdir / ENTRY, cfg, precision)
         details.update(placement=placement, context_binary=f"model/{binaries[0]}",
                        context_binaries=[f"model/{b}" for b in binaries], qairt_sdk=sdk)
         files += [ENTRY, *binaries]
         _report_cpu_nodes(placement, options["require_npu"])
-        files += write_snpe_qairt(
+        sidecars = [FP32_MODEL] + ([QDQ_MODEL] if precision is Precision.INT8 else [])
+        sidecars += write_snpe_qairt(
             workdir, cfg=cfg, precision=precision, inputs=inputs, fp32_model=FP32_MODEL,
             qdq_model=QDQ_MODEL if precision is Precision.INT8 else None, calibration=calibration,
             per_channel=spec.recipe.global_config.per_channel, details=details)
+        _export_sidecars(workdir, sidecars, options.get("snpe_export_dir"), details)
 
         runtime_options = self.runtime_option_values(spec)
         runtime_options.update({"htp_arch": cfg.arch, "soc_model": cfg.soc_model})
@@ -131,6 +132,30 @@ class QnnTarget(Target):
             details=details,
             quantization=quantization,
         )
+
+
+def _export_sidecars(workdir: Path, sidecars: List[str], export_dir: Optional[str], details: Dict[str, Any]) -> None:
+    """SNPE/QAIRT files go to ``export_dir`` (``edgekit export snpe``), never into the package (issue 10)."""
+    import shutil
+
+    for key in ("snpe_qairt", "aimet_encodings"):  # their paths are relative to the export folder now
+        if isinstance(details.get(key), dict):
+            details[key] = {k: (v[len("model/"):] if isinstance(v, str) and v.startswith("model/") else v)
+                            for k, v in details[key].items()}
+    if isinstance(details.get("snpe_qairt"), dict):
+        details["snpe_qairt"]["run_from"] = "the folder written by `edgekit export snpe PKG DIR`"
+    enc = workdir / "model.encodings"
+    if enc.is_file() and isinstance(details.get("aimet_encodings"), dict):
+        import hashlib  # lets an export prove its encodings are this package's ranges
+
+        details["aimet_encodings"]["sha256"] = hashlib.sha256(enc.read_bytes()).hexdigest()
+    if not export_dir:
+        return
+    out = Path(export_dir)
+    for rel in sidecars:
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(workdir / rel, dst)
 
 
 def _report_cpu_nodes(placement: Dict[str, Any], require_npu: bool) -> None:
