@@ -3,7 +3,7 @@
 A :class:`CalibrationSet` is a plain list of feeds (input name → array with
 batch dim 1), optionally with labels.  :func:`load_feeds` makes one from
 
-* a folder of images (recursive; ``.jpg .jpeg .png .bmp .webp``), run through
+* a folder of images (recursive; ``.jpg .jpeg .png .bmp .webp .tif .tiff``), run through
   the shared :class:`edgekit.preprocess.Preprocessor` — the same code the
   device runs, so calibration sees what the device will see.  When every
   image lies in a class subfolder, labels come from the folders;
@@ -31,7 +31,7 @@ import numpy as np
 from edgekit.errors import CalibrationError, EdgekitError
 from edgekit.manifest import TensorSpec
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # TIFF: 16-bit and float frames too
 _INDEX_PREFIX = re.compile(r"^(\d+)[_\-](.+)$")
 
 Feed = Dict[str, np.ndarray]

@@ -357,3 +357,27 @@ def test_undecodable_calibration_files_are_named_with_the_count_kept(tmp_path):
     assert "skipped 2 file(s) that could not be decoded, kept 5 of 7 image(s)" in text
     assert "broken.jpg" in text and "notes.png" in text
     assert len(cs) == 5 and "2 undecodable skipped" in cs.source
+
+
+def test_calibration_folder_of_16bit_and_float_tiffs(tmp_path):
+    """Deep frames calibrate at their real scale: a 16-bit PNG/TIFF and a 0..1 float TIFF of the
+    same picture give the same feeds as its 8-bit PNG (within one 8-bit step)."""
+    from edgekit.manifest import TensorSpec
+    from edgekit.preprocess import Preprocessor
+    from edgekit.quantize.calibration import load_feeds
+
+    rng = np.random.default_rng(8)
+    eight = rng.integers(0, 256, (24, 32), dtype=np.uint8)
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    Image.fromarray(eight).save(folder / "a_8bit.png")
+    Image.fromarray(eight.astype(np.uint16) * 257).save(folder / "b_16bit.png")
+    Image.fromarray(eight.astype(np.uint16) * 257).save(folder / "c_16bit.tif")
+    Image.fromarray(eight.astype(np.float32) / 255.0).save(folder / "d_float.tif")
+    spec = TensorSpec(name="image", shape=(1, 1, 16, 16), dtype="float32", layout="nchw")
+    cs = load_feeds(folder, [spec], Preprocessor(default_image_steps(16, 16, color="gray")))
+    assert len(cs) == 4
+    ref = cs.feeds[0]["image"]
+    assert 0.3 < float(ref.mean()) < 0.7  # the picture itself (a clipped 16-bit frame would be ~1.0)
+    for feed in cs.feeds[1:]:
+        assert float(np.abs(feed["image"] - ref).max()) <= 1 / 255 + 1e-6
