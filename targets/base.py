@@ -6,7 +6,7 @@ target is small: ``check`` (cheap, no vendor SDK) and ``build``.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
@@ -151,9 +151,18 @@ class Target(ABC):
     #: device profile's ``target_options``, never written into a manifest
     build_options: ClassVar["OptionSchema"] = _NO_OPTIONS
 
+    #: Python module → distribution the build needs (checked by :meth:`toolchain`), and the extra installing them
+    requires: ClassVar[Mapping[str, str]] = {}
+    extra: ClassVar[str] = "build"
+
     def toolchain(self) -> Tuple[bool, str]:
         """(installed here?, versions or the pip command that installs it)."""
-        return True, ""
+        import importlib.util
+        from importlib.metadata import version
+
+        if any(importlib.util.find_spec(module) is None for module in self.requires):
+            return False, f"pip install 'edgekit[{self.extra}]'"
+        return True, ", ".join(f"{dist} {version(dist)}" for dist in self.requires.values())
 
     def build_option_values(self, spec: BuildSpec) -> Dict[str, Any]:
         """This build's options, checked against :attr:`build_options` (defaults filled in).
@@ -228,7 +237,7 @@ class Target(ABC):
             available=tuple(table.available(d) for d in missing_domains) if found else (),
         )
 
-    @abstractmethod
+    # -- build (template: the base prepares and validates, the target writes :meth:`_build`) ----------
     def build(
         self,
         model: "onnx.ModelProto",
@@ -237,6 +246,26 @@ class Target(ABC):
         workdir: Path,
     ) -> Artifact:
         """Compile the canonical fp32 model into files under ``workdir``."""
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return self._build(BuildJob(model=model, spec=spec, calibration=calibration, workdir=workdir,
+                                    precision=Precision.parse(spec.precision),
+                                    options=self.build_option_values(spec)))
+
+    def _build(self, job: "BuildJob") -> Artifact:
+        raise NotImplementedError(f"{type(self).__name__} implements neither _build nor build")
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """What :meth:`Target._build` works on: the model, the spec, and what the base derived from them."""
+
+    model: Any
+    spec: BuildSpec
+    calibration: Optional["CalibrationSet"]
+    workdir: Path  # exists
+    precision: Precision
+    options: Mapping[str, Any]  # the build options, checked, defaults filled in
 
 
 @dataclass(frozen=True)

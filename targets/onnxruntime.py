@@ -29,16 +29,14 @@ from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional,
 from edgekit.manifest import TensorSpec
 from edgekit.options import Option, OptionSchema
 
-from .base import Artifact, BuildSpec, Precision, Target
+from .base import Artifact, BuildJob, BuildSpec, Precision, Target
 from .graph import detection_tail, graph_specs
 from .optable import NodeView, OpRule, OpTable, conditional, unsupported
 from .ort_tools import artifact_files, load_check, ort, ort_method, plan_recipe, qdq_counts, quant_type, \
     quiet_quantizer, unmatched_warning
 
 if TYPE_CHECKING:  # pragma: no cover
-    import onnx
 
-    from edgekit.quantize.calibration import CalibrationSet
     from edgekit.quantize.recipe import Recipe
 
 ENTRY = "model.onnx"
@@ -167,6 +165,8 @@ class OnnxRuntimeTarget(Target):
     precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8})
     description = "any CPU (Raspberry Pi, NUC, laptops) through onnxruntime"
     verify_runtime = "onnxruntime"
+    requires = {"onnxruntime": "onnxruntime"}
+    extra = "onnxruntime"
     op_table = OP_TABLE
     build_options = OptionSchema("onnxruntime target", [
         Option("fp16_io", bool, False, "fp16: float16 model inputs and outputs too (default: keep float32 IO)"),
@@ -175,29 +175,13 @@ class OnnxRuntimeTarget(Target):
         Option("vnni", bool, None, "x86 device: whether its CPU has VNNI (default: this build host's answer)"),
     ])
 
-    def toolchain(self) -> Tuple[bool, str]:
-        if importlib.util.find_spec("onnxruntime") is None:
-            return False, "pip install 'edgekit[onnxruntime]'"
-        import onnxruntime
-
-        return True, f"onnxruntime {onnxruntime.__version__}"
-
-    def build(
-        self,
-        model: "onnx.ModelProto",
-        spec: BuildSpec,
-        calibration: Optional["CalibrationSet"],
-        workdir: Path,
-    ) -> Artifact:
+    def _build(self, job: BuildJob) -> Artifact:
         rt = ort()
         from .canonicalize import save_onnx
 
-        options = self.build_option_values(spec)
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        precision = Precision.parse(spec.precision)
+        model, spec, precision, options = job.model, job.spec, job.precision, job.options
         inputs, outputs = graph_specs(model)
-        out_path = workdir / ENTRY
+        out_path = job.workdir / ENTRY
         details: Dict[str, Any] = {"precision": precision.value}
         quantization: Optional[Dict[str, Any]] = None
 
@@ -215,12 +199,12 @@ class OnnxRuntimeTarget(Target):
             outputs = _tensor_specs(half, outputs, "outputs")
             details["fp16_io"] = options["fp16_io"]
         else:
-            quantization = self._build_int8(model, spec, options, calibration, workdir, out_path, details)
+            quantization = self._build_int8(job, out_path, details)
         verify_options, verify_note = _verify_emulation(details)
 
         load_check(out_path, precision.value)
         return Artifact(
-            files=artifact_files(workdir, ENTRY),
+            files=artifact_files(job.workdir, ENTRY),
             entry=ENTRY,
             runtime_options=self._runtime_options(spec),
             runtime_versions={"onnxruntime": rt.__version__},
@@ -247,31 +231,23 @@ class OnnxRuntimeTarget(Target):
         options.setdefault("execution_providers", ["CPUExecutionProvider"])
         return options
 
-    def _build_int8(
-        self,
-        model: Any,
-        spec: BuildSpec,
-        options: Mapping[str, Any],
-        calibration: Optional["CalibrationSet"],
-        workdir: Path,
-        out_path: Path,
-        details: Dict[str, Any],
-    ) -> Dict[str, Any]:
+    def _build_int8(self, job: BuildJob, out_path: Path, details: Dict[str, Any]) -> Dict[str, Any]:
         import onnx
         from onnxruntime.quantization import QuantFormat, quantize_static
 
         from edgekit.quantize.calibration import CalibrationReader, CalibrationSet
         from edgekit.quantize.recipe import ACTIVATION_DTYPES, WEIGHT_DTYPES, CalibrationMethod, QuantDtype, Recipe
 
+        model, spec, workdir = job.model, job.spec, job.workdir
         recipe: Recipe = spec.recipe if spec.recipe is not None else Recipe()
-        used, n = CalibrationSet.required(calibration, recipe.num_samples)
+        used, n = CalibrationSet.required(job.calibration, recipe.num_samples)
         src = workdir / "_fp32.onnx"
         pre = workdir / "_preprocessed.onnx"
         try:
             to_quantize = _pre_process(model, src, pre, details)
             pre_model = onnx.load(str(to_quantize), load_external_data=False)
             g = recipe.global_config
-            reduce_range, why = _reduce_range(g.reduce_range, options)
+            reduce_range, why = _reduce_range(g.reduce_range, job.options)
             details.update(reduce_range=reduce_range, reduce_range_reason=why)
             plan = plan_recipe(pre_model, recipe, target=self.name, activation_dtypes=ACTIVATION_DTYPES,
                                weight_dtypes=WEIGHT_DTYPES, reduce_range=reduce_range,

@@ -21,14 +21,13 @@ OpenVINO cannot convert is named in one error.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from edgekit.errors import ConfigError, EdgekitError, ModelError, UnsupportedModelError
 from edgekit.options import Option, OptionSchema
 
-from ..base import Artifact, BuildSpec, CheckFindings, Precision, Target
+from ..base import Artifact, BuildJob, BuildSpec, CheckFindings, Precision, Target
 from ..graph import GraphInfo, domain_of, iter_nodes, qualified_op
 from ..toolchain import first_line, require
 from .ops import OP_TABLE, OV_ONNX_PATTERN_ONLY
@@ -36,7 +35,6 @@ from .ops import OP_TABLE, OV_ONNX_PATTERN_ONLY
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-    from edgekit.quantize.calibration import CalibrationSet
 
 ENTRY = "model.xml"
 WEIGHTS = "model.bin"
@@ -70,6 +68,8 @@ class OpenVinoTarget(Target):
     precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8} | ({_BF16} if _host_bf16() else set()))
     description = "Intel NUC / Core CPUs, integrated GPUs and NPUs through OpenVINO (IR, NNCF int8)"
     verify_runtime = "openvino"
+    requires = {"openvino": "openvino", "nncf": "nncf"}
+    extra = "openvino,build"
     op_table = OP_TABLE
     build_options = OptionSchema("openvino target", [
         Option("fast_bias_correction", bool, True, "int8: NNCF's fast bias correction (false: the slower, "
@@ -82,13 +82,6 @@ class OpenVinoTarget(Target):
                "NNCF reverts to float", min=1),
     ])
 
-    def toolchain(self) -> Tuple[bool, str]:
-        if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
-            return False, "pip install 'edgekit[openvino,build]'"
-        from importlib.metadata import version
-
-        return True, f"openvino {version('openvino')}, nncf {version('nncf')}"
-
     def extra_checks(self, model: "onnx.ModelProto", spec: BuildSpec, graph: GraphInfo) -> CheckFindings:
         self.build_option_values(spec)  # a bad build option fails before any long step
         _pinned(spec)
@@ -97,21 +90,12 @@ class OpenVinoTarget(Target):
                       if not domain_of(node) and node.op_type in OV_ONNX_PATTERN_ONLY)
         return CheckFindings(notes=notes)
 
-    def build(
-        self,
-        model: "onnx.ModelProto",
-        spec: BuildSpec,
-        calibration: Optional["CalibrationSet"],
-        workdir: Path,
-    ) -> Artifact:
+    def _build(self, job: BuildJob) -> Artifact:
         ov = require("openvino", "the openvino target", "openvino,build")
         from ..canonicalize import save_onnx
 
-        options = self.build_option_values(spec)
-        precision = Precision.parse(spec.precision)
+        model, spec, precision, workdir = job.model, job.spec, job.precision, job.workdir
         device, pinned = _pinned(spec)
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
         src = workdir / "_source.onnx"
         save_onnx(model, src)
         try:
@@ -124,7 +108,7 @@ class OpenVinoTarget(Target):
         if precision is Precision.INT8:
             from .int8 import quantize
 
-            ov_model, quantization = quantize(ov, ov_model, model, spec, options, calibration)
+            ov_model, quantization = quantize(ov, ov_model, model, spec, job.options, job.calibration)
         # int8: FakeQuantize'd weights are stored as int8 either way; keep the float rest in fp32
         xml = workdir / ENTRY
         ov.save_model(ov_model, str(xml), compress_to_fp16=precision is Precision.FP16)

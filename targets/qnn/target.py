@@ -20,14 +20,13 @@ Build (every step through onnxruntime and onnxruntime-qnn, no Qualcomm SDK):
 """
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from edgekit.errors import CalibrationError, ConfigError, UnsupportedModelError
 
-from ..base import Artifact, BuildSpec, CheckFindings, Precision, Target
+from ..base import Artifact, BuildJob, BuildSpec, CheckFindings, Precision, Target
 from ..graph import GraphInfo, detection_tail, graph_specs
 from ..ort_tools import ort_method, plan_recipe, qdq_counts, quant_type, quiet_quantizer, unmatched_warning
 from ..toolchain import first_line
@@ -58,16 +57,10 @@ class QnnTarget(Target):
     precisions = frozenset({Precision.FP16, Precision.INT8})
     description = "Snapdragon phones, boards, laptops: Hexagon HTP NPU (QNN context binary; SNPE/QAIRT encodings)"
     verify_runtime = "qnn"
+    requires = {"onnxruntime": "onnxruntime", "onnxruntime_qnn": "onnxruntime-qnn"}
+    extra = "qnn"
     op_table = OP_TABLE
     build_options = BUILD_OPTIONS
-
-    def toolchain(self) -> Tuple[bool, str]:
-        if importlib.util.find_spec("onnxruntime_qnn") is None or importlib.util.find_spec("onnxruntime") is None:
-            return False, "pip install 'edgekit[qnn]'"
-        import onnxruntime
-        import onnxruntime_qnn
-
-        return True, f"onnxruntime {onnxruntime.__version__}, onnxruntime-qnn {onnxruntime_qnn.__version__}"
 
     def falls_back_to(self, spec: BuildSpec) -> Optional[str]:
         # HTP-less ops are not fatal: they run on the CPU, reported loudly (and --require-npu refuses them)
@@ -83,19 +76,10 @@ class QnnTarget(Target):
         return CheckFindings(unsupported=dtype_findings(model, graph),
                              notes=(f"HTP v{cfg.arch} ({cfg.soc}, soc_model {cfg.soc_model}) from {cfg.source}",))
 
-    def build(
-        self,
-        model: "onnx.ModelProto",
-        spec: BuildSpec,
-        calibration: Optional["CalibrationSet"],
-        workdir: Path,
-    ) -> Artifact:
+    def _build(self, job: BuildJob) -> Artifact:
         ort, qnn = _toolchain()
-        options = self.build_option_values(spec)
+        model, spec, precision, workdir, calibration = job.model, job.spec, job.precision, job.workdir, job.calibration
         cfg = htp_config(spec)
-        precision = Precision.parse(spec.precision)
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
         inputs, outputs = graph_specs(model)
         details: Dict[str, Any] = {"precision": precision.value, **cfg.to_json()}
 
@@ -111,13 +95,13 @@ class QnnTarget(Target):
         details.update(placement=placement, context_binary=f"model/{binaries[0]}",
                        context_binaries=[f"model/{b}" for b in binaries], qairt_sdk=sdk)
         files += [ENTRY, *binaries]
-        _report_cpu_nodes(placement, options["require_npu"])
+        _report_cpu_nodes(placement, job.options["require_npu"])
         sidecars = [FP32_MODEL] + ([QDQ_MODEL] if precision is Precision.INT8 else [])
         sidecars += write_snpe_qairt(
             workdir, cfg=cfg, precision=precision, inputs=inputs, fp32_model=FP32_MODEL,
             qdq_model=QDQ_MODEL if precision is Precision.INT8 else None, calibration=calibration,
             per_channel=spec.recipe.global_config.per_channel, details=details)
-        _export_sidecars(workdir, sidecars, options.get("snpe_export_dir"), details)
+        _export_sidecars(workdir, sidecars, job.options.get("snpe_export_dir"), details)
 
         runtime_options = self.runtime_option_values(spec)
         runtime_options.update({"htp_arch": cfg.arch, "soc_model": cfg.soc_model})

@@ -27,14 +27,13 @@ Q/DQ semantics (dequantize → float op → quantize).
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from edgekit.errors import ConfigError
 from edgekit.options import Option, OptionSchema
 from edgekit.runners.tensorrt.profile import BuildProfile, ShapeRange, TrtPrecision
 
-from ..base import Artifact, BuildSpec, CheckFindings, Precision, Target, UnsupportedNode
+from ..base import Artifact, BuildJob, BuildSpec, CheckFindings, Precision, Target, UnsupportedNode
 from ..graph import GraphInfo, detection_tail, graph_specs
 from ..optable import OpTable
 from ..ort_tools import artifact_files, load_check
@@ -91,19 +90,15 @@ class TensorRTTarget(Target):
     precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8})
     description = "NVIDIA Jetson (Orin, Xavier; DLA) through TensorRT: engine built and cached on the device"
     verify_runtime = "onnxruntime"
+    requires = {"onnx": "onnx", "onnxruntime": "onnxruntime"}
     op_table = OP_TABLES[DEFAULT_TRT_VERSION]
     build_options = BUILD_OPTIONS
 
     def toolchain(self) -> Tuple[bool, str]:
-        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-        if missing:
-            return False, "pip install 'edgekit[build]'"
-        import onnx
-        import onnxruntime
-
+        ok, found = super().toolchain()
         here = "tensorrt importable here" if importlib.util.find_spec("tensorrt") else \
             "TensorRT runs on the device (JetPack); verified here through onnxruntime"
-        return True, f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}; {here}"
+        return ok, f"{found}; {here}" if ok else found
 
     def op_table_for(self, spec: BuildSpec) -> OpTable:
         return OP_TABLES[table_version(trt_version_for(spec))]
@@ -121,20 +116,12 @@ class TensorRTTarget(Target):
             notes.append("the model already has Q/DQ nodes (quantization-aware training): they are kept")
         return CheckFindings(unsupported=tuple(found), notes=tuple(notes))
 
-    def build(
-        self,
-        model: "onnx.ModelProto",
-        spec: BuildSpec,
-        calibration: Optional["CalibrationSet"],
-        workdir: Path,
-    ) -> Artifact:
+    def _build(self, job: BuildJob) -> Artifact:
         import onnx
 
         from ..canonicalize import save_onnx
 
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        precision = Precision.parse(spec.precision)
+        model, spec, precision, workdir, calibration = job.model, job.spec, job.precision, job.workdir, job.calibration
         version = trt_version_for(spec)
         inputs, outputs = graph_specs(model)
         profile = build_profile(spec, inputs)
