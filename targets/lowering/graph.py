@@ -12,7 +12,7 @@ one node of the ``edgekit.fused`` domain.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -254,14 +254,3 @@ def scalar(value: Optional[np.ndarray]) -> Optional[float]:
 def all_close_to(value: Optional[np.ndarray], target: float, tol: float = 1e-5) -> bool:
     s = scalar(value)
     return s is not None and abs(s - target) <= tol * max(1.0, abs(target))
-
-
-def iter_default_ops(view: GraphView, names: Iterable[str]) -> Iterator[Node]:
-    wanted = set(names)
-    for node in view.nodes:
-        if node.is_default_domain and node.op_type in wanted:
-            yield node
-
-
-def attr_map(node: Node) -> Mapping[str, Any]:
-    return node.attrs

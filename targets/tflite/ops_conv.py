@@ -287,7 +287,3 @@ def _matmul_operand(ctx: Context, name: str, rank: int) -> Tuple[int, bool]:
         if tuple(have) == swapped:
             return ctx.values[name][0], True
     return ctx.get(name, rank=rank), False
-
-
-__all__ = ["check_conv", "check_conv_transpose", "check_gemm", "check_matmul", "lower_conv",
-           "lower_conv_transpose", "lower_gemm", "lower_matmul", "padding_mode", "same_pads", "identity"]

@@ -204,7 +204,6 @@ def lower_hard_sigmoid(ctx: Context, node: Node) -> None:
     alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
     src, out = node.input(0), node.outputs[0]
     shape = ctx.shape(src)
-    perm = ctx.perm_of(src)
     view = ctx.view
     a, b, sixth = f"{node.name}/6alpha", f"{node.name}/6beta", f"{node.name}/sixth"
     view.set_constant(a, np.array(6 * alpha, np.float32))
@@ -215,7 +214,6 @@ def lower_hard_sigmoid(ctx: Context, node: Node) -> None:
     emit_binary(ctx, "MUL", "MulOptions", src, a, t1)
     emit_binary(ctx, "ADD", "AddOptions", t1, b, t2, ACT_RELU6)
     emit_binary(ctx, "MUL", "MulOptions", t2, sixth, out)
-    del perm
 
 
 def lower_silu(ctx: Context, node: Node) -> None:
@@ -305,10 +303,6 @@ def lower_layernorm(ctx: Context, node: Node) -> None:
     ctx.op("MUL", [normed, g_t], [scaled], ctx.options("MulOptions"))
     y = ctx.output(out, perm)
     ctx.op("ADD", [scaled, b_t], [y], ctx.options("AddOptions"))
-
-
-def check_where(node: Node, view: GraphView) -> Optional[str]:
-    return None
 
 
 def lower_where(ctx: Context, node: Node) -> None:

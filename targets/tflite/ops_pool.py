@@ -87,7 +87,7 @@ def lower_pool(ctx: Context, node: Node) -> None:
     if is1d:
         n, c, length = ctx.shape(out_name)
         y2 = ctx.new_tensor(f"{out_name}/2d", (n, 1, length, c))
-        ctx.op(opcode, [x, ], [y2], opts, role=QuantRole.SAME)
+        ctx.op(opcode, [x], [y2], opts, role=QuantRole.SAME)
         ctx.define(out_name, ctx.reshape(y2, (n, length, c), out_name), NLC)
     elif correction is not None:
         # zero-padded average * (window size / valid count) = ONNX's count_include_pad=0 average

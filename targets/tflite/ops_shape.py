@@ -329,7 +329,6 @@ def check_resize(node: Node, view: GraphView) -> Optional[str]:
 def lower_resize(ctx: Context, node: Node) -> None:
     src, out = node.input(0), node.outputs[0]
     oh, ow = ctx.shape(out)[2:]
-    ih, iw = ctx.shape(src)[2:]
     mode = node.attr("mode", "nearest")
     ctm = node.attr("coordinate_transformation_mode", "half_pixel")
     align = ctm == "align_corners"
@@ -346,7 +345,6 @@ def lower_resize(ctx: Context, node: Node) -> None:
     else:
         ctx.op("RESIZE_BILINEAR", [x, size], [y],
                ctx.options("ResizeBilinearOptions", alignCorners=align, halfPixelCenters=half), role=QuantRole.SAME)
-    del ih, iw
 
 
 # -- reductions ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Tuple
 
-from ..lowering import GraphView, Node, NodeCheck, OpCoverage, OpRule
+from ..lowering import Node, NodeCheck, OpCoverage, OpRule
 from . import ops_conv as conv
 from . import ops_elementwise as ew
 from . import ops_pool as pool
@@ -18,10 +18,6 @@ from . import ops_shape as sh
 from .context import Context
 
 Lowering = Callable[[Context, Node], None]
-
-
-def _unary_check(node: Node, view: GraphView) -> Optional[str]:
-    return None
 
 
 #: (ONNX op type, first ONNX schema version covered, check or None, lowering, TFLite ops it becomes)
@@ -78,7 +74,7 @@ ROWS: Tuple[Tuple[str, int, Optional[NodeCheck], Lowering, str], ...] = (
     ("GreaterOrEqual", 12, ew.check_binary, ew.lower_binary, "GREATER_EQUAL"),
     ("And", 1, ew.check_binary, ew.lower_binary, "LOGICAL_AND"),
     ("Or", 1, ew.check_binary, ew.lower_binary, "LOGICAL_OR"),
-    ("Where", 9, ew.check_where, ew.lower_where, "SELECT_V2"),
+    ("Where", 9, None, ew.lower_where, "SELECT_V2"),
     ("Sum", 1, None, ew.lower_sum, "ADD chain"),
     ("LSTM", 7, rnn.check_lstm, rnn.lower_lstm,
      "unrolled: FULLY_CONNECTED, SPLIT, LOGISTIC, TANH, MUL, ADD per step (any initial state, Y/Y_h/Y_c)"),
