@@ -72,3 +72,45 @@ def test_conformance(tmp_path, target, precision, gm):
                 assert np.isfinite(y).all()
                 sqnr = _sqnr(ref, y)
                 assert sqnr >= floor, f"{name}: SQNR {sqnr:.1f} dB < {floor} dB"
+
+
+DETECTOR_TARGETS = ("onnxruntime", "openvino", "qnn", "tensorrt")
+#: decoded detections of an int8 package matched with fp32's (same class, IoU ≥ 0.5)
+MIN_DETECTION_RECALL = 0.95
+
+
+@pytest.mark.parametrize("target", DETECTOR_TARGETS)
+def test_int8_detector_detects_what_fp32_detects(tmp_path, target):
+    """YOLOv8's output concatenates pixel boxes (0–128 here) and class scores (0–1): one int8 scale
+    for both leaves the scores a few levels and the package detects little.  Every target keeps the
+    decode tail out of that shared range (float, or 16 bits on the HTP)."""
+    from edgekit import postprocess as post
+    from edgekit.quantize.parity import match_detections
+
+    if target not in TARGETS.names():
+        pytest.skip(f"{target} is not registered")
+    installed, detail = TARGETS.get(target)().toolchain()
+    if not installed:
+        pytest.skip(f"{target} toolchain not installed here: {detail}")
+    gm = next(g for g in GOLDEN_MODELS if g.name == "yolo_head")
+    out = edgekit.build(gm.path, target=target, precision="int8", calibration=_feeds(gm, CALIBRATION_SAMPLES, seed=1),
+                        task="detect", output=tmp_path / "det.edgepkg")
+    sess = ort.InferenceSession(str(gm.path), providers=["CPUExecutionProvider"])
+    runtime, options = None, {}
+    if target in HOST_RUNTIME:
+        from edgekit.package import open_package
+
+        opened = open_package(out)
+        runtime, options = HOST_RUNTIME[target][0], dict(opened.manifest.verification.get("runtime_options") or {})
+        opened.close()
+    cfg = post.config_for_task("detect")
+    matched = n_ref = 0
+    with edgekit.load(out, runtime=runtime, **options) as m:
+        assert m.manifest.data["quantization"]["detection_tail"], "the decode tail was not found"
+        for feed in _feeds(gm, 12, seed=2):
+            ref = post.postprocess(cfg, dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed))))
+            got = post.postprocess(cfg, m.infer(feed))
+            k, _ = match_detections(ref.detections, got.detections, 0.5)
+            matched, n_ref = matched + k, n_ref + len(ref.detections)
+    assert n_ref > 100, "the held-out feeds must give fp32 detections to compare with"
+    assert matched / n_ref >= MIN_DETECTION_RECALL, f"{target}: recall {matched / n_ref:.3f} of {n_ref} detections"
