@@ -92,8 +92,14 @@ def collect() -> Iterator[Collected]:
 
 
 @contextlib.contextmanager
-def capture_stderr(sink: List[str]) -> Iterator[None]:
-    """Send native writes to fd 2 into ``sink`` (one entry per non-empty line); Python's sys.stderr stays visible."""
+def capture_stderr(sink: List[str], *, until_exit: bool = False) -> Iterator[None]:
+    """Send native writes to fd 2 into ``sink`` (one entry per non-empty line); Python's sys.stderr stays visible.
+
+    ``until_exit``: keep fd 2 away from the terminal afterwards too, for native
+    libraries that write while they unload at process exit (the QNN SDK's
+    ``LIBNATIVE`` line); sys.stderr keeps writing to the real stderr.  For a
+    command-line process only.
+    """
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # no real fd (pytest capture, notebooks): nothing to catch
@@ -112,10 +118,15 @@ def capture_stderr(sink: List[str]) -> Iterator[None]:
     finally:
         with contextlib.suppress(Exception):
             visible.flush()
-        sys.stderr = old_stderr
-        os.dup2(saved, fd)
+        if until_exit:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        else:
+            sys.stderr = old_stderr
+            os.dup2(saved, fd)
+            visible.close()
         os.close(saved)
-        visible.close()
         tmp.seek(0)
         for raw in tmp.read().decode("utf-8", "replace").splitlines():
             if raw.strip():

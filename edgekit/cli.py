@@ -7,6 +7,7 @@ modules are imported inside the commands that need them.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -124,8 +125,11 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         as_json = bool(kwargs.get("as_json"))
         native: List[str] = []
+        # native chatter (onnxruntime, the QNN SDK) is kept off the terminal, up to process exit;
+        # --debug leaves stderr alone so it shows as it happens
+        capture = contextlib.nullcontext() if _state["debug"] else capture_stderr(native, until_exit=True)
         try:
-            with collect() as caught, capture_stderr(native):
+            with collect() as caught, capture:
                 rv = fn(*args, **kwargs)
         except EdgekitError as exc:
             if _state["debug"]:
@@ -796,6 +800,9 @@ app.command()(_security.keygen)
 app.command()(_security.sign)
 app.command()(_security.verify)
 app.add_typer(_export.export_app, name="export")
+from .device_farm import cli as _farm  # noqa: E402  (typer only at import; the farm loads inside its commands)
+app.add_typer(_farm.farm_app, name="farm")
+app.command(name="report")(_farm.report)
 
 
 def main() -> None:

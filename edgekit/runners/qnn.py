@@ -78,7 +78,10 @@ def native_stdout_to_stderr() -> Iterator[None]:
     """
     try:
         out_fd = sys.stdout.fileno()
-        err_fd = sys.stderr.fileno()
+        sys.stderr.fileno()
+        # fd 2 itself, not sys.stderr's descriptor: the CLI points fd 2 at its chatter capture
+        # (shown with --debug) while sys.stderr keeps writing to the terminal
+        err_fd = 2
     except (AttributeError, OSError, ValueError):  # captured streams without descriptors
         yield
         return
