@@ -7,6 +7,8 @@ every node it cannot lower before anything is built.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -289,16 +291,18 @@ def test_prepare_folds_shape_arithmetic():
 
 
 # -- the target through the pipeline ------------------------------------------------------------
-DATA = __import__("pathlib").Path(__file__).resolve().parents[1] / "targets" / "data"
-
-
 def _bundled_kwargs():
-    import json
+    from edgekit.targets.quickstart import bundled_model
 
-    meta = json.loads((DATA / "fashion_mnist_model.json").read_text())
-    labels = [line.strip() for line in (DATA / "fashion_mnist_labels.txt").read_text().splitlines() if line.strip()]
-    return dict(calibration=DATA / "fashion_mnist" / "calib", validation=DATA / "fashion_mnist" / "val",
-                preprocess=meta["preprocess"], task="classify", labels=labels)
+    b = bundled_model()
+    return dict(calibration=b["calibration"], validation=b["validation"], preprocess=b["preprocess"],
+                task="classify", labels=b["labels"])
+
+
+def _bundled_onnx():
+    from edgekit.targets.quickstart import bundled_model
+
+    return bundled_model()["model"]
 
 
 def test_bundled_model_int8_agrees_with_fp32(tmp_path):
@@ -306,21 +310,21 @@ def test_bundled_model_int8_agrees_with_fp32(tmp_path):
     import edgekit
     from edgekit.targets.pipeline import build_package
 
-    res = build_package(DATA / "fashion_mnist_cnn.onnx", device="raspberry-pi-5", output=tmp_path / "fm.edgepkg",
+    res = build_package(_bundled_onnx(), device="raspberry-pi-5", output=tmp_path / "fm.edgepkg",
                         **_bundled_kwargs())
     v = res.package.verification
     assert res.package.precision == "int8" and res.package.target == "tflite"
     assert v.samples >= 1000 and v.top1_agreement >= 0.99, (v.top1_agreement, v.min_sqnr_db)
     with edgekit.load(res.path) as m:
         assert m.runner.name == "tflite" and m.runner.options["threads"] == 4
-        img = next((DATA / "fashion_mnist" / "val" / "7_sneaker").iterdir())
+        img = next((Path(_bundled_kwargs()["validation"]) / "7_sneaker").iterdir())
         assert m.predict(img).top[0].label == "Sneaker"
 
 
 def test_bundled_model_fp32_parity(tmp_path):
     from edgekit.targets.pipeline import build_package
 
-    res = build_package(DATA / "fashion_mnist_cnn.onnx", target="tflite", precision="fp32",
+    res = build_package(_bundled_onnx(), target="tflite", precision="fp32",
                         output=tmp_path / "fm.edgepkg", **_bundled_kwargs())
     assert res.package.verification.min_sqnr_db >= 60.0
 

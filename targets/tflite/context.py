@@ -28,6 +28,17 @@ NLC: Perm = (0, 2, 1)
 ACT_NONE, ACT_RELU, ACT_RELU_N1_TO_1, ACT_RELU6 = 0, 1, 2, 3
 
 
+def as_2d(n: int, length: int, c: int) -> Tuple[int, int, int, int]:
+    """The NHWC shape a 1-D (NLC) tensor takes for CONV_2D / pools: the length on H, W = 1
+    (a free RESHAPE of NLC; one place decides it for convolutions and pools alike)."""
+    return (n, length, 1, c)
+
+
+def lift_1d(values: Sequence[int], fill: int) -> List[int]:
+    """A 1-D kernel/stride/dilation as 2-D on (H, W) = (length, 1)."""
+    return list(values) + [fill]
+
+
 def identity(rank: int) -> Perm:
     return tuple(range(rank))
 

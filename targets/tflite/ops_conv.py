@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..lowering import GraphView, Node
-from .context import NHWC, NLC, Context, identity
+from .context import NHWC, NLC, Context, as_2d, identity, lift_1d
 from .ir import QuantRole
 
 VALID, SAME = 1, 0  # tflite Padding enum values (SAME = 0, VALID = 1)
@@ -78,7 +78,7 @@ def _to_2d_input(ctx: Context, name: str) -> Tuple[int, bool]:
         return ctx.get(name, NHWC), False
     nlc = ctx.get(name, NLC)
     n, c, length = shape
-    return ctx.reshape(nlc, (n, 1, length, c), f"{name}/as2d"), True
+    return ctx.reshape(nlc, as_2d(n, length, c), f"{name}/as2d"), True
 
 
 def _explicit_pad(ctx: Context, x: int, pads_hw: Sequence[int], value: Optional[float], name: str) -> int:
@@ -103,9 +103,9 @@ def lower_conv(ctx: Context, node: Node) -> None:
     kernel, strides, dil, pads, group = conv_attrs(view, node)
     x, is1d = _to_2d_input(ctx, node.input(0))
     if is1d:
-        w = w[:, :, None, :]
-        kernel, strides, dil = [1] + kernel, [1] + strides, [1] + dil
-        pads = [0, pads[0], 0, pads[1]]
+        w = w[:, :, :, None]
+        kernel, strides, dil = lift_1d(kernel, 1), lift_1d(strides, 1), lift_1d(dil, 1)
+        pads = [pads[0], 0, pads[1], 0]
     cout = w.shape[0]
     b = view.const(node.input(2)) if node.input(2) else None
     bias = np.zeros(cout, np.float32) if b is None else np.asarray(b, np.float32).reshape(cout)
@@ -135,7 +135,7 @@ def lower_conv(ctx: Context, node: Node) -> None:
     out_shape = ctx.shape(out_name)
     if is1d:
         n, c, length = out_shape
-        y2 = ctx.new_tensor(f"{out_name}/2d", (n, 1, length, c))
+        y2 = ctx.new_tensor(f"{out_name}/2d", as_2d(n, length, c))
         ctx.op(opcode, [x, f_t, b_t], [y2], opts, role=role)
         y = ctx.reshape(y2, (n, length, c), out_name)
         ctx.define(out_name, y, NLC)

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..lowering import GraphView, Node
-from .context import NHWC, NLC, Context, inverse
+from .context import NHWC, NLC, Context, as_2d, inverse, lift_1d
 from .ir import QuantRole
 from .ops_conv import SAME, VALID, _explicit_pad, padding_mode
 
@@ -53,7 +53,7 @@ def check_pool(node: Node, view: GraphView) -> Optional[str]:
         k, s, pads = _pool_attrs(view, node)
         sizes = (view.shape(node.input(0)) or ())[2:]
         if len(k) == 1:
-            k, s, sizes, pads = [1] + k, [1] + s, [1] + list(sizes), [0, pads[0], 0, pads[1]]
+            k, s, sizes, pads = k + [1], s + [1], list(sizes) + [1], [pads[0], 0, pads[1], 0]
         mode = padding_mode(sizes, k, s, [1, 1], pads)
         if node.attr("ceil_mode", 0) and mode is None:
             return "ceil_mode with padding has no exact TFLite lowering for AveragePool"
@@ -67,8 +67,8 @@ def lower_pool(ctx: Context, node: Node) -> None:
     is1d = len(kernel) == 1
     if is1d:
         n, c, length = shape
-        x = ctx.reshape(ctx.get(node.input(0), NLC), (n, 1, length, c), f"{node.input(0)}/as2d")
-        kernel, strides, pads = [1] + kernel, [1] + strides, [0, pads[0], 0, pads[1]]
+        x = ctx.reshape(ctx.get(node.input(0), NLC), as_2d(n, length, c), f"{node.input(0)}/as2d")
+        kernel, strides, pads = lift_1d(kernel, 1), lift_1d(strides, 1), [pads[0], 0, pads[1], 0]
     else:
         x = ctx.get(node.input(0), NHWC)
     sizes = ctx.graph.tensors[x].shape[1:3]
@@ -86,7 +86,7 @@ def lower_pool(ctx: Context, node: Node) -> None:
     opcode = "MAX_POOL_2D" if is_max else "AVERAGE_POOL_2D"
     if is1d:
         n, c, length = ctx.shape(out_name)
-        y2 = ctx.new_tensor(f"{out_name}/2d", (n, 1, length, c))
+        y2 = ctx.new_tensor(f"{out_name}/2d", as_2d(n, length, c))
         ctx.op(opcode, [x], [y2], opts, role=QuantRole.SAME)
         ctx.define(out_name, ctx.reshape(y2, (n, length, c), out_name), NLC)
     elif correction is not None:
