@@ -803,6 +803,9 @@ app.add_typer(_export.export_app, name="export")
 from .device_farm import cli as _farm  # noqa: E402  (typer only at import; the farm loads inside its commands)
 app.add_typer(_farm.farm_app, name="farm")
 app.command(name="report")(_farm.report)
+from .device_farm import cli as _farm  # noqa: E402  (typer only at import; the farm loads inside its commands)
+app.add_typer(_farm.farm_app, name="farm")
+app.command(name="report")(_farm.report)
 
 
 def main() -> None:
