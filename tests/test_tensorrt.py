@@ -195,7 +195,7 @@ def test_ensure_engine_builds_once_then_reuses_and_rebuilds_on_version_change(tm
     """The orchestration around TensorRT's builder; the builder itself is replaced (it needs a GPU)."""
     from types import SimpleNamespace
 
-    from edgekit.runners import tensorrt as trt_runner
+    from edgekit.runners.tensorrt import runner as trt_runner  # the module whose build_engine ensure_engine calls
 
     pkg = edgekit.build(by_name("conv_bn_relu").path, target="tensorrt", precision="fp16",
                         output=tmp_path / "m.edgepkg")
