@@ -14,7 +14,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 try:
     from . import data as _data, fetch as _fetch, registry
@@ -108,7 +108,6 @@ def build_kwargs(model: "registry.RealModel", calibration: Any) -> Dict[str, Any
 def build_one(model: "registry.RealModel", target: str, precision: str, out_dir: Path, calib: CalibrationCache,
               *, keep: bool = True) -> Row:
     """One build; never raises for a build failure (the row carries it)."""
-    import edgekit
     from edgekit.targets.pipeline import build_package
 
     row = Row(model.name, target, precision)
