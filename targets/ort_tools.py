@@ -83,7 +83,8 @@ def plan_recipe(
 
     g = recipe.global_config
     refused: List[str] = []
-    for name, cfg in [("global_config", g)] + list(recipe.op_types.items()) + list(recipe.nodes.items()):
+    for name, cfg in [("global_config", g)] + [(f"op_types.{k}", c) for k, c in recipe.op_types.items()] + \
+            [(f"nodes.{k}", c) for k, c in recipe.nodes.items()]:
         if cfg.skip:
             continue
         if cfg.activation_dtype not in activation_dtypes:
@@ -100,6 +101,10 @@ def plan_recipe(
     names = {name for name, _ in iter_nodes(model.graph)}
     plan.unmatched = sorted({n for n in list(recipe.nodes) + list(recipe.exclude_nodes) if n not in names})
     inits = {t.name: t for t in model.graph.initializer}
+    consumers: Dict[str, List[Any]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
     tail_set = set(tail)
     for node in model.graph.node:
         if (node.domain or "") not in DEFAULT_DOMAINS:
@@ -118,7 +123,7 @@ def plan_recipe(
                     plan.overrides.setdefault(o, [{"quant_type": quant_type(tail_dtype)}])
             plan.float_tail.append(name)
             continue
-        changed = _node_overrides(node, cfg, g, inits, reduce_range, plan.overrides)
+        changed = _node_overrides(node, cfg, g, inits, reduce_range, plan.overrides, consumers)
         if changed:
             plan.per_node[name or node.output[0]] = changed
     plan.nodes_to_exclude.sort()
@@ -126,13 +131,17 @@ def plan_recipe(
 
 
 def _node_overrides(node: Any, cfg: "OpConfig", g: "OpConfig", inits: Mapping[str, Any], reduce_range: bool,
-                    overrides: Dict[str, List[Dict[str, Any]]]) -> str:
+                    overrides: Dict[str, List[Dict[str, Any]]], consumers: Mapping[str, List[Any]]) -> str:
     """Tensor overrides for one node whose config differs from the global one; what changed, in words."""
     from edgekit.quantize.recipe import QuantDtype
 
     changed: List[str] = []
     if (cfg.activation_dtype, cfg.symmetric_activations) != (g.activation_dtype, g.symmetric_activations):
-        for o in node.output:
+        # onnxruntime folds a Relu/Clip that follows a quantized op into the op's output range, and the
+        # folded tensor then takes the activation's quantization: give both the node's settings
+        folded = [o for c in consumers.get(node.output[0], []) if c.op_type in ("Relu", "Clip") for o in c.output] \
+            if node.output else []
+        for o in list(node.output) + folded:
             overrides.setdefault(o, [{"quant_type": quant_type(cfg.activation_dtype),
                                       "symmetric": cfg.symmetric_activations}])
         changed.append(f"activations {cfg.activation_dtype.value}"
