@@ -188,6 +188,23 @@ def test_every_runner_declares_its_options_and_shared_names_mean_the_same():
             assert schema["cache_dir"].device_only
 
 
+def test_every_registered_runner_imports_and_has_one_registration():
+    """Each runner plug-in (built in or from an entry point) imports, is a Runner and declares a schema;
+    the built-in map and pyproject's entry points name the same class (one registration, no drift)."""
+    from edgekit.runners import Runner
+
+    for name in RUNNERS.names():
+        cls = RUNNERS.get(name)
+        assert issubclass(cls, Runner) and cls.name == name, name
+        assert isinstance(cls.options, OptionSchema), name
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["project"]["entry-points"]["edgekit.runners"]
+    from edgekit.runners import BUILTINS
+
+    assert declared == BUILTINS
+
+
 def test_describing_options_imports_no_runtime():
     code = ("import sys; from edgekit.runners import describe_all_options; d = describe_all_options(); "
             "print([m for m in ('onnxruntime', 'openvino', 'tensorrt', 'onnxruntime_qnn') if m in sys.modules])")

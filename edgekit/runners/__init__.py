@@ -6,21 +6,20 @@ from typing import Any, Dict, List
 from ..registry import Registry
 from .base import Runner, missing_runtime
 
-RUNNERS: "Registry[type]" = Registry(
-    "runner",
-    "edgekit.runners",
-    builtins={
-        "onnxruntime": "edgekit.runners.onnxruntime:OnnxRuntimeRunner",
-        "openvino": "edgekit.runners.openvino:OpenVinoRunner",
-        "qnn": "edgekit.runners.qnn:QnnRunner",
-        "tensorrt": "edgekit.runners.tensorrt:TensorRTRunner",
-        "onnxruntime-gpu": "edgekit.runners.onnxruntime_gpu:OnnxRuntimeGpuRunner",
-        "coreml": "edgekit.runners.coreml:CoreMLRunner",
-        "coreml-reference": "edgekit.runners.coreml_reference:CoreMLReferenceRunner",
-        "tflite": "edgekit.runners.tflite:TfliteRunner",
-    },
-)
+#: the runners that ship with edgekit (the same as pyproject's ``edgekit.runners`` entry points, which a
+#: test checks; the map lets a source checkout without an install find them)
+BUILTINS: Dict[str, str] = {
+    "onnxruntime": "edgekit.runners.onnxruntime:OnnxRuntimeRunner",
+    "openvino": "edgekit.runners.openvino:OpenVinoRunner",
+    "qnn": "edgekit.runners.qnn:QnnRunner",
+    "tensorrt": "edgekit.runners.tensorrt:TensorRTRunner",
+    "onnxruntime-gpu": "edgekit.runners.onnxruntime_gpu:OnnxRuntimeGpuRunner",
+    "coreml": "edgekit.runners.coreml:CoreMLRunner",
+    "coreml-reference": "edgekit.runners.coreml_reference:CoreMLReferenceRunner",
+    "tflite": "edgekit.runners.tflite:TfliteRunner",
+}
 
+RUNNERS: "Registry[type]" = Registry("runner", "edgekit.runners", builtins=BUILTINS)
 
 
 def describe_options(name: str) -> List[Dict[str, Any]]:
@@ -44,4 +43,4 @@ def describe_all_options() -> Dict[str, Any]:
     return out
 
 
-__all__ = ["RUNNERS", "Runner", "describe_all_options", "describe_options", "missing_runtime"]
+__all__ = ["BUILTINS", "RUNNERS", "Runner", "describe_all_options", "describe_options", "missing_runtime"]
