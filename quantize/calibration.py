@@ -352,14 +352,8 @@ def _skip_text(path: Path, why: str, root: Path) -> str:
     return f"{_rel(path, root)} {reason}" if reason.startswith("is ") else f"{_rel(path, root)}: {reason}"
 
 
-def _load_image_folder(
-    root: Path,
-    inputs: Sequence[TensorSpec],
-    preprocessor: Any,
-    limit: Optional[int],
-    class_names: Optional[Sequence[str]],
-    progress: Optional[Callable[[int, int], None]] = None,
-) -> CalibrationSet:
+def _load_image_folder(root: Path, *args: Any) -> CalibrationSet:
+    """Every image below ``root`` (sorted, so every class folder contributes); ``args`` as :func:`_load_images`."""
     files = sorted(
         (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
         key=lambda p: p.relative_to(root).as_posix(),
@@ -369,7 +363,7 @@ def _load_image_folder(
             f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)}); "
             "point --calib at a folder of images, or give a .npz/.npy file of input tensors"
         )
-    return _load_images(files, root, inputs, preprocessor, limit, class_names, progress)
+    return _load_images(files, root, *args)
 
 
 def _load_images(

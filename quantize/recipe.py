@@ -37,7 +37,6 @@ from edgekit.errors import ConfigError
 SCHEMA = "edgekit.recipe/1"
 
 
-
 class CalibrationMethod(str, enum.Enum):
     """How activation ranges are chosen from the calibration samples."""
 
@@ -65,6 +64,16 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
+def _fields_of(cls: Any, data: Any, where: str, extra: Tuple[str, ...] = ()) -> None:
+    """``data`` is a JSON object whose keys are fields of ``cls`` (or ``extra``); else a ConfigError naming the path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known and key not in extra:
+            raise ConfigError(f"{where}.{key}: unknown field; known fields are {sorted(known)}")
+
+
 def _prefixed(where: str, err: ConfigError) -> ConfigError:
     """Turn ``"x" must be ...`` into ``where.x: must be ...`` so the path is exact."""
     msg = str(err)
@@ -85,7 +94,8 @@ class OpConfig:
     channel.  ``symmetric_activations``: zero-point fixed at 0 / the midpoint.
     ``skip``: keep this op in float.  ``reduce_range``: 7-bit weights, for
     x86 CPUs without VNNI whose u8×s8 int8 kernels saturate 16-bit pair sums;
-    None lets the target decide from the device (True for x86, False for Arm).
+    None lets the target decide from the device's CPU features (VNNI), never
+    from the architecture name alone.
     """
 
     activation_dtype: QuantDtype = QuantDtype.UINT8
@@ -107,23 +117,11 @@ class OpConfig:
             _bool(self.reduce_range, "reduce_range")
 
     def to_json(self) -> Dict[str, Any]:
-        return {
-            "activation_dtype": self.activation_dtype.value,
-            "weight_dtype": self.weight_dtype.value,
-            "per_channel": self.per_channel,
-            "symmetric_activations": self.symmetric_activations,
-            "skip": self.skip,
-            "reduce_range": self.reduce_range,
-        }
+        return {f.name: getattr(getattr(self, f.name), "value", getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: Any, where: str = "op_config") -> "OpConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"{where}.{key}: unknown field; known fields are {sorted(known)}")
+        _fields_of(cls, data, where)
         try:
             return cls(**data)
         except ConfigError as err:
@@ -217,15 +215,10 @@ class Recipe:
     @classmethod
     def from_json(cls, data: Any, where: str = "recipe") -> "Recipe":
         """Parse a recipe document; every error (a :class:`ConfigError`) names the field path."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected an object, got {type(data).__name__}")
+        _fields_of(cls, data, where, extra=("schema",))
         schema = data.get("schema", SCHEMA)
         if schema != SCHEMA:
             raise ConfigError(f"{where}.schema: this edgekit reads {SCHEMA!r}, but got {schema!r}")
-        known = {f.name for f in fields(cls)} | {"schema"}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"{where}.{key}: unknown field; known fields are {sorted(known - {'schema'})}")
         kwargs: Dict[str, Any] = {}
         for key in ("method", "percentile", "num_samples"):
             if key in data:

@@ -130,6 +130,9 @@ class Artifact:
 
 _NO_OPTIONS = OptionSchema("target", [])
 
+#: what most targets build: float, half and 8-bit integer artifacts
+FLOAT_AND_INT8: FrozenSet[Precision] = frozenset({Precision.FP32, Precision.FP16, Precision.INT8})
+
 
 class Target(ABC):
     """One compiler per device family.  Subclasses set the class attributes.

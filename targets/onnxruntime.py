@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional,
 from edgekit.manifest import TensorSpec
 from edgekit.options import Option, OptionSchema
 
-from .base import Artifact, BuildJob, BuildSpec, Precision, Target
+from .base import FLOAT_AND_INT8, Artifact, BuildJob, BuildSpec, Precision, Target
 from .graph import detection_tail, graph_specs
 from .optable import NodeView, OpRule, OpTable, conditional, unsupported
 from .ort_tools import artifact_files, load_check, ort, ort_method, plan_recipe, qdq_counts, quant_type, \
@@ -140,21 +140,17 @@ _ARM_ARCHS = ("arm64", "aarch64", "armv7l", "armv8")
 
 def _tensor_specs(model: Any, previous: Sequence[TensorSpec], io: str) -> List[TensorSpec]:
     """Refresh dtypes (fp16 IO) while keeping the canonical shapes and layouts."""
+    import dataclasses
+
     import numpy as np
     from onnx import helper
 
-    values = model.graph.input if io == "inputs" else model.graph.output
-    by_name = {v.name: v for v in values}
-    out = []
-    for spec in previous:
-        v = by_name.get(spec.name)
-        if v is None:
-            out.append(spec)
-            continue
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)).name
-        out.append(TensorSpec(name=spec.name, shape=spec.shape, dtype=dtype, layout=spec.layout,
-                              quantization=spec.quantization))
-    return out
+    values = {v.name: v for v in (model.graph.input if io == "inputs" else model.graph.output)}
+
+    def dtype(name: str) -> str:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(values[name].type.tensor_type.elem_type)).name
+
+    return [dataclasses.replace(spec, dtype=dtype(spec.name)) if spec.name in values else spec for spec in previous]
 
 
 class OnnxRuntimeTarget(Target):
@@ -162,7 +158,7 @@ class OnnxRuntimeTarget(Target):
 
     name = "onnxruntime"
     runtime = "onnxruntime"
-    precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8})
+    precisions = FLOAT_AND_INT8
     description = "any CPU (Raspberry Pi, NUC, laptops) through onnxruntime"
     verify_runtime = "onnxruntime"
     requires = {"onnxruntime": "onnxruntime"}
@@ -203,18 +199,10 @@ class OnnxRuntimeTarget(Target):
         verify_options, verify_note = _verify_emulation(details)
 
         load_check(out_path, precision.value)
-        return Artifact(
-            files=artifact_files(job.workdir, ENTRY),
-            entry=ENTRY,
-            runtime_options=self._runtime_options(spec),
-            runtime_versions={"onnxruntime": rt.__version__},
-            inputs=inputs,
-            outputs=outputs,
-            details=details,
-            quantization=quantization,
-            verify_options=verify_options,
-            verify_note=verify_note,
-        )
+        return Artifact(files=artifact_files(job.workdir, ENTRY), entry=ENTRY, inputs=inputs, outputs=outputs,
+                        runtime_options=self._runtime_options(spec), runtime_versions={"onnxruntime": rt.__version__},
+                        details=details, quantization=quantization, verify_options=verify_options,
+                        verify_note=verify_note)
 
     def _runtime_options(self, spec: BuildSpec) -> Dict[str, Any]:
         device_opts: Mapping[str, Any] = {}

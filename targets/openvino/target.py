@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 from edgekit.errors import ConfigError, EdgekitError, ModelError, UnsupportedModelError
 from edgekit.options import Option, OptionSchema
 
-from ..base import Artifact, BuildJob, BuildSpec, CheckFindings, Precision, Target
+from ..base import FLOAT_AND_INT8, Artifact, BuildJob, BuildSpec, CheckFindings, Precision, Target
 from ..graph import GraphInfo, domain_of, iter_nodes, qualified_op
 from ..toolchain import first_line, require
 from .ops import OP_TABLE, OV_ONNX_PATTERN_ONLY
@@ -65,7 +65,7 @@ class OpenVinoTarget(Target):
     name = "openvino"
     runtime = "openvino"
     #: bf16 where this build host can verify it (a CPU with AVX512-BF16 or AMX)
-    precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8} | ({_BF16} if _host_bf16() else set()))
+    precisions = FLOAT_AND_INT8 | ({_BF16} if _host_bf16() else set())
     description = "Intel NUC / Core CPUs, integrated GPUs and NPUs through OpenVINO (IR, NNCF int8)"
     verify_runtime = "openvino"
     requires = {"openvino": "openvino", "nncf": "nncf"}

@@ -33,7 +33,7 @@ from edgekit.errors import ConfigError
 from edgekit.options import Option, OptionSchema
 from edgekit.runners.tensorrt.profile import BuildProfile, ShapeRange, TrtPrecision
 
-from ..base import Artifact, BuildJob, BuildSpec, CheckFindings, Precision, Target, UnsupportedNode
+from ..base import FLOAT_AND_INT8, Artifact, BuildJob, BuildSpec, CheckFindings, Precision, Target, UnsupportedNode
 from ..graph import GraphInfo, detection_tail, graph_specs
 from ..optable import OpTable
 from ..ort_tools import artifact_files, load_check
@@ -87,7 +87,7 @@ class TensorRTTarget(Target):
 
     name = "tensorrt"
     runtime = "tensorrt"
-    precisions = frozenset({Precision.FP32, Precision.FP16, Precision.INT8})
+    precisions = FLOAT_AND_INT8
     description = "NVIDIA Jetson (Orin, Xavier; DLA) through TensorRT: engine built and cached on the device"
     verify_runtime = "onnxruntime"
     requires = {"onnx": "onnx", "onnxruntime": "onnxruntime"}
@@ -154,18 +154,11 @@ class TensorRTTarget(Target):
                              "artifact sha256, build profile); `edgekit prepare PKG` builds it ahead of time")
         load_check(out_path, f"tensorrt {precision.value}")
         verify_options, verify_note = _verify_options(precision, prequantized or precision is Precision.INT8)
-        return Artifact(
-            files=artifact_files(workdir, ENTRY),
-            entry=ENTRY,
-            runtime_options=self.runtime_option_values(spec),
-            runtime_versions={"onnx": onnx.__version__, "tensorrt_graph_checked_for": table_version(version)},
-            inputs=inputs,
-            outputs=outputs,
-            details=details,
-            quantization=quantization,
-            verify_options=verify_options,
-            verify_note=verify_note,
-        )
+        return Artifact(files=artifact_files(workdir, ENTRY), entry=ENTRY, inputs=inputs, outputs=outputs,
+                        runtime_options=self.runtime_option_values(spec),
+                        runtime_versions={"onnx": onnx.__version__, "tensorrt_graph_checked_for": table_version(version)},
+                        details=details, quantization=quantization, verify_options=verify_options,
+                        verify_note=verify_note)
 
 
 def _build_int8(model: Any, spec: BuildSpec, calibration: Optional["CalibrationSet"],
