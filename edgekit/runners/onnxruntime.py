@@ -34,5 +34,5 @@ class OnnxRuntimeRunner(OrtSessionRunner):
                 f"execution provider(s) {unknown} are not available in this onnxruntime build; "
                 f"available: {available}"
             )
-        so = session_options(ort, self.options)
+        so = session_options(ort, self.options, manifest.precision)
         self._start(ort.InferenceSession(str(self.root / manifest.entry), sess_options=so, providers=providers))

@@ -120,5 +120,5 @@ class OnnxRuntimeGpuRunner(OrtSessionRunner):
                 with_opts.append((p, {"device_id": device, "use_tf32": 0 if fp32 else 1}))
             else:
                 with_opts.append(p)
-        so = session_options(ort, opts)
+        so = session_options(ort, opts, manifest.precision)
         self._start(ort.InferenceSession(str(self.root / manifest.entry), sess_options=so, providers=with_opts))

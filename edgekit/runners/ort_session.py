@@ -38,9 +38,15 @@ def import_onnxruntime(extra: str) -> Any:
     return ort
 
 
-def session_options(ort: Any, options: Mapping[str, Any]) -> Any:
-    """``SessionOptions`` from checked options (``threads``, ``inter_op_threads``, ``graph_optimization_level``)."""
+def session_options(ort: Any, options: Mapping[str, Any], precision: str = "") -> Any:
+    """``SessionOptions`` from checked options (``threads``, ``inter_op_threads``, ``graph_optimization_level``).
+
+    ``precision`` is the package's: an fp32 package keeps MLAS's Arm64 bf16 GEMM fast-math off (off by
+    default today; said explicitly so that a default change cannot downcast what verification measured).
+    """
     so = ort.SessionOptions()
+    if precision == "fp32":
+        so.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")
     if options.get("threads"):
         so.intra_op_num_threads = int(options["threads"])
     if options.get("inter_op_threads"):
