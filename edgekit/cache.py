@@ -53,7 +53,9 @@ RECENT_USE_S = 60
 def _base_dir() -> Path:
     """``EDGEKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgekit``, else ``~/.cache/edgekit`` (the options contract)."""
     try:
-        from .options import cache_dir  # the one resolver, once the options module provides it
+        from .options import (
+            cache_dir,  # the one resolver, once the options module provides it
+        )
 
         return Path(cache_dir("packages"))
     except (ImportError, AttributeError, TypeError):

@@ -20,7 +20,8 @@ def keygen(
     as_json: bool = JsonOpt,
 ) -> None:
     """Make an ed25519 key pair for signing packages (KEY mode 0600, KEY.pub to give to devices)."""
-    from .signing import PublicKey, keygen as _keygen
+    from .signing import PublicKey
+    from .signing import keygen as _keygen
 
     priv, pub = _keygen(key)
     key_id = PublicKey.load(pub).key_id

@@ -40,7 +40,7 @@ import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError, EdgekitError, ManifestError, PackageError
@@ -391,7 +391,6 @@ def open_package(path: PathLike, *, trust: Any = None, limits: PackageLimits = D
     environment — ``EDGEKIT_TRUSTED_KEYS``, ``EDGEKIT_REQUIRE_SIGNATURE``).
     """
     path = Path(path)
-    where = str(path)
     try:
         st = os.stat(path)
     except OSError:

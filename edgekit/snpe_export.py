@@ -36,7 +36,6 @@ def export_snpe(package: Path, out_dir: Path, model: Path, calibration: Optional
     try:
         m = opened.manifest
         doc = opened.manifest.to_json()
-        pkg_files = dict(m.files)
         recipe_path = opened.root / "recipe.json"
         recipe = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else None
     finally:

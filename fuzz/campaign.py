@@ -57,12 +57,12 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="edgekit-campaign-"))
     os.environ["EDGEKIT_CACHE_DIR"] = str(work / "cache")
+    from models.meta import GOLDEN_MODELS
+    from pkgtools import image_steps, make_package
     from typer.testing import CliRunner
 
     from edgekit.cli import app
     from edgekit.package import MANIFEST, open_package, seal_directory
-    from models.meta import GOLDEN_MODELS
-    from pkgtools import image_steps, make_package
 
     gm = {m.name: m for m in GOLDEN_MODELS}["conv_bn_relu"]
     kw = dict(labels=["a", "b", "c"], preprocess=image_steps(32, 32), postprocess={"task": "classify", "top_k": 2})

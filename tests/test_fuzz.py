@@ -19,13 +19,13 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis", reason="property tests need pip install hypothesis (in edgekit[test])")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from models.meta import GOLDEN_MODELS  # noqa: E402
+from pkgtools import image_steps, make_package, manifest_for  # noqa: E402
 
 from edgekit.errors import EdgekitError  # noqa: E402
 from edgekit.manifest import parse_manifest  # noqa: E402
 from edgekit.package import MANIFEST, open_package, seal_directory  # noqa: E402
 from edgekit.preprocess import Preprocessor, steps_from_json  # noqa: E402
-from models.meta import GOLDEN_MODELS  # noqa: E402
-from pkgtools import image_steps, make_package, manifest_for  # noqa: E402
 
 pytestmark = pytest.mark.device
 GM = {m.name: m for m in GOLDEN_MODELS}

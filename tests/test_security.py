@@ -3,7 +3,6 @@ got a device or a build host to lose data, run something else, hang, or crash wi
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -18,11 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from models.meta import GOLDEN_MODELS
+from pkgtools import image_steps, make_package, rewrite_manifest
 
 import edgekit
-from edgekit.errors import ConfigError, EdgekitError, ManifestError, PackageError, SignatureError
+from edgekit.errors import (
+    ConfigError,
+    EdgekitError,
+    ManifestError,
+    PackageError,
+    SignatureError,
+)
 from edgekit.package import (
-    INTEGRITY,
     MANIFEST,
     SIGNATURE,
     PackageLimits,
@@ -31,8 +37,6 @@ from edgekit.package import (
     seal_directory,
     sign_package,
 )
-from models.meta import GOLDEN_MODELS
-from pkgtools import image_steps, make_package, rewrite_manifest
 
 pytestmark = pytest.mark.device
 GM = {m.name: m for m in GOLDEN_MODELS}
