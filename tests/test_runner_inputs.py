@@ -127,3 +127,16 @@ def test_contiguous_input_is_not_copied(model):
     assert model.runner._check({name: x})[name] is x
     fixed = model.runner._check({name: _nhwc_transposed()})[name]
     assert fixed.flags.c_contiguous and fixed.flags.aligned
+
+
+def test_the_async_queue_takes_views_too(model):
+    """OpenVINO's infer_many (an async request queue) gets the same treatment as infer."""
+    if not hasattr(model.runner, "infer_many"):
+        pytest.skip(f"the {model.runner.name} runner has no infer_many")
+    name = model.manifest.inputs[0].name
+    views = [VARIANTS[v]() for v in sorted(VARIANTS)]
+    got = model.runner.infer_many([{name: v} for v in views])
+    for view, out in zip(views, got):
+        want = model.infer({name: np.ascontiguousarray(view)})
+        for key in want:
+            np.testing.assert_allclose(out[key], want[key], rtol=1e-5, atol=1e-6)

@@ -27,7 +27,7 @@ import numpy as np
 from .. import cpu
 from ..errors import ConfigError, PackageError
 from ..manifest import Manifest
-from ..options import Option, OptionSchema, cache_dir, threads_option
+from ..options import MAX_THREADS, Option, OptionSchema, cache_dir, threads_option
 from .base import FROM_DEFAULT, Runner, missing_runtime
 
 #: virtual devices: their targets follow a colon (``AUTO:GPU,CPU``)
@@ -57,13 +57,15 @@ OPTIONS = OptionSchema("openvino runner", [
     Option("device", str, "CPU", 'CPU, GPU, NPU, AUTO, a numbered device ("GPU.1") or a list ("AUTO:GPU,CPU")'),
     Option("performance_hint", PerformanceHint, PerformanceHint.LATENCY,
            "LATENCY (one request at a time) or THROUGHPUT / CUMULATIVE_THROUGHPUT (streams; use infer_many)"),
-    Option("num_streams", (int, str), None, "parallel streams; null = what the hint picks", min=1, choices=("AUTO",)),
+    Option("num_streams", (int, str), None, "parallel streams; null = what the hint picks", min=1, max=MAX_THREADS,
+           choices=("AUTO",)),
     threads_option("INFERENCE_NUM_THREADS (CPU); 0 = OpenVINO's default", aliases=("num_threads",)),
     Option("inference_precision", InferencePrecision, None,
            "INFERENCE_PRECISION_HINT; null = what the package was verified in (fp32 packages run f32)"),
     Option("cache_dir", (Path, bool), None,
            'the compiled-model cache folder (null = edgekit\'s cache dir, "" or false = off)', device_only=True),
-    Option("num_requests", int, None, "async request queue size for infer_many; null = OpenVINO's optimal", min=1),
+    Option("num_requests", int, None, "async request queue size for infer_many; null = OpenVINO's optimal", min=1,
+           max=1024),
 ])
 
 
