@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import edgekit  # noqa: E402
 from edgekit.quantize.calibration import load_feeds  # noqa: E402
-from edgekit.runners.coreml_program import load_program  # noqa: E402
-from edgekit.runners.coreml_reference import MilInterpreter  # noqa: E402
+from edgekit.runners.coreml.program import load_program  # noqa: E402
+from edgekit.runners.coreml.reference import MilInterpreter  # noqa: E402
 from edgekit.targets.canonicalize import canonicalize, load_onnx  # noqa: E402
 from edgekit.targets.coreml.compress import activation_ranges, activation_tensors, compress_weights  # noqa: E402
 from edgekit.targets.coreml.lower import W8A8_CONSUMERS, lower  # noqa: E402

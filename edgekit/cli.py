@@ -435,6 +435,7 @@ def inspect(
     opened = open_package(package)
     try:
         doc: Dict[str, Any] = {"package": str(package), "size_bytes": _package_size(package), "manifest": opened.manifest.to_json()}
+        target_lines = opened.manifest.details.inspect_lines()  # the target's own section (typed details)
     finally:
         opened.close()
     if runtime is not None:
@@ -475,6 +476,8 @@ def inspect(
     if pl:  # accelerator placement (qnn): how many nodes run on the NPU, which fall back
         off = ", ".join(f"{n['node']} ({n['op_type']})" for n in pl.get("cpu_nodes", []))
         typer.echo(f"  placement  {pl['htp_nodes']}/{pl['total_nodes']} nodes on the NPU" + (f"; on the CPU: {off}" if off else ""))
+    for line in target_lines:
+        typer.echo(f"  {line}")
     if "runtime" in doc:
         rt = dict(doc["runtime"])
         layers = rt.pop("layers", None)  # per-layer execution facts (openvino): one row each

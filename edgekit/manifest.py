@@ -121,6 +121,10 @@ class TargetDetails(_JsonView):
     precision: Optional[str] = None
     extra: Mapping[str, Any] = field(default_factory=dict, metadata=meta(extra=True))
 
+    def inspect_lines(self) -> List[str]:
+        """Lines ``edgekit inspect`` prints for this target's details (a typed subclass adds its own)."""
+        return []
+
 
 @dataclass(frozen=True)
 class PlacedNode(_JsonView):
@@ -164,7 +168,83 @@ class TensorrtDetails(TargetDetails):
     trt_version: Optional[str] = None
 
 
-_DETAILS: Dict[str, Type[TargetDetails]] = {"qnn": QnnDetails, "tensorrt": TensorrtDetails}
+@dataclass(frozen=True)
+class CoremlIoNames(_JsonView):
+    """Manifest tensor name → Core ML feature name (MIL names are C identifiers)."""
+
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CoremlImageInput(_JsonView):
+    """An input the .mlpackage takes as a Core ML image (a CVPixelBuffer / CGImage on the device).
+
+    Core ML computes ``pixel * scale + bias[c]`` from the 8-bit pixels in
+    ``color_layout`` order, at ``height`` x ``width``; that is the manifest
+    input ``input`` (the preprocessed NCHW float tensor).  Runners fed the
+    manifest tensor recover the pixels as ``(tensor - bias[c]) / scale``.
+    """
+
+    input: str
+    feature: str
+    color_layout: str = field(metadata=meta(choices=("RGB", "BGR", "GRAYSCALE")))
+    scale: float
+    bias: Tuple[float, ...]
+    height: int = field(metadata=meta(minimum=1))
+    width: int = field(metadata=meta(minimum=1))
+
+
+@dataclass(frozen=True)
+class AneRisk(_JsonView):
+    """A layer of the ML Program that may leave the Neural Engine, and why."""
+
+    layer: str
+    op: str
+    reason: str
+    onnx_node: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class NeuralEngineReport(_JsonView):
+    checked_ops: int
+    at_risk: Tuple[AneRisk, ...] = ()
+    rules: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class CoremlDetails(TargetDetails):
+    """coreml target: the ML Program's scheme, its IO (tensor or image input) and the Neural Engine report."""
+
+    compression: Optional[str] = None
+    deployment_target: Optional[str] = None
+    ml_program_opset: Optional[str] = None
+    compute_precision: Optional[str] = None
+    io_names: Optional[CoremlIoNames] = None
+    input_type: str = field(default="tensor", metadata=meta(choices=("tensor", "image")))
+    image_input: Optional[CoremlImageInput] = None
+    neural_engine: Optional[NeuralEngineReport] = None
+
+    def inspect_lines(self) -> List[str]:
+        lines = [f"coreml     {self.compression}, deployment target {self.deployment_target} "
+                 f"(ML Program {self.ml_program_opset}), computes in {self.compute_precision}"]
+        img = self.image_input
+        if img is not None:
+            bias = ", ".join(f"{b:.6g}" for b in img.bias)
+            lines.append(f"input      {img.input}: Core ML image {img.feature!r} ({img.color_layout} {img.height}x{img.width} "
+                         f"pixel buffer); Core ML computes pixel * {img.scale:.6g} + [{bias}]")
+        else:
+            lines.append("input      tensor (MLMultiArray)")
+        ane = self.neural_engine
+        if ane is not None:
+            lines.append(f"neural engine  {len(ane.at_risk)} of {ane.checked_ops} layers at risk of running off the ANE")
+            for r in ane.at_risk:
+                onnx = f", ONNX node {r.onnx_node}" if r.onnx_node else ""
+                lines.append(f"    {r.layer} ({r.op}{onnx}): {r.reason}")
+        return lines
+
+
+_DETAILS: Dict[str, Type[TargetDetails]] = {"qnn": QnnDetails, "tensorrt": TensorrtDetails, "coreml": CoremlDetails}
 
 
 def register_details(target: str, cls: Type[TargetDetails]) -> None:

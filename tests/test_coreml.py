@@ -21,8 +21,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import edgekit  # noqa: E402
 from edgekit.errors import ConfigError, PackageError, RuntimeMissingError, UnsupportedModelError  # noqa: E402
-from edgekit.runners.coreml_program import load_program  # noqa: E402
-from edgekit.runners.coreml_reference import MilInterpreter  # noqa: E402
+from edgekit.runners.coreml.program import load_program  # noqa: E402
+from edgekit.runners.coreml.reference import MilInterpreter  # noqa: E402
 from edgekit.targets.canonicalize import canonicalize, load_onnx  # noqa: E402
 from edgekit.targets.coreml.compress import compress_weights  # noqa: E402
 from edgekit.targets.coreml.lower import lower  # noqa: E402
@@ -287,7 +287,7 @@ def test_short_weight_file(tmp_path, saved_package):
 def test_weight_reader_agrees_with_coremltools_blob_reader(saved_package):
     from coremltools.libmilstoragepython import _BlobStorageReader
 
-    from edgekit.runners.coreml_program import WeightFile
+    from edgekit.runners.coreml.program import WeightFile
 
     path = saved_package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     reader, ours = _BlobStorageReader(str(path)), WeightFile(path)

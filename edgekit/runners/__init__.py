@@ -15,7 +15,7 @@ BUILTINS: Dict[str, str] = {
     "tensorrt": "edgekit.runners.tensorrt:TensorRTRunner",
     "onnxruntime-gpu": "edgekit.runners.onnxruntime_gpu:OnnxRuntimeGpuRunner",
     "coreml": "edgekit.runners.coreml:CoreMLRunner",
-    "coreml-reference": "edgekit.runners.coreml_reference:CoreMLReferenceRunner",
+    "coreml-reference": "edgekit.runners.coreml.reference:CoreMLReferenceRunner",
     "tflite": "edgekit.runners.tflite:TfliteRunner",
 }
 

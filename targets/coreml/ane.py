@@ -74,7 +74,7 @@ def _checks(op_type: str, dtype: Optional[str], shape: Sequence[int], attrs: Map
 
 
 def neural_engine_report(program: Any, origins: Mapping[str, str]) -> Dict[str, Any]:
-    """Check every operation of a loaded :class:`~edgekit.runners.coreml_program.MilProgram`."""
+    """Check every operation of a loaded :class:`~edgekit.runners.coreml.program.MilProgram`."""
     found: List[AtRisk] = []
     checked = 0
     for op in program.ops:

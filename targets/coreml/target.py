@@ -88,7 +88,7 @@ class CoreMLTarget(Target):
         workdir: Path,
     ) -> Artifact:
         ct = _coremltools()
-        from edgekit.runners.coreml_program import load_program
+        from edgekit.runners.coreml.program import load_program
 
         from .ane import neural_engine_report
         from .compress import WEIGHT_THRESHOLD, activation_ranges, activation_tensors, compress_weights

@@ -14,11 +14,12 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from ..errors import RuntimeMissingError
-from ..manifest import Manifest
-from ..options import Option, OptionSchema
-from .base import Runner, missing_runtime
-from .coreml_reference import _io_names, mlpackage_of
+from ...errors import RuntimeMissingError
+from ...manifest import Manifest
+from ...options import Option, OptionSchema
+from ..base import Runner, missing_runtime
+from .features import ImageFeed, io_names
+from .reference import mlpackage_of
 
 
 class ComputeUnits(str, enum.Enum):
@@ -54,13 +55,14 @@ class CoreMLRunner(Runner):
         package = mlpackage_of(self.root, manifest.entry)
         self.model = ct.models.MLModel(str(package), compute_units=getattr(ct.ComputeUnit, units.value))
         spec = self.model.get_spec()
-        from .coreml_program import load_program
-
-        self._in_names, self._out_names = _io_names(manifest, load_program(package))
-        self._spec_outputs = [o.name for o in spec.description.output]
+        self._in_names, self._out_names = io_names(manifest, [i.name for i in spec.description.input],
+                                                   [o.name for o in spec.description.output])
+        self._image = ImageFeed.of(manifest)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        values = self.model.predict({self._in_names[k]: v for k, v in feeds.items()})
+        image = self._image  # an image input takes a PIL image (Core ML applies the scale and bias itself)
+        values = self.model.predict({self._in_names[k]: image.pil_image(v) if image and k == image.input else v
+                                     for k, v in feeds.items()})
         out: Dict[str, np.ndarray] = {}
         for spec in self.manifest.outputs:
             y = np.asarray(values[self._out_names[spec.name]])

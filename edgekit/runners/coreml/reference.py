@@ -2,8 +2,10 @@
 
 Core ML runs only on Apple devices and coremltools cannot predict on Linux,
 so this is how a Linux build host (and CI) runs a Core ML package: it reads
-the ``.mlpackage`` itself (spec + weight blob, :mod:`.coreml_program`) and
-interprets each MIL operation with numpy (:mod:`.coreml_kernels`).
+the ``.mlpackage`` itself (spec + weight blob, :mod:`.program`) and
+interprets each MIL operation with numpy (:mod:`.kernels`).  It is fed the
+manifest's tensors, like every runner; an image input gets the pixels they
+came from (:mod:`.features`).
 
 It is a *checker*, not a runtime: slow (pure numpy, no fusion) but faithful
 to what the program declares.  With ``inference_precision="program"`` (the
@@ -17,16 +19,17 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from ..errors import ModelError
-from ..manifest import Manifest
-from ..options import Option, OptionSchema
-from .base import Runner
-from .coreml_kernels import KERNELS
-from .coreml_program import MilOp, MilProgram, TensorType, load_program
+from ...errors import ModelError
+from ...manifest import Manifest
+from ...options import Option, OptionSchema
+from ..base import Runner
+from .features import ImageFeed, io_names
+from .kernels import KERNELS
+from .program import MilOp, MilProgram, TensorType, load_program
 
 _FLOAT16 = "FLOAT16"
 
@@ -122,10 +125,13 @@ class CoreMLReferenceRunner(Runner):
         program = load_program(self.package)
         precision = ReferencePrecision(self.options["inference_precision"])
         self.interpreter = MilInterpreter(program, fp16_rounding=precision is ReferencePrecision.PROGRAM)
-        self._in_names, self._out_names = _io_names(manifest, program)
+        self._in_names, self._out_names = io_names(manifest, [n for n, _ in program.inputs], program.outputs)
+        self._image = ImageFeed.of(manifest)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        values = self.interpreter.run({self._in_names[k]: v for k, v in feeds.items()})
+        image = self._image
+        values = self.interpreter.run({self._in_names[k]: image.pixels(v) if image and k == image.input else v
+                                       for k, v in feeds.items()})
         out: Dict[str, np.ndarray] = {}
         for spec in self.manifest.outputs:
             y = values[self._out_names[spec.name]]
@@ -139,20 +145,3 @@ class CoreMLReferenceRunner(Runner):
                 "program": {"opset": prog.opset, "spec_version": prog.spec_version,
                             "inference_precision": ReferencePrecision(self.options["inference_precision"]).value}}
 
-
-def _io_names(manifest: Manifest, program: MilProgram) -> Tuple[Dict[str, str], Dict[str, str]]:
-    """Manifest tensor name → Core ML feature name: the names the target recorded, else by position."""
-    details = manifest.details
-    recorded: Mapping[str, Any] = {}
-    extra = getattr(details, "extra", None)
-    if isinstance(extra, Mapping):
-        recorded = extra.get("io_names") or {}
-    ins = [n for n, _ in program.inputs]
-    outs = list(program.outputs)
-    if len(ins) != len(manifest.inputs) or len(outs) != len(manifest.outputs):
-        raise ModelError(
-            f"the Core ML program has {len(ins)} inputs / {len(outs)} outputs, the manifest lists "
-            f"{len(manifest.inputs)} / {len(manifest.outputs)}; the package does not match its model (rebuild it)")
-    in_map = {t.name: recorded.get("inputs", {}).get(t.name, ins[i]) for i, t in enumerate(manifest.inputs)}
-    out_map = {t.name: recorded.get("outputs", {}).get(t.name, outs[i]) for i, t in enumerate(manifest.outputs)}
-    return in_map, out_map

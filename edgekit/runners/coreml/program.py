@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import PackageError, RuntimeMissingError
+from ...errors import PackageError, RuntimeMissingError
 
 BLOB_SENTINEL = 0xDEADBEEF
 _HEADER = 64
