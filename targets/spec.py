@@ -53,3 +53,6 @@ class BuildSpec:
     gates: Mapping[str, float] = field(default_factory=dict)
     #: target build options (``Target.build_options``): steer the build, never reach a manifest
     build_options: Mapping[str, Any] = field(default_factory=dict)
+    #: the preprocessing steps the package carries (edgekit.preprocess steps, fitted to the input): a
+    #: target may fold them into its artifact (coreml: a plain scale/bias becomes a Core ML image input)
+    preprocess: tuple = ()

@@ -335,7 +335,7 @@ def check(req: BuildRequest, canon: Canonical) -> Checked:
     task = _post.config_to_json(canon.postprocess)["task"]
     spec = BuildSpec(precision=req.precision, recipe=req.recipe, device=req.profile,
                      runtime_options=dict(req.runtime_options), task=task, gates=dict(req.gates),
-                     build_options=dict(req.build_options))
+                     build_options=dict(req.build_options), preprocess=tuple(canon.steps))
     report = req.target.check(canon.model.model, spec)
     report.raise_if_unsupported()
     return Checked(spec=spec, support=report)
