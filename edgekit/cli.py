@@ -436,6 +436,14 @@ def inspect(
     try:
         doc: Dict[str, Any] = {"package": str(package), "size_bytes": _package_size(package), "manifest": opened.manifest.to_json()}
         target_lines = opened.manifest.details.inspect_lines()  # the target's own section (typed details)
+        from .errors import EdgekitError
+        from .runners import resolved_options
+
+        # what edgekit.load(pkg) runs it with: each runner option's value and whether the package or the default set it
+        try:
+            doc["runner_options"] = resolved_options(opened.manifest, runtime)
+        except EdgekitError as exc:  # a runner not installed here, an option it cannot take: say so, show the rest
+            doc["runner_options"], doc["runner_options_error"] = {}, str(exc)
     finally:
         opened.close()
     if runtime is not None:
@@ -478,6 +486,8 @@ def inspect(
         typer.echo(f"  placement  {pl['htp_nodes']}/{pl['total_nodes']} nodes on the NPU" + (f"; on the CPU: {off}" if off else ""))
     for line in target_lines:
         typer.echo(f"  {line}")
+    typer.echo("  options    " + (doc.get("runner_options_error") or ", ".join(
+        f"{k}={v['value']!r}" + (" (package)" if v["from"] == "package" else "") for k, v in doc["runner_options"].items())))
     if "runtime" in doc:
         rt = dict(doc["runtime"])
         layers = rt.pop("layers", None)  # per-layer execution facts (openvino): one row each

@@ -331,6 +331,20 @@ def test_openvino_fp32_output_matches_onnxruntime_fp32(ov_fp32):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_inspect_lists_the_options_a_package_runs_with(ov_fp32):
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", str(ov_fp32), "--json"])
+    assert res.exit_code == 0, res.output
+    opts = json.loads(res.stdout)["runner_options"]
+    assert set(opts) == set(RUNNERS.get("openvino").options.names)
+    assert opts["threads"] == {"value": 0, "from": "default"}
+    res = CliRunner().invoke(app, ["inspect", str(ov_fp32)])
+    assert "options    device='CPU'" in res.output
+
+
 # ----------------------------------------------------------------- CLI and sample --threads
 def test_cli_threads_reaches_the_openvino_runner_and_bad_threads_is_one_line(ov_fp32, tmp_path):
     from typer.testing import CliRunner

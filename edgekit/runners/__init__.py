@@ -1,7 +1,7 @@
 """Runners, one per runtime, found by name through the ``edgekit.runners`` entry points."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ..registry import Registry
 from .base import Runner, missing_runtime
@@ -43,4 +43,15 @@ def describe_all_options() -> Dict[str, Any]:
     return out
 
 
-__all__ = ["BUILTINS", "RUNNERS", "Runner", "describe_all_options", "describe_options", "missing_runtime"]
+def resolved_options(manifest: Any, runtime: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
+    """The options ``edgekit.load(pkg)`` would run a package with, without loading it: per option its
+    value and where it comes from (``package`` or ``default``), for ``edgekit inspect``."""
+    import enum
+
+    cls = RUNNERS.get(runtime or manifest.runtime)
+    values, sources = cls.resolve_options(manifest, {})
+    return {name: {"value": value.value if isinstance(value, enum.Enum) else value, "from": sources[name]}
+            for name, value in values.items()}
+
+
+__all__ = ["BUILTINS", "RUNNERS", "resolved_options", "Runner", "describe_all_options", "describe_options", "missing_runtime"]
