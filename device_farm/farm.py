@@ -305,12 +305,14 @@ class Farm:
                 return  # a library printing to stdout is not a heartbeat, but not an error either
             if isinstance(ev, dict):
                 seen.update(last=ev)
+                if isinstance(ev.get("pid"), int):
+                    seen["pid"] = ev["pid"]
 
         t = self.settings.timeouts
         try:
             done = await conn.stream(argv, on_line, heartbeat_s=t.heartbeat_s, timeout=t.job_s)
         except DeviceFault:
-            await self._kill_runner(ds, out)
+            await self._kill_runner(ds, out, seen.get("pid"))
             raise
         last = seen.get("last") or {}
         if done.rc == 3:
@@ -320,9 +322,10 @@ class Farm:
             raise DeviceFault(f"runner died ({how}) {_tail(done.stderr)}".strip())
         return done
 
-    async def _kill_runner(self, ds: DeviceState, out: str) -> None:
+    async def _kill_runner(self, ds: DeviceState, out: str, pid: Optional[int]) -> None:
         """A hung runner must be gone before the device takes another job (best effort over a new link)."""
-        script = (f"p=$(cat {out}/pid 2>/dev/null) || exit 0; kill -KILL $p 2>/dev/null; "
+        find = f"p={pid}" if pid else f"p=$(cat {out}/pid 2>/dev/null) || exit 0"
+        script = (f"{find}; kill -KILL $p 2>/dev/null; "
                   "i=0; while kill -0 $p 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done")
         try:
             await self._drop(ds)

@@ -71,7 +71,8 @@ class SimDevice:
 
 
 def _is_runner(cmd: str) -> bool:
-    return " run " in cmd and "--package" in cmd and "--health" not in cmd
+    """A runner process (a job or a health check): what must never overlap on one device."""
+    return " run " in cmd and "--package" in cmd
 
 
 def _out_dir(cmd: str) -> Optional[str]:
@@ -268,3 +269,20 @@ async def start_fleet(base: Path, n: int, *, prefix: str = "sim", seed: int = 0)
     known = base / "known_hosts"
     known.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return Fleet(base, devices, client_key, known)
+
+
+class FleetThread:
+    """A fleet served from its own event loop in a background thread (for CLI runs in subprocesses)."""
+
+    def __init__(self, base: Path, n: int, **kw: Any) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.fleet: Fleet = asyncio.run_coroutine_threadsafe(start_fleet(base, n, **kw), self._loop).result(30)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fleet.close(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

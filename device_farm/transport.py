@@ -214,8 +214,12 @@ class SshConnection(Connection):
     async def stream(self, argv: List[str], on_line: LineFn, *, heartbeat_s: float, timeout: float) -> Completed:
         import asyncssh
 
+        # the shell announces its pid before exec'ing the runner (same pid), so the host can kill a runner
+        # that hangs before it writes anything of its own
+        announce = 'echo "{\\"event\\": \\"spawned\\", \\"pid\\": $$}"'
+        command = f"cd {shlex.quote(self._wd)} && {announce} && exec {' '.join(shlex.quote(a) for a in argv)}"
         try:
-            proc = await self._conn.create_process(self._command(argv))  # type: ignore[attr-defined]
+            proc = await self._conn.create_process(command)  # type: ignore[attr-defined]
         except (OSError, asyncssh.Error) as exc:
             raise DeviceFault(f"connection lost: {' '.join(str(exc).split()) or type(exc).__name__}") from None
         err_task = asyncio.ensure_future(proc.stderr.read())

@@ -1,0 +1,101 @@
+"""Lab mode against a real labgrid-coordinator and exporter on 127.0.0.1, with simulated devices."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("labgrid")
+pytest.importorskip("asyncssh")
+if shutil.which("labgrid-coordinator") is None or shutil.which("labgrid-exporter") is None:
+    pytest.skip("labgrid-coordinator / labgrid-exporter not on PATH", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_farm import QUICK, TIMEOUTS, _build, _no_overlap  # noqa: E402
+
+from edgekit.device_farm.farm import Farm, FarmSettings, make_jobs  # noqa: E402
+from edgekit.device_farm.inventory import load_inventory  # noqa: E402
+from edgekit.device_farm.jobs import JobState  # noqa: E402
+from edgekit.device_farm.lab import LabLeaser, LabSession, place_tags  # noqa: E402
+from edgekit.device_farm.simulate import start_fleet  # noqa: E402
+from edgekit.device_farm.store import Store  # noqa: E402
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _lab_run(tmp: Path, pkg: Path) -> Any:
+    port = _port()
+    addr = f"127.0.0.1:{port}"
+    log = open(tmp / "labgrid.log", "w")
+    coord = subprocess.Popen(["labgrid-coordinator", "-l", addr], cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+    fleet = await start_fleet(tmp / "fleet", 2)
+    exporter = None
+    try:
+        inv = load_inventory(fleet.inventory(places=True))
+        cfg = tmp / "exporter.yaml"
+        cfg.write_text("".join(f"{d.id}:\n  NetworkService:\n    address: 127.0.0.1\n    username: farm\n"
+                               f"    port: {d.port}\n" for d in fleet.devices))
+        exporter = subprocess.Popen(["labgrid-exporter", "-c", addr, "--name", "simexp", "--hostname", "127.0.0.1",
+                                     str(cfg)], cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+        lab = None
+        for _ in range(100):  # the coordinator takes a moment to listen
+            try:
+                lab = await LabSession(addr).start()
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        assert lab is not None, (tmp / "labgrid.log").read_text()[-2000:]
+        try:
+            for d in inv.pool("sim"):
+                await lab.add_place(d.labgrid_place, place_tags(d), [f"simexp/{d.id}/NetworkService"])
+            # another team member holds sim1: the farm must run everything on sim0
+            other = await LabSession(addr).start()
+            token, place = await other.reserve({"name": "sim1"})
+            await other.acquire(place)
+            store = Store(tmp / "farm.sqlite")
+            farm = Farm(inv.pool("sim"), store, LabLeaser(lab, inv.pools["sim"].match, inv.pool("sim")),
+                        FarmSettings(timeouts=TIMEOUTS))
+            jobs = make_jobs([pkg], QUICK, repeat=3)
+            t = asyncio.ensure_future(farm.run(jobs))
+            await asyncio.sleep(0.5)
+            held = (await lab.places())["sim1"]["acquired"]
+            await t
+            first = [j.device for j in jobs]
+            await other.release(place)
+            await other.cancel(token)
+            await other.close()
+            jobs2 = make_jobs([pkg], QUICK, repeat=4)
+            await farm.run(jobs2)
+            places = await lab.places()
+        finally:
+            await lab.close()
+        return fleet, store, jobs + jobs2, first, held, places
+    finally:
+        for p in (exporter, coord):
+            if p is not None:
+                p.terminate()
+                p.wait(10)
+        await fleet.close()
+        log.close()
+
+
+def test_lab_mode_on_a_real_coordinator(tmp_path: Path) -> None:
+    pkg = _build(tmp_path / "conv.edgepkg", "fp32")
+    fleet, store, jobs, first, held, places = asyncio.run(_lab_run(tmp_path, pkg))
+    assert held, "the other user's acquisition of sim1 was visible"
+    assert first == ["sim0"] * 3  # sim1 was taken by someone else
+    assert all(j.state is JobState.COMPLETE for j in jobs)
+    assert {j.device for j in jobs[3:]} <= {"sim0", "sim1"}
+    assert all(p["acquired"] is None and p["reservation"] is None for p in places.values()), places
+    _no_overlap(fleet, store)
