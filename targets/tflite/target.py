@@ -149,10 +149,11 @@ class TfliteTarget(Target):
 
         recipe: Recipe = spec.recipe if spec.recipe is not None else Recipe()
         used, given = CalibrationSet.required(calibration, recipe.num_samples)
-        if recipe.method is not CalibrationMethod.MINMAX:
-            warnings.warn(f"the tflite target calibrates with min/max ranges; the recipe's method "
-                          f"{recipe.method.value!r} is not applied", UserWarning, stacklevel=3)
-        ranges = collect_ranges(fp32, lowered.graph, used.feeds)
+        percentile = recipe.percentile if recipe.method is CalibrationMethod.PERCENTILE else None
+        if recipe.method is CalibrationMethod.ENTROPY:
+            warnings.warn("the tflite target calibrates with min/max or percentile ranges; the recipe's method "
+                          "'entropy' is not applied (min/max used)", UserWarning, stacklevel=3)
+        ranges = collect_ranges(fp32, lowered.graph, used.feeds, percentile=percentile)
         skip = {n.name for n in lowered.view.nodes if recipe.skips(n.name, n.op_type)}
         for n in lowered.view.nodes:  # a skipped fused node also skips when named by a source node
             if any(recipe.skips(f, n.op_type) for f in n.fused_from):
@@ -163,6 +164,7 @@ class TfliteTarget(Target):
         details["float_ops"] = report.float_ops
         return graph, {
             "format": "tflite-int8",
+            "method": "percentile" if percentile is not None else "minmax",
             "tool": "edgekit.targets.tflite (TFLite quantization spec: int8 per-tensor activations, per-channel "
                     "symmetric weights, int32 bias)",
             "recipe": recipe.to_json(),
