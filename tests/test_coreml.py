@@ -23,6 +23,7 @@ import edgekit  # noqa: E402
 from edgekit.errors import ConfigError, PackageError, RuntimeMissingError, UnsupportedModelError  # noqa: E402
 from edgekit.runners.coreml.program import load_program  # noqa: E402
 from edgekit.runners.coreml.reference import MilInterpreter  # noqa: E402
+from edgekit.targets.coreml.image_input import plan_image_input  # noqa: E402
 from edgekit.targets.canonicalize import canonicalize, load_onnx  # noqa: E402
 from edgekit.targets.coreml.compress import compress_weights  # noqa: E402
 from edgekit.targets.coreml.lower import lower  # noqa: E402
@@ -330,3 +331,139 @@ def test_neural_engine_report_flags_fp32_compute(tmp_path):
         report = m.manifest.details["neural_engine"]
         assert report["checked_ops"] > 0
         assert any("fp32 compute" in r["reason"] and r["op"] == "conv" for r in report["at_risk"])
+
+
+# -- LSTM --------------------------------------------------------------------------------------
+
+def _lstm_model(direction: str, state_inputs: bool, seed: int = 0) -> "onnx.ModelProto":
+    """A one-layer LSTM (7 steps, 5 features, hidden 8) feeding a Relu; Y, Y_h and Y_c are all outputs."""
+    rng = np.random.default_rng(seed)
+    S, B, I, H = 7, 1, 5, 8
+    inits = [numpy_helper.from_array(rng.standard_normal((1, 4 * H, I)).astype(np.float32) * 0.5, "W"),
+             numpy_helper.from_array(rng.standard_normal((1, 4 * H, H)).astype(np.float32) * 0.5, "R"),
+             numpy_helper.from_array(rng.standard_normal((1, 8 * H)).astype(np.float32) * 0.3, "B")]
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [S, B, I])]
+    node_in = ["x", "W", "R", "B"]
+    if state_inputs:  # streaming models (Silero VAD) feed the state back every call
+        ins += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, B, H]) for n in ("h0", "c0")]
+        node_in += ["", "h0", "c0"]
+    nodes = [helper.make_node("LSTM", node_in, ["Y", "Y_h", "Y_c"], hidden_size=H, direction=direction, name="lstm"),
+             helper.make_node("Relu", ["Y"], ["y"])]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "Y_h", "Y_c")]
+    return _model(helper.make_graph(nodes, "lstm", ins, outs, inits))
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+@pytest.mark.parametrize("state_inputs", [False, True], ids=["zero-state", "state-inputs"])
+def test_lstm_matches_onnxruntime(tmp_path, direction, state_inputs):
+    canon = canonicalize(_lstm_model(direction, state_inputs)).model
+    for scheme, floor in ((Compression.FP32, 60.0), (Compression.FP16, 30.0)):
+        pkg = _save(canon, tmp_path / f"{scheme.value}.mlpackage", scheme)
+        assert "lstm" in {op.type for op in load_program(pkg).ops}
+        ref, got = _run_both(canon, pkg)
+        for r, g in zip(ref, got):
+            assert g.shape == r.shape
+            assert _sqnr(r, g) >= floor, f"{direction} {scheme.value}: {_sqnr(r, g):.1f} dB < {floor}"
+
+
+def test_lstm_the_lowering_cannot_take_is_named(tmp_path):
+    model = _lstm_model("forward", False)
+    model.graph.node[0].attribute.append(helper.make_attribute("clip", 3.0))
+    with pytest.raises(UnsupportedModelError, match=r"lstm \(LSTM.*clip is not lowered"):
+        edgekit.build(model, target="coreml", output=tmp_path / "x.edgepkg")
+    assert not (tmp_path / "x.edgepkg").exists()
+
+
+# -- image inputs ----------------------------------------------------------------------------------
+
+def _steps(color="rgb", mean=(0.5, 0.4, 0.3), std=(0.25,), layout="nchw", dtype="float32"):
+    from edgekit.preprocess import default_image_steps
+
+    return default_image_steps(16, 16, color=color, mean=mean, std=std, layout=layout, dtype=dtype)
+
+
+def test_image_input_plan_folds_a_plain_scale_bias_only():
+    plan, why = plan_image_input(_steps("bgr"), [("x", [1, 3, 16, 16])])
+    assert why == "" and plan.color_layout == "BGR" and (plan.height, plan.width) == (16, 16)
+    assert plan.scale == pytest.approx(1 / 255 / 0.25)
+    assert plan.bias == pytest.approx((-0.5 / 0.25, -0.4 / 0.25, -0.3 / 0.25))
+    gray, _ = plan_image_input(_steps("gray", mean=(0.5,), std=(0.5,)), [("x", [1, 1, 16, 16])])
+    assert gray.color_layout == "GRAYSCALE" and gray.bias == pytest.approx((-1.0,))
+    refusals = {
+        "scales the channels differently": (_steps(std=(0.229, 0.224, 0.225)), [("x", [1, 3, 16, 16])]),  # ImageNet
+        "NHWC": (_steps(layout="nhwc"), [("x", [1, 16, 16, 3])]),
+        "2 inputs": (_steps(), [("x", [1, 3, 16, 16]), ("y", [1, 4])]),
+        "not an image pipeline": ((), [("x", [1, 3, 16, 16])]),
+    }
+    for needle, (steps, inputs) in refusals.items():
+        plan, why = plan_image_input(steps, inputs)
+        assert plan is None and needle in why, (needle, why)
+
+
+def _rgb_model() -> "onnx.ModelProto":
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                           helper.make_node("Relu", ["c"], ["y"])], "rgb",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    return _model(g)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(9)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def test_bgr_image_input_end_to_end(tmp_path, photo_folder):
+    from PIL import Image
+
+    from edgekit.runners.coreml.features import ImageFeed
+
+    out = edgekit.build(_rgb_model(), target="coreml", precision="fp16", calibration=photo_folder,
+                        preprocess=_steps("bgr"), output=tmp_path / "img.edgepkg")
+    pkg = edgekit.load(out, runtime="coreml-reference")
+    with pkg as m:
+        details = m.manifest.details
+        assert details.input_type == "image" and details.image_input.color_layout == "BGR"
+        assert m.manifest.inputs[0].shape == (1, 3, 16, 16)  # the manifest keeps the preprocessed tensor
+        spec = ct.utils.load_spec(str(m.runner.package))
+        image = spec.description.input[0].type.imageType
+        assert (image.width, image.height, ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.colorSpace)) \
+            == (16, 16, "BGR")
+        assert m.manifest.verification["passed"] and m.manifest.verification["min_sqnr_db"] >= 30.0
+        # the pixels an app would hand Core ML are the image's own: the feed undoes the folded scale/bias exactly
+        photo = next(iter(sorted(photo_folder.glob("*.png"))))
+        tensor = m.preprocess(str(photo))
+        tensor = next(iter(tensor.values())) if isinstance(tensor, dict) else tensor
+        feed = ImageFeed.of(m.manifest)
+        resized = np.asarray(Image.open(photo).convert("RGB").resize((16, 16), Image.BILINEAR))[..., ::-1]
+        np.testing.assert_allclose(feed.pixels(tensor)[0], np.transpose(resized, (2, 0, 1)), atol=1e-3)
+        assert np.asarray(feed.pil_image(tensor)).shape == (16, 16, 3)
+
+
+def test_image_input_can_be_turned_off(tmp_path, photo_folder):
+    out = edgekit.build(_rgb_model(), target="coreml", precision="fp32", calibration=photo_folder,
+                        preprocess=_steps("rgb"), build_options={"image_input": False}, output=tmp_path / "t.edgepkg")
+    with edgekit.load(out, runtime="coreml-reference") as m:
+        assert m.manifest.details.input_type == "tensor" and m.manifest.details.image_input is None
+        assert "image_input is off" in m.manifest.details.extra["tensor_input_reason"]
+
+
+def test_inspect_lists_the_neural_engine_layers_at_risk(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    out = edgekit.build(BUNDLED, target="coreml", precision="fp32", output=tmp_path / "fm32.edgepkg")
+    res = CliRunner().invoke(app, ["inspect", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "neural engine" in res.output and "layers at risk" in res.output
+    assert "(conv, ONNX node conv1): fp32 compute" in res.output
+    assert "input      tensor (MLMultiArray)" in res.output

@@ -13,7 +13,7 @@ inspect`` lists them and ``coreml`` runs on a Mac can confirm with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 #: the ANE's largest tensor dimension and rank
 MAX_DIM = 16384
@@ -30,6 +30,7 @@ OFF_ANE_OPS: Mapping[str, str] = {
     "while_loop": "control flow is not supported on the ANE",
     "cond": "control flow is not supported on the ANE",
     "erf": "a bare erf is not an ANE op (fuse into gelu)",
+    "lstm": "recurrent layers are reported to run on the CPU/GPU, not the ANE (the sequence loop is not an ANE op)",
 }
 
 #: the ANE computes in fp16 (and int8 on A17 Pro / M4 for W8A8); these dtypes mean another unit

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .context import Emitter, Lowering, Node
+from .ops_rnn import emit_lstm, lstm_condition
 
 
 def _mb() -> Any:
@@ -692,11 +693,11 @@ OPS: Mapping[str, OpLowering] = {
     "ArgMax": _spec(_argmax, _attr_in("select_last_index", (0,), 0)),
     "ArgMin": _spec(_argmax, _attr_in("select_last_index", (0,), 0)),
     "Resize": _spec(_resize, _resize_cond),
+    "LSTM": _spec(emit_lstm, lstm_condition, since=7),
 }
 
 #: ops listed so `check` explains why, instead of "no rule"
 NOT_LOWERED: Mapping[str, str] = {
-    "LSTM": "recurrent layers are not lowered yet (unroll the LSTM in the export, or use the tflite/onnxruntime targets)",
     "GRU": "recurrent layers are not lowered yet (unroll the GRU in the export)",
     "NonMaxSuppression": "NMS runs in edgekit's postprocessing; export the model without it",
     "Loop": "control flow is not lowered: Core ML's Neural Engine needs a static graph",

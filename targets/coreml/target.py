@@ -1,8 +1,9 @@
 """The Core ML target: iPhone / iPad / Mac, an ML Program for the Neural Engine.
 
 Build: canonical ONNX → MIL program (our lowering, :mod:`.lower`) →
-``ct.convert`` (fp16 or fp32 compute) → weight compression (:mod:`.compress`)
-→ ``model.mlpackage``.  Verification on the build host runs the saved
+``ct.convert`` (fp16 or fp32 compute; an image input when the preprocessing
+is a plain scale/bias, :mod:`.image_input`) → weight compression
+(:mod:`.compress`) → ``model.mlpackage``.  Verification on the build host runs the saved
 package through the ``coreml-reference`` numpy executor; on a Mac the
 ``coreml`` runner runs it with Core ML itself.
 """
@@ -11,22 +12,15 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import os
 import warnings
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from edgekit.errors import CalibrationError, ModelError
 from edgekit.options import Option, OptionSchema
 
-from ..base import Artifact, BuildSpec, Precision, Target
+from ..base import Artifact, BuildJob, BuildSpec, Precision, Target
 from .optable import OP_TABLE
 from .schemes import Compression, DeploymentTarget, Plan, resolve_plan
-
-if TYPE_CHECKING:  # pragma: no cover
-    import onnx
-
-    from edgekit.quantize.calibration import CalibrationSet
 
 PACKAGE = "model.mlpackage"
 #: the package's entry: a file (manifests list files); the runner opens the folder around it
@@ -61,6 +55,9 @@ class CoreMLTarget(Target):
         Option("deployment_target", DeploymentTarget, None,
                "minimum OS (ios16 … ios18, macos13 … macos15); null = ios16 or the device profile's, "
                "raised automatically when the compression needs a newer one"),
+        Option("image_input", bool, True,
+               "take a Core ML image input (a pixel buffer, scale and bias folded in) when the preprocessing is a "
+               "plain scale/bias normalization into NCHW float32; false: always a tensor input"),
     ])
 
     def toolchain(self) -> Tuple[bool, str]:
@@ -80,22 +77,16 @@ class CoreMLTarget(Target):
         )
 
     # -- build ----------------------------------------------------------------
-    def build(
-        self,
-        model: "onnx.ModelProto",
-        spec: BuildSpec,
-        calibration: Optional["CalibrationSet"],
-        workdir: Path,
-    ) -> Artifact:
+    def _build(self, job: BuildJob) -> Artifact:
+        model, spec, calibration, workdir = job.model, job.spec, job.calibration, job.workdir
         ct = _coremltools()
         from edgekit.runners.coreml.program import load_program
 
         from .ane import neural_engine_report
         from .compress import WEIGHT_THRESHOLD, activation_ranges, activation_tensors, compress_weights
+        from .image_input import plan_image_input
         from .lower import W8A8_CONSUMERS, lower
 
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
         plan = self.plan(spec)
         scheme, target = plan.compression, plan.deployment
 
@@ -113,11 +104,17 @@ class CoreMLTarget(Target):
                           "percentile": percentile, "activations": len(ranges)}
 
         lowered = lower(model, target.ct_target(), act_ranges=ranges)
+        image, why_tensor = None, "image_input is off (build option)"
+        if job.options["image_input"]:
+            graph_inputs = [(i.name, [d.dim_value for d in i.type.tensor_type.shape.dim])
+                            for i in model.graph.input if i.name in lowered.input_names]
+            image, why_tensor = plan_image_input(spec.preprocess, graph_inputs)
+        inputs = [image.image_type(lowered.input_names[image.input])] if image is not None else None
         precision = ct.precision.FLOAT32 if scheme is Compression.FP32 else ct.precision.FLOAT16
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")  # progress bars and deprecation notes; the pipeline reports progress
             try:
-                mlmodel = ct.convert(lowered.program, convert_to="mlprogram",
+                mlmodel = ct.convert(lowered.program, convert_to="mlprogram", inputs=inputs,
                                      minimum_deployment_target=target.ct_target(), compute_precision=precision)
                 mlmodel = compress_weights(mlmodel, scheme)
             except (ValueError, TypeError, RuntimeError, NotImplementedError) as err:
@@ -138,9 +135,13 @@ class CoreMLTarget(Target):
             "ml_program_opset": f"iOS{target.level}",
             "compute_precision": "fp32" if scheme is Compression.FP32 else "fp16",
             "io_names": {"inputs": lowered.input_names, "outputs": lowered.output_names},
-            "input_type": "tensor",
+            "input_type": "image" if image is not None else "tensor",
             "neural_engine": report,
         }
+        if image is not None:
+            details["image_input"] = image.to_details(lowered.input_names[image.input])
+        else:
+            details["tensor_input_reason"] = why_tensor
         if plan.note:
             details["note"] = plan.note
         quantization = None

@@ -5,10 +5,13 @@ pipeline verified (NCHW float32).  When the ``.mlpackage`` takes a Core ML
 *image* input instead (the target folded a plain scale/bias normalization
 into it, ``manifest.details.image_input``), the device passes a pixel buffer
 and Core ML computes ``pixel * scale + bias[c]`` itself.  A runner fed the
-manifest tensor therefore recovers the 8-bit pixels, ``(tensor - bias[c]) /
-scale``, rounded and clipped to 0..255 as a pixel buffer holds them; for a
-tensor made by the package's own preprocessing from an 8-bit image this is
-exact, so the package computes what the device computes.
+manifest tensor therefore recovers the pixels, ``(tensor - bias[c]) / scale``.
+For a tensor the package's own preprocessing made from an 8-bit image these
+are that image's pixels (integers up to float rounding), so the package
+computes what the device computes.  The reference executor passes them on
+unrounded, so any tensor (the random ones a build without data verifies
+with, too) runs through the program as given; Core ML itself takes an 8-bit
+image, so the macOS runner rounds and clips them to 0..255.
 """
 from __future__ import annotations
 
@@ -52,20 +55,19 @@ class ImageFeed:
         return None if img is None else cls(img)
 
     def pixels(self, tensor: np.ndarray) -> np.ndarray:
-        """[1, C, H, W] 0..255 pixels (float32, integral) in ``color_layout`` channel order."""
+        """[1, C, H, W] pixels (float32, unrounded) in ``color_layout`` channel order."""
         x = np.asarray(tensor, np.float64)
         channels = 1 if self.color_layout == "GRAYSCALE" else 3
         if x.ndim != 4 or x.shape[1] != channels or x.shape[2:] != self.size:
             raise InputError(f"{self.input}: the Core ML image input takes [1, {channels}, {self.size[0]}, "
                              f"{self.size[1]}], got {list(x.shape)}")
-        px = (x - self.bias.reshape(1, -1, 1, 1)) / self.scale
-        return np.clip(np.rint(px), 0, 255).astype(np.float32)
+        return ((x - self.bias.reshape(1, -1, 1, 1)) / self.scale).astype(np.float32)
 
     def pil_image(self, tensor: np.ndarray) -> Any:
         """The pixels as a PIL image (what coremltools' ``predict`` takes for an image input)."""
         from PIL import Image
 
-        px = self.pixels(tensor)[0].astype(np.uint8)
+        px = np.clip(np.rint(self.pixels(tensor)[0]), 0, 255).astype(np.uint8)  # an 8-bit pixel buffer
         if self.color_layout == "GRAYSCALE":
             return Image.fromarray(px[0], mode="L")
         hwc = np.transpose(px, (1, 2, 0))

@@ -463,7 +463,51 @@ def _squeeze(i: Inputs) -> np.ndarray:
     return np.squeeze(x, axis=tuple(a % x.ndim for a in _ints(i["axes"])))
 
 
+_ACTIVATIONS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0),
+    "linear": lambda x: x,
+}
+
+
+def lstm(i: Inputs) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MIL ``lstm`` (forward / reverse): gates in ``ifoz`` order, one summed bias, states ``[B, H]``.
+
+    Steps run in float64 (the state carries across the whole sequence); the
+    interpreter rounds the outputs to the program's declared types.
+    """
+    direction = str(_scalar(i.get("direction"), "forward"))
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"lstm direction {direction!r} is not interpreted (forward and reverse are)")
+    if i.get("clip") is not None or i.get("peephole") is not None:
+        raise ValueError("lstm clip / peephole are not interpreted")
+    try:
+        acts = [_ACTIVATIONS[str(_scalar(i.get(k), d))] for k, d in
+                (("recurrent_activation", "sigmoid"), ("cell_activation", "tanh"), ("activation", "tanh"))]
+    except KeyError as err:
+        raise ValueError(f"lstm activation {err} is not interpreted (known: {sorted(_ACTIVATIONS)})") from None
+    gate, cell, out_act = acts
+    x = np.asarray(i["x"], np.float64)
+    w_ih, w_hh = np.asarray(i["weight_ih"], np.float64), np.asarray(i["weight_hh"], np.float64)
+    bias = np.asarray(i["bias"], np.float64) if i.get("bias") is not None else 0.0
+    h = np.asarray(i["initial_h"], np.float64)
+    c = np.asarray(i["initial_c"], np.float64)
+    hidden = w_hh.shape[1]
+    xw = x @ w_ih.T + bias  # every step's input projection at once: [S, B, 4H]
+    ys = np.zeros(x.shape[:2] + (hidden,), np.float64)
+    order = range(x.shape[0] - 1, -1, -1) if direction == "reverse" else range(x.shape[0])
+    for t in order:
+        g = xw[t] + h @ w_hh.T
+        gi, gf, go, gz = (g[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        c = gate(gf) * c + gate(gi) * cell(gz)
+        h = gate(go) * out_act(c)
+        ys[t] = h
+    if not bool(_scalar(i.get("output_sequence"), False)):
+        ys = h[None]
+    return ys.astype(np.float32), h.astype(np.float32), c.astype(np.float32)
+
+
 KERNELS: Dict[str, Kernel] = {
+    "lstm": lstm,
     "conv": conv,
     "conv_transpose": conv_transpose,
     "max_pool": lambda i: _pool(i, "max"),
