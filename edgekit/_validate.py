@@ -25,3 +25,9 @@ def coerce_enum(value: Any, cls: Type[E], name: str, allowed: Optional[Sequence[
             if member.value == value:
                 return member
     raise ConfigError(f'"{name}" must be one of {choices(members)}, but got {value!r}')
+
+
+def first_line(err: BaseException) -> str:
+    """The first meaningful line of a runtime's or toolchain's error (they append source paths and checks)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.strip().startswith("Check ")]
+    return (lines[0] if lines else type(err).__name__)[:300]

@@ -29,10 +29,6 @@ def opset_versions(model: Any) -> Dict[str, int]:
     return out
 
 
-def default_opset(model: Any) -> int:
-    return opset_versions(model).get("", 0)
-
-
 class GraphInfo:
     """Lookups over a model's main graph that checks and rewrites share.
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from edgekit._validate import first_line
 from edgekit.errors import RuntimeMissingError
+
+__all__ = ["first_line", "require"]
 
 
 def require(module: str, what: str, extra: str) -> Any:
@@ -14,9 +17,3 @@ def require(module: str, what: str, extra: str) -> Any:
     except ImportError as exc:
         raise RuntimeMissingError(f"{what} needs {module.split('.')[0]} ({exc}); pip install 'edgekit[{extra}]'") \
             from None
-
-
-def first_line(err: BaseException) -> str:
-    """The first meaningful line of a toolchain's error (they append C++ source paths and checks)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.strip().startswith("Check ")]
-    return (lines[0] if lines else type(err).__name__)[:300]
