@@ -196,6 +196,15 @@ class CoremlImageInput(_JsonView):
 
 
 @dataclass(frozen=True)
+class CoremlShape(_JsonView):
+    """One enumerated input shape; ``sqnr_db`` is its check vs onnxruntime (the default is the verified one)."""
+
+    shape: Tuple[int, ...] = field(metadata=meta(minimum=1))
+    default: bool = False
+    sqnr_db: Optional[float] = None
+
+
+@dataclass(frozen=True)
 class AneRisk(_JsonView):
     """A layer of the ML Program that may leave the Neural Engine, and why."""
 
@@ -223,6 +232,8 @@ class CoremlDetails(TargetDetails):
     io_names: Optional[CoremlIoNames] = None
     input_type: str = field(default="tensor", metadata=meta(choices=("tensor", "image")))
     image_input: Optional[CoremlImageInput] = None
+    #: the input shapes Core ML accepts (enumerated shapes); empty when the input is static
+    enumerated_shapes: Tuple[CoremlShape, ...] = ()
     neural_engine: Optional[NeuralEngineReport] = None
 
     def inspect_lines(self) -> List[str]:
@@ -235,6 +246,10 @@ class CoremlDetails(TargetDetails):
                          f"pixel buffer); Core ML computes pixel * {img.scale:.6g} + [{bias}]")
         else:
             lines.append("input      tensor (MLMultiArray)")
+        if self.enumerated_shapes:
+            lines.append("shapes     " + ", ".join(
+                f"{list(s.shape)}" + (" (default)" if s.default else f" {s.sqnr_db:.1f} dB" if s.sqnr_db is not None else "")
+                for s in self.enumerated_shapes))
         ane = self.neural_engine
         if ane is not None:
             lines.append(f"neural engine  {len(ane.at_risk)} of {ane.checked_ops} layers at risk of running off the ANE")

@@ -467,3 +467,35 @@ def test_inspect_lists_the_neural_engine_layers_at_risk(tmp_path):
     assert "neural engine" in res.output and "layers at risk" in res.output
     assert "(conv, ONNX node conv1): fp32 compute" in res.output
     assert "input      tensor (MLMultiArray)" in res.output
+
+
+# -- enumerated sizes ----------------------------------------------------------------------------------
+
+def test_enumerated_sizes_on_a_fully_convolutional_model(tmp_path, photo_folder):
+    out = edgekit.build(_rgb_model(), target="coreml", precision="fp16", calibration=photo_folder,
+                        preprocess=_steps("bgr"), build_options={"enumerated_sizes": ["24x32", "8x8", "16x16"]},
+                        output=tmp_path / "enum.edgepkg")
+    with edgekit.load(out, runtime="coreml-reference") as m:
+        shapes = m.manifest.details.enumerated_shapes
+        assert [list(s.shape) for s in shapes] == [[1, 3, 16, 16], [1, 3, 24, 32], [1, 3, 8, 8]]  # default first, once
+        assert shapes[0].default and all(s.sqnr_db >= 30.0 for s in shapes[1:])
+        image = ct.utils.load_spec(str(m.runner.package)).description.input[0].type.imageType
+        sizes = {(s.height, s.width) for s in image.enumeratedSizes.sizes}
+        assert sizes == {(16, 16), (24, 32), (8, 8)}
+        # enumerated sizes are specialized statically on the device: not reported as dynamic dims
+        assert not any("dynamic" in r.reason for r in m.manifest.details.neural_engine.at_risk)
+        # the program itself runs at every size (the manifest, and so edgekit's runners, keep the default)
+        for shape in ([1, 3, 24, 32], [1, 3, 8, 8]):
+            pixels = np.random.default_rng(1).integers(0, 256, shape).astype(np.float32)
+            prog = m.runner.interpreter
+            assert prog.run({prog.program.inputs[0][0]: pixels})[prog.program.outputs[0]].shape == (1, 4, *shape[2:])
+
+
+def test_enumerated_sizes_refuse_a_graph_fixed_to_its_size(tmp_path):
+    with pytest.raises(UnsupportedModelError, match=r"flatten \(Flatten\).*one package per size"):
+        edgekit.build(BUNDLED, target="coreml", build_options={"enumerated_sizes": ["56x56"]},
+                      output=tmp_path / "x.edgepkg")
+    with pytest.raises(ConfigError, match='"enumerated_sizes" entries must be HxW'):
+        edgekit.build(_rgb_model(), target="coreml", build_options={"enumerated_sizes": ["big"]},
+                      output=tmp_path / "x.edgepkg")
+    assert not (tmp_path / "x.edgepkg").exists()

@@ -58,13 +58,14 @@ class AtRisk:
         return out
 
 
-def _checks(op_type: str, dtype: Optional[str], shape: Sequence[int], attrs: Mapping[str, Any]) -> List[str]:
+def _checks(op_type: str, dtype: Optional[str], shape: Sequence[int], attrs: Mapping[str, Any],
+            enumerated: bool = False) -> List[str]:
     reasons: List[str] = []
     if op_type in OFF_ANE_OPS:
         reasons.append(OFF_ANE_OPS[op_type])
     if dtype in OFF_ANE_DTYPES and op_type not in _DTYPE_EXEMPT:
         reasons.append(OFF_ANE_DTYPES[dtype])
-    if any(d <= 0 for d in shape):
+    if any(d <= 0 for d in shape) and not enumerated:  # enumerated sizes are specialized statically on the device
         reasons.append("a dynamic dimension (the ANE needs static shapes)")
     if len(shape) > MAX_RANK:
         reasons.append(f"rank {len(shape)} > {MAX_RANK}")
@@ -74,8 +75,11 @@ def _checks(op_type: str, dtype: Optional[str], shape: Sequence[int], attrs: Map
     return reasons
 
 
-def neural_engine_report(program: Any, origins: Mapping[str, str]) -> Dict[str, Any]:
-    """Check every operation of a loaded :class:`~edgekit.runners.coreml.program.MilProgram`."""
+def neural_engine_report(program: Any, origins: Mapping[str, str], enumerated: bool = False) -> Dict[str, Any]:
+    """Check every operation of a loaded :class:`~edgekit.runners.coreml.program.MilProgram`.
+
+    ``enumerated``: the input has enumerated sizes, so its symbolic dims are not dynamic on the device.
+    """
     found: List[AtRisk] = []
     checked = 0
     for op in program.ops:
@@ -85,7 +89,7 @@ def neural_engine_report(program: Any, origins: Mapping[str, str]) -> Dict[str, 
         name, ttype = op.outputs[0] if op.outputs else (op.name, None)
         dtype = ttype.dtype if ttype is not None else None
         shape = ttype.shape if ttype is not None else ()
-        for reason in _checks(op.type, dtype, shape, op.attributes):
+        for reason in _checks(op.type, dtype, shape, op.attributes, enumerated):
             found.append(AtRisk(name, op.type, reason, origins.get(name)))
     return {
         "checked_ops": checked,

@@ -36,12 +36,15 @@ class ImagePlan:
     height: int
     width: int
 
-    def image_type(self, feature: str) -> Any:
+    def image_type(self, feature: str, shape: Any = None) -> Any:
+        """``ct.ImageType`` of this input; ``shape`` overrides the static one (``ct.EnumeratedShapes``)."""
         import coremltools as ct
 
         channels = 1 if self.color_layout == "GRAYSCALE" else 3
         bias: Union[float, list] = self.bias[0] if channels == 1 else list(self.bias)
-        return ct.ImageType(name=feature, shape=(1, channels, self.height, self.width), scale=self.scale,
+        if shape is None:
+            shape = (1, channels, self.height, self.width)
+        return ct.ImageType(name=feature, shape=shape, scale=self.scale,
                             bias=bias, color_layout=getattr(ct.colorlayout, self.color_layout))
 
     def to_details(self, feature: str) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekit.errors import UnsupportedModelError
 
-from .context import Lowering, Node, mil_name
+from .context import Lowering, LoweringError, Node, mil_name
 from .ops import NOT_LOWERED, OPS
 
 #: ONNX ops whose activation inputs are quantized in W8A8 (where int8 compute pays)
@@ -63,10 +63,16 @@ def lower(
     opset: Any,
     *,
     act_ranges: Optional[Mapping[str, Tuple[float, float]]] = None,
+    flexible: Optional[Tuple[int, int]] = None,
 ) -> LoweredProgram:
-    """The MIL program for ``model`` (canonical ONNX), targeting MIL ``opset`` (a ``ct.target``)."""
+    """The MIL program for ``model`` (canonical ONNX), targeting MIL ``opset`` (a ``ct.target``).
+
+    ``flexible``: axes of the (single) input lowered as symbolic sizes, for
+    enumerated shapes (:mod:`.enumerated`); a node that needs them concrete
+    is refused with its name.
+    """
     from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.mil import Function, Program
+    from coremltools.converters.mil.mil import Function, Program, get_new_symbol
 
     graph = model.graph
     inits = _initializers(model)
@@ -94,7 +100,10 @@ def lower(
                 "(fold the embedding/indices into the export, or use the onnxruntime target)")
         name = low.unique(vi.name)
         input_names[vi.name] = name
-        placeholders[name] = mb.placeholder(shape=shape)
+        dims: List[Any] = list(shape)
+        for axis in flexible or ():
+            dims[axis] = get_new_symbol()
+        placeholders[name] = mb.placeholder(shape=dims)
 
     activation_quant: Dict[str, Tuple[float, int]] = {}
     quantized: Dict[str, Any] = {}
@@ -121,17 +130,22 @@ def lower(
             if spec is None:
                 reason = NOT_LOWERED.get(node.op_type, "no Core ML lowering for this op")
                 raise node.fail(reason + " (see `edgekit targets` for the coreml op table)")
+            saved = {}
             if node.op_type in W8A8_CONSUMERS and low.act_ranges:
-                saved = {}
                 for inp in node.inputs[:1] if node.op_type != "MatMul" else node.inputs[:2]:
                     v = low.values.get(inp)
                     if inp and not isinstance(v, np.ndarray) and inp in low.act_ranges:
                         saved[inp] = v
                         low.values[inp] = fake_quant(inp, v)
+            try:
                 outs = _emit(spec, node, low, onnx_opset)
-                low.values.update(saved)  # other consumers see the float value
-            else:
-                outs = _emit(spec, node, low, onnx_opset)
+            except LoweringError as err:
+                if flexible:
+                    from .enumerated import explain
+
+                    raise explain(err) from None
+                raise
+            low.values.update(saved)  # other consumers see the float value
             for out_name, value in zip(node.outputs, outs):
                 if out_name:
                     low.values[out_name] = value

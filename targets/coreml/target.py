@@ -13,7 +13,7 @@ import contextlib
 import importlib.util
 import io
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from edgekit.errors import CalibrationError, ModelError
 from edgekit.options import Option, OptionSchema
@@ -55,6 +55,9 @@ class CoreMLTarget(Target):
         Option("deployment_target", DeploymentTarget, None,
                "minimum OS (ios16 … ios18, macos13 … macos15); null = ios16 or the device profile's, "
                "raised automatically when the compression needs a newer one"),
+        Option("enumerated_sizes", list, [],
+               'extra input sizes "HxW" the model accepts besides its own (Core ML enumerated shapes, specialized '
+               "statically on the device); empty = static shapes only"),
         Option("image_input", bool, True,
                "take a Core ML image input (a pixel buffer, scale and bias folded in) when the preprocessing is a "
                "plain scale/bias normalization into NCHW float32; false: always a tensor input"),
@@ -84,6 +87,7 @@ class CoreMLTarget(Target):
 
         from .ane import neural_engine_report
         from .compress import WEIGHT_THRESHOLD, activation_ranges, activation_tensors, compress_weights
+        from .enumerated import flexible_input, input_shapes, parse_sizes, verify_sizes
         from .image_input import plan_image_input
         from .lower import W8A8_CONSUMERS, lower
 
@@ -103,13 +107,25 @@ class CoreMLTarget(Target):
             calib_info = {"samples": len(used), "source": used.source, "method": spec.recipe.method.value,
                           "percentile": percentile, "activations": len(ranges)}
 
-        lowered = lower(model, target.ct_target(), act_ranges=ranges)
+        sizes = parse_sizes(job.options["enumerated_sizes"] or [])
+        shapes: List[List[int]] = []
+        flexible = None
+        if sizes:
+            flex_name, default_shape, flexible = flexible_input(model, spec.preprocess)
+            shapes = input_shapes(default_shape, flexible, sizes)
+        lowered = lower(model, target.ct_target(), act_ranges=ranges, flexible=flexible)
         image, why_tensor = None, "image_input is off (build option)"
         if job.options["image_input"]:
             graph_inputs = [(i.name, [d.dim_value for d in i.type.tensor_type.shape.dim])
                             for i in model.graph.input if i.name in lowered.input_names]
             image, why_tensor = plan_image_input(spec.preprocess, graph_inputs)
-        inputs = [image.image_type(lowered.input_names[image.input])] if image is not None else None
+        enumerated = ct.EnumeratedShapes(shapes=shapes, default=shapes[0]) if len(shapes) > 1 else None
+        if image is not None:
+            inputs = [image.image_type(lowered.input_names[image.input], enumerated)]
+        elif enumerated is not None:
+            inputs = [ct.TensorType(name=lowered.input_names[flex_name], shape=enumerated)]
+        else:
+            inputs = None
         precision = ct.precision.FLOAT32 if scheme is Compression.FP32 else ct.precision.FLOAT16
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")  # progress bars and deprecation notes; the pipeline reports progress
@@ -126,7 +142,15 @@ class CoreMLTarget(Target):
         out = workdir / PACKAGE
         mlmodel.save(str(out))
 
-        report = neural_engine_report(load_program(out), lowered.origins)
+        program = load_program(out)
+        report = neural_engine_report(program, lowered.origins, enumerated=enumerated is not None)
+        size_checks: List[Dict[str, Any]] = []
+        if enumerated is not None:  # the pipeline verifies the default size; the others are checked here
+            from ..stages import DEFAULT_MIN_SQNR_DB
+
+            floor = float(spec.gates.get("min_sqnr_db", DEFAULT_MIN_SQNR_DB[job.precision]))
+            size_checks = verify_sizes(model, program, (lowered.input_names, lowered.output_names), flex_name,
+                                       shapes, image, floor, fp16=scheme is not Compression.FP32)
         files = sorted(p.relative_to(workdir).as_posix() for p in out.rglob("*") if p.is_file())
         details: Dict[str, Any] = {
             "precision": Precision.parse(spec.precision).value,
@@ -138,6 +162,8 @@ class CoreMLTarget(Target):
             "input_type": "image" if image is not None else "tensor",
             "neural_engine": report,
         }
+        if size_checks:
+            details["enumerated_shapes"] = [{"shape": list(shapes[0]), "default": True}] + size_checks
         if image is not None:
             details["image_input"] = image.to_details(lowered.input_names[image.input])
         else:
