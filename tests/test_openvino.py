@@ -98,6 +98,42 @@ def test_fp32_ir_matches_onnxruntime(conv_fp32):
         assert d["precision_summary"]["weighted_int8"] == 0 and d["layers"]
 
 
+def _sqnr(ref, out):
+    noise = float(np.sum((ref.astype(np.float64) - out) ** 2))
+    return 200.0 if noise == 0 else 10 * np.log10(float(np.sum(ref.astype(np.float64) ** 2)) / noise)
+
+
+def test_fp32_pins_f32_execution(conv_fp32):
+    """An AMX/AVX512-BF16 CPU runs an f32 IR in bf16 unless told: the package says f32 and the build verified f32."""
+    with edgekit.load(conv_fp32, cache_dir="") as m:
+        assert m.manifest.runtime_options["inference_precision"] == "f32"
+        details = m.manifest.data["target"]["details"]
+        assert details["execution_precision"] == "f32" and details["verified_execution_precision"] == "f32"
+        assert details["host_cpu"]["inference_precision"] == "f32"
+        assert m.runner.describe()["compiled"]["inference_precision"] == "f32"
+        assert m.manifest.verification["min_sqnr_db"] >= 60
+
+
+def test_bf16_is_a_precision_of_its_own(tmp_path):
+    from edgekit.cpu import cpu_features
+
+    target = TARGETS.get("openvino")
+    if not cpu_features().bf16:
+        assert Precision.BF16 not in target.precisions  # this host could not verify it
+        pytest.skip("this CPU has no AVX512-BF16 or AMX: bf16 builds are not offered here")
+    out = edgekit.build(CONV.path, target="openvino", precision="bf16", output=tmp_path / "b.edgepkg")
+    feed = _feeds((1, 3, 32, 32), 1, seed=3)[0]
+    want = ort.InferenceSession(str(CONV.path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    with edgekit.load(out, cache_dir="") as m:
+        assert m.manifest.precision == "bf16" and m.manifest.runtime_options["inference_precision"] == "bf16"
+        assert m.runner.describe()["compiled"]["inference_precision"] == "bf16"
+        got = m.infer(feed)["logits"]
+    assert 25 <= _sqnr(want, got) < 100  # bf16 arithmetic: close to fp32, but not f32's exactness
+    with pytest.raises(ConfigError, match='"inference_precision" .*contradicts precision'):
+        edgekit.build(CONV.path, target="openvino", precision="fp32", runtime_options={"inference_precision": "bf16"},
+                      output=tmp_path / "c.edgepkg")
+
+
 def test_fp16_weights_are_compressed(tmp_path, conv_fp32):
     out = edgekit.build(CONV.path, target="openvino", precision="fp16", output=tmp_path / "c16.edgepkg")
     with zipfile.ZipFile(out) as z16, zipfile.ZipFile(conv_fp32) as z32:

@@ -137,3 +137,36 @@ def test_qnn_refuses_activation_types_the_htp_lacks(canon, calib, tmp_path):
     recipe = Recipe(num_samples=16, nodes={"conv_1": OpConfig(activation_dtype="int8")})
     with pytest.raises(ConfigError, match=r"qnn target cannot honour recipe setting\(s\) nodes\.conv_1\.activation_dtype='int8'"):
         _build(target, canon, calib, tmp_path, recipe)
+
+
+# ------------------------------------------------------------------ reduce_range: decided by VNNI, not by "x86"
+@pytest.mark.parametrize("features, options, recipe_value, expected", [
+    ({"avx2"}, {}, None, True),  # x86 without VNNI: u8×s8 pair sums saturate int16
+    ({"avx2", "avx512_vnni"}, {}, None, False),  # VNNI accumulates in int32
+    ({"avx2", "avx_vnni"}, {"arch": "x86_64"}, None, False),
+    ({"avx2", "avx512_vnni"}, {"arch": "x86_64", "vnni": False}, None, True),  # the device profile knows better
+    ({"avx2"}, {"arch": "arm64"}, None, False),  # Arm kernels widen properly
+    ({"avx2"}, {}, False, False),  # the recipe wins
+])
+def test_reduce_range_follows_the_cpu_features(monkeypatch, features, options, recipe_value, expected):
+    import edgekit.cpu as cpu
+    from edgekit.targets.onnxruntime import _reduce_range
+
+    fake = cpu.CpuFeatures("x86_64", frozenset(features), "test")
+    monkeypatch.setattr(cpu, "cpu_features", lambda: fake)
+    value, why = _reduce_range(recipe_value, options)
+    assert value is expected and why
+
+
+def test_build_options_steer_the_build_and_stay_out_of_the_manifest(tmp_path):
+    import edgekit
+
+    _target("onnxruntime")
+    out = edgekit.build(GM.path, target="onnxruntime", precision="fp16", build_options={"fp16_io": True},
+                        output=tmp_path / "h.edgepkg")
+    with edgekit.load(out) as m:
+        assert m.manifest.inputs[0].dtype == "float16"
+        assert "fp16_io" not in m.manifest.runtime_options
+    with pytest.raises(ConfigError, match=r'"fp16_io_typo".*did you mean "fp16_io"'):
+        edgekit.build(GM.path, target="onnxruntime", precision="fp16", build_options={"fp16_io_typo": True},
+                      output=tmp_path / "x.edgepkg")
