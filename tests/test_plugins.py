@@ -114,3 +114,14 @@ def test_a_new_target_is_one_module_and_one_registration(tmp_path, monkeypatch):
             TARGETS.register("toy", toy.ToyTarget)
     finally:
         sys.modules.pop("toy_target", None)
+
+
+def test_every_device_profile_names_a_target_and_valid_build_options():
+    """devices.toml's target_options are build options: a typo there fails here, not on a user's build."""
+    from edgekit.targets.devices import load_profiles
+
+    for name, profile in load_profiles().items():
+        assert profile.target in TARGETS.names(), f"{name}: unknown target {profile.target!r}"
+        target = TARGETS.get(profile.target)()
+        spec = BuildSpec(precision=Precision.parse(profile.precision), recipe=Recipe(), device=profile)
+        target.build_option_values(spec)  # raises a ConfigError naming the option and the profile
