@@ -452,6 +452,13 @@ def _open_directory(path: Path, policy: Any, limits: PackageLimits) -> OpenedPac
     for name in (MANIFEST, LABELS):
         if name in record.files:
             sha, size = record.files[name]
+            try:
+                actual = os.lstat(path / name).st_size
+            except OSError:
+                actual = size
+            if actual != size:  # e.g. 2 GB of whitespace appended: refused on its size, never read
+                raise PackageError(f"{where}: file {name!r} was changed ({actual} bytes, the integrity record says "
+                                   f"{size}); re-copy or rebuild the package")
             data = _read_regular(path / name, size, where, name)
             if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
                 raise _changed(name, hashlib.sha256(data).hexdigest(), sha, where)
