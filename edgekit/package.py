@@ -704,7 +704,7 @@ def check_output(output: PathLike) -> Path:
             real = out.resolve()
             if real == cwd or real in cwd.parents:
                 raise ConfigError(f"{out}: is the current folder (or holds it); it will not be replaced — {fix}")
-            if not _looks_like_package_dir(out):
+            if any(os.scandir(out)) and not _looks_like_package_dir(out):  # an empty folder loses nothing
                 raise ConfigError(f"{out}: is an existing folder that is not an edgekit package; it will not be replaced — {fix}")
         elif stat.S_ISREG(st.st_mode):
             if not is_zip_output(out):

@@ -125,6 +125,10 @@ def test_existing_non_package_file_is_never_overwritten(tmp_path):
 def test_existing_package_is_replaced_atomically(tmp_path, zpkg, dpkg):
     for p in (zpkg, dpkg):
         assert check_output(p) == p  # a package may be replaced
+    (tmp_path / "empty").mkdir()
+    assert check_output(tmp_path / "empty") == tmp_path / "empty"  # so may an empty folder
+    make_package(tmp_path, GM["conv_bn_relu"], "empty")
+    open_package(tmp_path / "empty").close()
     second = make_package(tmp_path, GM["conv_bn_relu"], "pkgdir", postprocess={"task": "raw"})
     assert open_package(second).manifest.labels is None
     assert not [p for p in tmp_path.iterdir() if p.name.endswith((".partial", ".old"))]
