@@ -6,8 +6,12 @@
   300 calibration images).
 * Bundled model, W8A8 (the iphone-15-pro profile) vs fp32 on the 1,000
   committed validation images: top-1 agreement and accuracy.
+* The same for an LSTM (the tests' one-layer model with state inputs).
+* Image input vs tensor input on the bundled model (the same 1,000 images):
+  the folded scale/bias must not change a prediction.
 * Speed of the reference executor vs onnxruntime fp32 on the same model
-  (interleaved medians, one process): it is a checker, not a runtime.
+  (interleaved medians, one process): it is a checker, not a runtime; the
+  Silero VAD LSTM too when the real-model cache holds it.
 Prints figures; asserts nothing.  Run: ``python benchmarks/bench_coreml.py [--quick]``.
 """
 from __future__ import annotations
@@ -67,9 +71,15 @@ def sqnr_table(tmp: Path, quick: bool) -> None:
     import onnxruntime as ort
 
     b = bundled_model()
-    models = [(gm.name, gm.path) for gm in GOLDEN_MODELS] + [("fashion_mnist_cnn (bundled)", b["model"])]
+    import onnx
+    from test_coreml import _lstm_model
+
+    lstm_path = tmp / "lstm.onnx"
+    onnx.save(_lstm_model("forward", True), str(lstm_path))
+    models = [(gm.name, gm.path) for gm in GOLDEN_MODELS] + [("fashion_mnist_cnn (bundled)", b["model"]),
+                                                             ("lstm 7 steps, 5→8 (tests)", lstm_path)]
     if quick:
-        models = models[:3] + models[-1:]
+        models = models[:3] + models[-2:]
     print("SQNR (dB) vs fp32 onnxruntime, reference executor (min over outputs, 4 random-normal inputs)")
     print(f"{'model':30s} " + " ".join(f"{s.value:>10s}" for s in SCHEMES))
     for name, path in models:
@@ -110,26 +120,49 @@ def bundled_agreement(tmp: Path) -> None:
         print(f"  accuracy fp32 {100 * (p32 == labels).mean():.2f} %, W8A8 {100 * (pq == labels).mean():.2f} %")
 
 
+def image_vs_tensor_input(tmp: Path) -> None:
+    b = bundled_model()
+    common = dict(preprocess=b["preprocess"], task="classify", labels=b["labels"], calibration=b["calibration"],
+                  target="coreml", precision="fp16")
+    img = edgekit.build(b["model"], output=tmp / "img.edgepkg", **common)
+    ten = edgekit.build(b["model"], output=tmp / "ten.edgepkg", build_options={"image_input": False}, **common)
+    with edgekit.load(img, runtime="coreml-reference") as mi, edgekit.load(ten, runtime="coreml-reference") as mt:
+        val = load_feeds(b["validation"], mi.manifest.inputs, mi._pre)
+        worst, same = 200.0, 0
+        for f in val.feeds:
+            yi, yt = mi.infer(f)["logits"], mt.infer(f)["logits"]
+            worst = min(worst, sqnr(yt, yi))
+            same += int(np.argmax(yi) == np.argmax(yt))
+        print(f"\nbundled model fp16, image input ({mi.manifest.details.image_input.color_layout}, scale "
+              f"{mi.manifest.details.image_input.scale:.6g}) vs tensor input, {len(val.feeds)} validation images: "
+              f"top-1 agreement {100 * same / len(val.feeds):.2f} %, min SQNR {worst:.1f} dB")
+
+
 def speed(tmp: Path) -> None:
     import onnxruntime as ort
 
     b = bundled_model()
     cases = [("fashion_mnist_cnn", b["model"], 30, 10),
              ("mobilenet_v2_class 160x160", ROOT / "tests" / "models" / "mobilenet_v2_class.onnx", 6, 2)]
+    silero = Path.home() / ".cache" / "edgekit-real-models" / "silero-vad" / "6.2.3" / "silero_vad_16k_sequence.onnx"
+    if silero.is_file():  # the real-model suite's LSTM, at the suite's shapes
+        cases.append(("silero VAD LSTM (32x576)", silero, 10, 3))
     print("\nreference executor vs onnxruntime fp32 (1 thread for onnxruntime; numpy's BLAS threads as configured)")
     for name, path, rounds, inner in cases:
-        canon = canonicalize(load_onnx(path)).model
+        shapes = {"input": [32, 576], "h": [1, 1, 128], "c": [1, 1, 128]} if "silero" in name else None
+        canon = canonicalize(load_onnx(path), input_shapes=shapes).model
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         sess = ort.InferenceSession(canon.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        i = sess.get_inputs()[0]
-        x = np.random.default_rng(0).standard_normal(i.shape).astype(np.float32)
+        rng = np.random.default_rng(0)
+        feed = {i.name: rng.standard_normal(i.shape).astype(np.float32) for i in sess.get_inputs()}
         progs = {s: load_program(package(canon, s, tmp / f"speed_{s.value}.mlpackage", None))
                  for s in (Compression.FP32, Compression.FP16)}
         interps = {s: MilInterpreter(p) for s, p in progs.items()}
-        fns = {"onnxruntime": lambda: sess.run(None, {i.name: x})}
+        fns = {"onnxruntime": lambda: sess.run(None, feed)}
         for s, it in interps.items():
-            fns[f"reference {s.value}"] = (lambda it=it, n=progs[s].inputs[0][0]: it.run({n: x}))
+            mil_feed = {n: feed[k] for (n, _), k in zip(progs[s].inputs, feed)}
+            fns[f"reference {s.value}"] = (lambda it=it, f=mil_feed: it.run(f))
         for fn in fns.values():
             fn()
         t = interleaved(fns, rounds, inner)
@@ -146,6 +179,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sqnr_table(Path(tmp), args.quick)
         bundled_agreement(Path(tmp))
+        image_vs_tensor_input(Path(tmp))
         speed(Path(tmp))
 
 
