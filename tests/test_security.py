@@ -612,3 +612,12 @@ def test_export_snpe_refuses_other_targets_and_non_empty_folders(tmp_path, zpkg)
     (full / "keep.txt").write_text("x")
     _one_line(_cli("export", "snpe", zpkg, full, "--model", GM["conv_bn_relu"].path), "not an empty folder")
     assert (full / "keep.txt").read_text() == "x"
+
+
+def test_concurrent_first_loads_share_one_entry(tmp_path, zpkg, fresh_cache):
+    code = "import sys, edgekit; m = edgekit.load(sys.argv[1]); m.close(); print('ok')"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(zpkg)], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(4)]
+    assert [p.communicate(timeout=120)[0].strip() for p in procs] == ["ok"] * 4
+    assert len([x for x in fresh_cache.iterdir()]) == 1
