@@ -155,4 +155,12 @@ def apply_defaults(req: Any, proto: Any) -> Any:
         dynamic = any(not d.HasField("dim_value") for i in inputs for d in i.type.tensor_type.shape.dim[1:])
         if dynamic:
             changes["size"] = meta.imgsz
+    size = changes.get("size", req.size)
+    if size is not None and meta.stride and any(v % meta.stride for v in size):
+        # Ultralytics itself rounds imgsz up to a multiple of the stride: a size off it shifts the grids
+        import warnings
+
+        up = tuple(-(-v // meta.stride) * meta.stride for v in size)
+        warnings.warn(f"input size {size[0]}x{size[1]} is not a multiple of the export's stride {meta.stride}; "
+                      f"the detector was trained on multiples of it: use --size {up[0]}x{up[1]}")
     return dataclasses.replace(req, **changes) if changes else req

@@ -129,6 +129,32 @@ def test_ultralytics_metadata_is_read_as_data():
     assert bad.labels is None and bad.imgsz == (640, 640) and any(i.startswith("names") for i in bad.ignored)
 
 
+def test_size_off_the_exporters_stride_is_warned():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit import postprocess as _post
+    from edgekit.targets.exporter_meta import apply_defaults
+
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "g",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, "h", "w"])])
+    model = helper.make_model(graph)
+    onnx.helper.set_model_props(model, {"author": "Ultralytics", "imgsz": "[320, 320]", "stride": "32", "task": "detect",
+                                        "names": "{0: 'a'}"})
+
+    import dataclasses
+
+    # the fields apply_defaults reads, frozen like the pipeline's BuildRequest
+    R = dataclasses.make_dataclass("R", [("postprocess", object), ("labels", object), ("size", object),
+                                         ("input_shapes", object)], frozen=True)
+    raw = _post.config_from_json({"task": "raw"}, where="t")
+    filled = apply_defaults(R(raw, None, None, None), model)
+    assert filled.size == (320, 320) and filled.labels is None  # raw task: no labels; dynamic H/W: the export's size
+    with pytest.warns(UserWarning, match="not a multiple of the export's stride 32.*--size 320x320"):
+        apply_defaults(R(raw, None, (300, 300), None), model)
+
+
 def test_paddle_character_is_labels_only_when_the_count_fits():
     from edgekit.targets.exporter_meta import default_labels, read_metadata
 
