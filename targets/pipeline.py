@@ -19,7 +19,7 @@ from edgekit import _warnings
 from edgekit.manifest import BuildReport, Manifest, StageTiming
 from edgekit.quantize.parity import ParityReport
 
-from . import exporter_meta, stages
+from . import exporter_meta, int8_stage, stages
 from .stages import (  # noqa: F401 - re-exported for callers of the old module layout
     DEFAULT_MIN_SQNR_DB,
     HOLDOUT_MAX,
@@ -50,6 +50,8 @@ class BuildResult:
     #: every stage's time, "package" included (the manifest's report ends at "gate":
     #: it is written by the package stage)
     timings: Tuple[StageTiming, ...] = ()
+    #: int8 with ``explain``: the sensitivity table and the layer-wise divergence, as text
+    explanation: Tuple[str, ...] = ()
 
     @property
     def manifest(self) -> Dict[str, Any]:
@@ -69,14 +71,22 @@ def build_package(model: Any, **options: Any) -> BuildResult:
         with tempfile.TemporaryDirectory(prefix="edgekit-build-") as tmp:
             built = clock.run("target build", stages.target_build, req, canon, data, Path(tmp))
             verified = clock.run("verify", stages.verify, req, src, canon, checked, data, built, Path(tmp))
+            explanation: Tuple[str, ...] = ()
+            if int8_stage.applies(req):  # int8 only: mixed precision when the floor is missed, then speed
+                int8 = clock.run("mixed precision", int8_stage.mixed_precision, req, src, canon, checked, data, built,
+                                 verified, Path(tmp), req.mixed_precision, req.explain)
+                built, verified = int8.built, int8.verified
             verification = clock.run("gate", stages.gate, req, verified)
+            if int8_stage.applies(req):
+                built, explanation = clock.run("int8 speed", int8_stage.finish, req, src, canon, checked, data, built,
+                                               int8, Path(tmp))
             manifest = stages.assemble_manifest(req, src, canon, checked, built,
                                                 runtime_versions=verified.runtime_versions, verification=verification)
             report = BuildReport(stages=tuple(clock.timings), warnings=tuple(caught.warnings), host=stages.host_info())
             manifest = dataclasses.replace(manifest, build=report)
             path, manifest = clock.run("package", stages.package, req, manifest, built)
     return BuildResult(path=path, package=manifest, parity=verified.parity, warnings=tuple(caught.warnings),
-                       chatter=tuple(caught.chatter), timings=tuple(clock.timings))
+                       chatter=tuple(caught.chatter), timings=tuple(clock.timings), explanation=explanation)
 
 
 def build(model: Any, **kwargs: Any) -> Path:

@@ -43,6 +43,7 @@ from edgekit.manifest import (
 )
 from edgekit.package import LABELS, MANIFEST, check_output, write_package
 from edgekit.quantize.calibration import CalibrationSet, load_feeds
+from edgekit.quantize.mixed import MixedPrecisionConfig
 from edgekit.quantize.parity import ParityReport, check_gates, compare_outputs
 from edgekit.quantize.recipe import Recipe
 
@@ -107,6 +108,10 @@ class BuildRequest:
     output: Optional[Path] = None
     allow_gate_failure: bool = False
     progress: ProgressFn = _no_progress
+    #: int8: how far the build may keep layers in float to meet its floor (edgekit.quantize.mixed)
+    mixed_precision: Any = None
+    #: int8: rank the layers and report the layer-wise divergence even when the floor holds (--explain)
+    explain: bool = False
 
     @property
     def task(self) -> str:
@@ -254,7 +259,8 @@ def resolve_request(model: Any, *, target: Optional[str] = None, device: Optiona
                     input_shapes: Optional[Mapping[str, Sequence[int]]] = None, size: Optional[Tuple[int, int]] = None,
                     runtime_options: Optional[Mapping[str, Any]] = None,
                     build_options: Optional[Mapping[str, Any]] = None, name: Optional[str] = None,
-                    allow_gate_failure: bool = False, progress: Optional[ProgressFn] = None) -> BuildRequest:
+                    allow_gate_failure: bool = False, progress: Optional[ProgressFn] = None,
+                    mixed_precision: Any = None, explain: bool = False) -> BuildRequest:
     """Check every argument of :func:`edgekit.build`; nothing long runs here."""
     if output is not None:
         check_output(output)  # an output that is not a package (or not writable) is refused before any work
@@ -272,7 +278,8 @@ def resolve_request(model: Any, *, target: Optional[str] = None, device: Optiona
         runtime_options=rt, build_options=bo, calibration=calibration, validation=validation,
         input_shapes=input_shapes, size=size if size is not None else _resize_size(steps), name=name,
         output=Path(output) if output is not None else None, allow_gate_failure=allow_gate_failure,
-        progress=progress or _no_progress,
+        progress=progress or _no_progress, mixed_precision=MixedPrecisionConfig.parse(mixed_precision),
+        explain=bool(explain),
     )
 
 

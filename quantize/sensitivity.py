@@ -1,0 +1,354 @@
+"""Per-layer quantization sensitivity on a switchable fake-quantized twin of the fp32 model.
+
+The twin is the fp32 graph with, around every quantizable layer, 8-bit
+fake-quantization of what an int8 build quantizes there — its float
+activation inputs and outputs (affine uint8 over the calibrated range) and
+its weight (symmetric int8 per output channel) — each behind a
+``Where(flag, quantized, float)`` whose boolean ``flag`` is a graph input of
+its own.  One onnxruntime session then evaluates *any* mix of int8 and float
+layers by feeding flags: no rebuild per layer, which is what makes a
+sensitivity sweep over a hundred layers take seconds.  With every flag off
+the twin computes exactly the fp32 model.
+
+:func:`analyse` measures, on a subset of the calibration feeds and within a
+time budget, for each layer the output SQNR with that layer alone quantized
+(its own damage) and with every layer but it quantized (what keeping it in
+float buys), and ranks the layers most damaging first.  Real targets place
+their quantizers their own way, so the ranking guides which layers to keep in
+float; the target's own build and verification stay the verdict
+(:mod:`edgekit.quantize.mixed`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+#: ops an int8 build quantizes (onnxruntime's QDQ registry, OpenVINO's and TFLite's int8 kernels agree on these)
+QUANTIZABLE = frozenset({
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool",
+    "Sigmoid", "HardSigmoid", "HardSwish", "Softmax", "Resize", "LeakyRelu", "Where", "Split", "Gather",
+    "InstanceNormalization", "LayerNormalization", "ReduceMean", "Pad", "MaxPool",
+})
+#: ops whose second input is a weight quantized per output channel
+WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+Outputs = List[Dict[str, np.ndarray]]
+#: score(reference outputs, candidate outputs) → dB (the weakest checked part's SQNR)
+ScoreFn = Callable[[Outputs, Outputs], float]
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    op_type: str
+    macs: int
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One layer's row of the ranked table (dB; higher is better)."""
+
+    name: str
+    op_type: str
+    macs: int
+    #: the model with only this layer quantized
+    alone_db: float
+    #: the model with every layer but this one quantized (None when the time budget ran out first)
+    kept_float_db: Optional[float]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"layer": self.name, "op_type": self.op_type, "macs": self.macs, "alone_db": round(self.alone_db, 2),
+                "kept_float_db": None if self.kept_float_db is None else round(self.kept_float_db, 2)}
+
+
+@dataclass(frozen=True)
+class SensitivityReport:
+    """The ranked table: most damaging layer first."""
+
+    layers: Tuple[LayerSensitivity, ...]
+    all_int8_db: float
+    samples: int
+    seconds: float
+    #: True when the time budget cut the "kept in float" column short
+    truncated: bool = False
+
+    @property
+    def ranked(self) -> List[str]:
+        return [x.name for x in self.layers]
+
+    @property
+    def total_macs(self) -> int:
+        return sum(x.macs for x in self.layers)
+
+    def to_json(self, top: int = 20) -> Dict[str, Any]:
+        return {"all_int8_sqnr_db": round(self.all_int8_db, 2), "samples": self.samples,
+                "seconds": round(self.seconds, 2), "layers_analysed": len(self.layers), "truncated": self.truncated,
+                "ranked": [x.to_json() for x in self.layers[:top]]}
+
+    def table(self, top: int = 15) -> str:
+        lines = [f"sensitivity ({len(self.layers)} layers, {self.samples} samples, {self.seconds:.1f}s; "
+                 f"all int8: {self.all_int8_db:.1f} dB)",
+                 f"{'#':>3}  {'layer':<40} {'op':<18} {'alone dB':>9} {'kept float dB':>14} {'MACs':>12}"]
+        for i, x in enumerate(self.layers[:top], 1):
+            kept = "-" if x.kept_float_db is None else f"{x.kept_float_db:.1f}"
+            lines.append(f"{i:>3}  {x.name[-40:]:<40} {x.op_type:<18} {x.alone_db:>9.1f} {kept:>14} {x.macs:>12,}")
+        return "\n".join(lines)
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    ref = np.asarray(reference, dtype=np.float64)
+    noise = float(np.sum((ref - np.asarray(candidate, dtype=np.float64)) ** 2))
+    signal = float(np.sum(ref ** 2))
+    if noise <= 0.0:
+        return 200.0
+    if signal <= 0.0:
+        return -200.0
+    return float(min(200.0, 10.0 * np.log10(signal / noise)))
+
+
+def weakest_output_sqnr(reference: Outputs, candidate: Outputs) -> float:
+    """The default score: per output, SQNR over all samples; the weakest output."""
+    names = [n for n, v in reference[0].items() if np.asarray(v).dtype.kind == "f"]
+    out = 200.0
+    for n in names:
+        r = np.concatenate([np.ravel(x[n]) for x in reference])
+        c = np.concatenate([np.ravel(x[n]) for x in candidate])
+        out = min(out, sqnr_db(r, c))
+    return out
+
+
+# ----------------------------------------------------------------- the twin
+def _shapes(model: Any) -> Dict[str, Tuple[int, ...]]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    out: Dict[str, Tuple[int, ...]] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            out[vi.name] = tuple(int(d.dim_value) for d in dims)
+    return out
+
+
+def _macs(node: Any, shapes: Mapping[str, Tuple[int, ...]], inits: Mapping[str, Any]) -> int:
+    """Multiply-accumulates of a weighted layer (0 for the others: they cost little next to convolutions)."""
+    if node.op_type not in WEIGHTED or len(node.input) < 2:
+        return 0
+    w = inits.get(node.input[1])
+    wdims = tuple(w.dims) if w is not None else shapes.get(node.input[1])
+    out = shapes.get(node.output[0])
+    if not wdims or not out:
+        return 0
+    if node.op_type == "Conv":
+        return int(np.prod(out)) * int(np.prod(wdims[1:]))
+    if node.op_type == "ConvTranspose":
+        inp = shapes.get(node.input[0])
+        return int(np.prod(inp)) * int(np.prod(wdims[1:])) if inp else 0
+    a = shapes.get(node.input[0])
+    if not a:
+        return 0
+    trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+    k = a[-2] if trans_a and len(a) >= 2 else a[-1]
+    return int(np.prod(out)) * int(k)
+
+
+def find_layers(model: Any, float_tensors: Mapping[str, str]) -> List[Layer]:
+    """The named nodes an int8 build quantizes and that read or write a float activation."""
+    shapes = _shapes(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type not in QUANTIZABLE or not node.name or (node.domain or "") not in ("", "ai.onnx"):
+            continue
+        if not any(i in float_tensors for i in node.input) and not any(o in float_tensors for o in node.output):
+            continue
+        out.append(Layer(node.name, node.op_type, _macs(node, shapes, inits)))
+    return out
+
+
+def _weight_axis(node: Any, rank: int) -> Optional[int]:
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "ConvTranspose":
+        return 1 if rank > 1 else None
+    if node.op_type == "Gemm":
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+        return 0 if trans_b else 1
+    if node.op_type == "MatMul" and rank >= 2:
+        return rank - 1
+    return None
+
+
+def fake_quant_weight(w: np.ndarray, axis: Optional[int]) -> np.ndarray:
+    """Symmetric int8 (−127..127) per channel along ``axis`` (per tensor when None), dequantized."""
+    w = w.astype(np.float32)
+    if axis is None:
+        amax = np.max(np.abs(w)) if w.size else 0.0
+    else:
+        red = tuple(i for i in range(w.ndim) if i != axis)
+        amax = np.max(np.abs(w), axis=red, keepdims=True)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    return (np.clip(np.round(w / scale), -127, 127) * scale).astype(np.float32)
+
+
+class Twin:
+    """The switchable fake-quantized model; ``run(feed, quantized)`` with any set of layer names."""
+
+    def __init__(self, model: Any, act_ranges: Mapping[str, Tuple[float, float]], layers: Sequence[Layer]) -> None:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        self.layers = list(layers)
+        by_name = {x.name: x for x in self.layers}
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        g = m.graph
+        inits = {t.name: t for t in g.initializer}
+        new_nodes: List[Any] = []
+        made: Set[str] = set()
+        extra_inits: List[Any] = []
+        self.flags: Dict[str, str] = {}
+
+        def qparams(t: str) -> Tuple[str, str]:
+            lo, hi = act_ranges[t]
+            scale = np.float32((hi - lo) / 255.0)
+            zp = np.uint8(np.clip(np.round(-lo / scale), 0, 255))
+            s_name, z_name = f"{t}__ek_scale", f"{t}__ek_zp"
+            if s_name not in made:
+                made.add(s_name)
+                extra_inits.extend([numpy_helper.from_array(np.array(scale, np.float32), s_name),
+                                    numpy_helper.from_array(np.array(zp, np.uint8), z_name)])
+            return s_name, z_name
+
+        def select(flag: str, t: str, out: str, params: Optional[Tuple[str, str]], wq: Optional[str] = None) -> Any:
+            """If(flag): the quantized value, else the float one; only the taken branch runs."""
+            if params is not None:
+                then_nodes = [helper.make_node("QuantizeLinear", [t, *params], [f"{out}__q"]),
+                              helper.make_node("DequantizeLinear", [f"{out}__q", *params], [f"{out}__t"])]
+            else:
+                then_nodes = [helper.make_node("Identity", [wq], [f"{out}__t"])]
+            then_g = helper.make_graph(then_nodes, f"{out}__then", [],
+                                       [helper.make_tensor_value_info(f"{out}__t", TensorProto.FLOAT, None)])
+            else_g = helper.make_graph([helper.make_node("Identity", [t], [f"{out}__e"])], f"{out}__else", [],
+                                       [helper.make_tensor_value_info(f"{out}__e", TensorProto.FLOAT, None)])
+            return helper.make_node("If", [flag], [out], then_branch=then_g, else_branch=else_g)
+
+        for idx, node in enumerate(g.node):
+            layer = by_name.get(node.name)
+            if layer is None:
+                new_nodes.append(node)
+                continue
+            flag = f"__ek_flag_{len(self.flags)}"
+            self.flags[node.name] = flag
+            g.input.append(helper.make_tensor_value_info(flag, TensorProto.BOOL, []))
+            for j, t in enumerate(list(node.input)):
+                if not t:
+                    continue
+                sel = f"{t}__ek_sel{idx}"
+                if t in act_ranges:
+                    new_nodes.append(select(flag, t, sel, qparams(t)))
+                    node.input[j] = sel
+                elif j == 1 and node.op_type in WEIGHTED and t in inits and \
+                        inits[t].data_type == TensorProto.FLOAT:
+                    w = numpy_helper.to_array(inits[t])
+                    wq = f"{t}__ek_wq{idx}"
+                    extra_inits.append(numpy_helper.from_array(fake_quant_weight(w, _weight_axis(node, w.ndim)), wq))
+                    new_nodes.append(select(flag, t, sel, None, wq))
+                    node.input[j] = sel
+            raw_outs = []
+            for j, o in enumerate(list(node.output)):
+                if o in act_ranges:
+                    raw = f"{o}__ek_raw"
+                    node.output[j] = raw
+                    raw_outs.append((raw, o))
+            new_nodes.append(node)
+            for raw, o in raw_outs:  # the layer's output takes the tensor's calibrated range
+                new_nodes.append(select(flag, raw, o, qparams(o)))
+        del g.node[:]
+        g.node.extend(new_nodes)
+        g.initializer.extend(extra_inits)
+        # Q/DQ of a tensor must follow its producer: the appended Q/DQ pairs were added lazily, so sort
+        _toposort(g)
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        # the basic level keeps Q/DQ as exact quantize → dequantize arithmetic (no fused int8 kernels)
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.model, self.source, self.float_tensors = m, model, dict(act_ranges)
+        self.session = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self._inputs = {i.name for i in self.session.get_inputs()}
+
+    def run(self, feed: Mapping[str, np.ndarray], quantized: Iterable[str]) -> Dict[str, np.ndarray]:
+        on = set(quantized)
+        flags = {f: np.array(name in on) for name, f in self.flags.items()}
+        values = self.session.run(self.outputs, {**{k: v for k, v in feed.items() if k in self._inputs}, **flags})
+        return dict(zip(self.outputs, values))
+
+    def run_all(self, feeds: Sequence[Mapping[str, np.ndarray]], quantized: Iterable[str]) -> Outputs:
+        q = set(quantized)
+        return [self.run(f, q) for f in feeds]
+
+
+def _toposort(g: Any) -> None:
+    """Order nodes so every input is produced before it is read (graph inputs and initializers are ready)."""
+    ready: Set[str] = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    pending = list(g.node)
+    ordered: List[Any] = []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):  # a subgraph-captured name or a cycle: keep the remaining order
+            ordered.extend(rest)
+            break
+        pending = rest
+    del g.node[:]
+    g.node.extend(ordered)
+
+
+# ----------------------------------------------------------------- the sweep
+def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: ScoreFn = weakest_output_sqnr,
+            time_budget_s: float = 120.0, reference: Optional[Outputs] = None) -> SensitivityReport:
+    """Rank the twin's layers by the damage each does quantized alone, in bounded time.
+
+    Each evaluation runs every feed once; when ``len(layers) × 2`` evaluations
+    would exceed the budget the feeds are cut to fit (never below 2) and, if
+    still over, the "kept in float" column stops where the budget ends.
+    """
+    t0 = time.perf_counter()
+    feeds = list(feeds)
+    names = [x.name for x in twin.layers]
+    ref = reference if reference is not None else twin.run_all(feeds, ())
+    t1 = time.perf_counter()
+    all_q = twin.run_all(feeds, names)
+    per_eval = max(1e-6, time.perf_counter() - t1)
+    evals = 2 * len(names) + 1
+    if per_eval * evals > time_budget_s and len(feeds) > 2:
+        keep = max(2, int(len(feeds) * time_budget_s / (per_eval * evals)))
+        idx = sorted({(k * len(feeds)) // keep for k in range(keep)})
+        feeds = [feeds[i] for i in idx]
+        ref = [ref[i] for i in idx]
+        all_q = [all_q[i] for i in idx]
+    all_db = score(ref, all_q)
+    alone = {n: score(ref, twin.run_all(feeds, (n,))) for n in names}
+    kept: Dict[str, Optional[float]] = {}
+    truncated = False
+    order = sorted(names, key=lambda n: alone[n])
+    for n in order:  # most damaging first: those are the ones whose column matters
+        if time.perf_counter() - t0 > time_budget_s:
+            truncated = True
+            kept[n] = None
+            continue
+        kept[n] = score(ref, twin.run_all(feeds, [x for x in names if x != n]))
+    by = {x.name: x for x in twin.layers}
+    rows = tuple(LayerSensitivity(n, by[n].op_type, by[n].macs, alone[n], kept[n]) for n in order)
+    return SensitivityReport(layers=rows, all_int8_db=all_db, samples=len(feeds),
+                             seconds=time.perf_counter() - t0, truncated=truncated)

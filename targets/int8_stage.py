@@ -1,0 +1,278 @@
+"""The int8 stages the pipeline runs after verify: mixed precision when the floor is missed, then speed.
+
+:func:`mixed_precision` is a no-op unless the build is int8, has calibration
+data, and its first build misses its gates.  Then it ranks the layers on the
+switchable twin (:mod:`edgekit.quantize.sensitivity`), picks the fewest
+most-damaging layers to keep in float (:mod:`edgekit.quantize.mixed`) and
+rebuilds through the target with those layers in the recipe's
+``exclude_nodes`` — the node exclusion every target honours with its own
+mechanism (Q/DQ placement for onnxruntime, TensorRT and QNN, NNCF's ignored
+scope for OpenVINO, float ops in the TFLite and Core ML lowerings) — until the
+target's own verification meets the gates or the float budget is spent.  The
+manifest's ``quantization.mixed_precision`` records the layers kept in float
+and why, the share of MACs left in int8, the attempts and the ranked table.
+
+:func:`speed` builds the same model at fp32 through the same target (a fp32
+package pins f32 execution), runs both packages side by side in the same
+runner on the verification feeds and records the median latencies; int8 that
+is not faster warns.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgekit.errors import GateError
+from edgekit.quantize import mixed as _mixed
+from edgekit.quantize import ranges as _ranges
+from edgekit.quantize import sensitivity as _sens
+from edgekit.quantize.parity import check_gates, compare_outputs
+
+from . import stages
+from .base import Precision
+
+#: calibration feeds the ranges of the twin are computed on (the sweep itself uses config.samples)
+RANGE_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class Int8Outcome:
+    built: Any
+    verified: Any
+    #: the ranked sensitivity table (None when no search ran)
+    sensitivity: Optional[_sens.SensitivityReport] = None
+    twin: Optional[_sens.Twin] = None
+
+
+def gates_hold(req: Any, verified: Any) -> bool:
+    gates, sources = stages.effective_gates(req)
+    try:
+        check_gates(verified.parity, min_sqnr_db=gates.get("min_sqnr_db"),
+                    max_accuracy_drop=gates.get("max_accuracy_drop"), floor=sources["min_sqnr_db"] != "user")
+    except GateError:
+        return False
+    return True
+
+
+def _evenly(items: Sequence[Any], n: int) -> List[Any]:
+    if len(items) <= n:
+        return list(items)
+    return [items[(k * len(items)) // n] for k in range(n)]
+
+
+def build_twin(canon: Any, data: Any, recipe: Any) -> Tuple[_sens.Twin, Dict[str, str]]:
+    """The twin of the canonical model over the recipe's calibration method; layers the recipe skips stay out."""
+    model = canon.model.model
+    floats = _ranges.float_tensors(model)
+    method = recipe.method.value if recipe.method.value in {m.value for m in _ranges.RangeMethod} else "minmax"
+    feeds = _evenly(data.calibration.feeds, RANGE_SAMPLES)
+    act = _ranges.ranges(model, feeds, method=method, percentile=recipe.percentile, names=list(floats))
+    producers = {n.name: n.op_type for n in model.graph.node}
+    layers = [x for x in _sens.find_layers(model, floats) if not recipe.skips(x.name, producers.get(x.name, ""))]
+    return _sens.Twin(model, act, layers), producers
+
+
+def _scorer(checked: Any, canon: Any) -> _sens.ScoreFn:
+    """The weakest checked part, judged as verification judges it (task-aware parts), else the weakest output."""
+    def score(ref: _sens.Outputs, cand: _sens.Outputs) -> float:
+        try:
+            return float(compare_outputs(ref, cand, task=checked.spec.task, postprocess=canon.postprocess).weakest.sqnr_db)
+        except Exception:  # noqa: BLE001 - a task decoder that cannot judge the twin: plain tensors still can
+            return _sens.weakest_output_sqnr(ref, cand)
+    return score
+
+
+def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, verified: Any,
+                    workdir: Path, config: _mixed.MixedPrecisionConfig, explain: bool = False) -> Int8Outcome:
+    """Keep the most sensitive layers in float until the gates hold (see the module docstring)."""
+    needed = req.precision is Precision.INT8 and data.calibration is not None and len(data.calibration) > 0
+    if not needed or (not config.enabled and not explain) or (gates_hold(req, verified) and not explain):
+        return Int8Outcome(built, verified)
+    recipe = data.spec.recipe
+    req.progress("sensitivity", 0, 0)
+    twin, _ = build_twin(canon, data, recipe)
+    score = _scorer(checked, canon)
+    # judged on the samples the gate judges (held out of calibration): ranges fitted to the very feeds they
+    # are scored on never clip, and would hide exactly the damage verification then finds
+    judge = data.verification if data.verification is not None and len(data.verification) else data.calibration
+    feeds = _evenly(judge.feeds, config.samples)
+    report = _sens.analyse(twin, feeds, score=score, time_budget_s=config.time_budget_s)
+    if not config.enabled or gates_hold(req, verified):
+        return Int8Outcome(built, verified, report, twin)
+
+    gates, sources = stages.effective_gates(req)
+    floor, default_floor = gates["min_sqnr_db"], sources["min_sqnr_db"] != "user"
+    ranked = report.ranked
+    budget = config.budget(len(ranked))
+    names = [x.name for x in twin.layers]
+    ref = twin.run_all(feeds, ())
+
+    def twin_db(k: int) -> float:
+        keep = set(ranked[:k])
+        return score(ref, twin.run_all(feeds, [n for n in names if n not in keep]))
+
+    k, k_db, tried = _mixed.bisect_count(twin_db, floor + config.margin_db, budget)
+    first = _mixed.Attempt(0, float(verified.parity.weakest.sqnr_db), report.all_int8_db, False)
+    attempts: List[_mixed.Attempt] = [first]
+    best: Tuple[float, Any, Any, int] = (first.sqnr_db, built, verified, 0)
+    k = max(1, k)
+    for i in range(config.max_builds):
+        keep = tuple(ranked[:k])
+        spec = dataclasses.replace(data.spec, recipe=dataclasses.replace(
+            recipe, exclude_nodes=tuple(recipe.exclude_nodes) + tuple(x for x in keep if x not in recipe.exclude_nodes)))
+        data_k = dataclasses.replace(data, spec=spec)
+        wd = workdir / f"mixed-{i}"
+        wd.mkdir()
+        req.progress("mixed precision", i + 1, config.max_builds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the first build already said what these builds would repeat
+            b = stages.target_build(req, canon, data_k, wd)
+            v = stages.verify(req, src, canon, checked, data_k, b, wd)
+        ok = gates_hold(req, v)
+        known = dict(tried)
+        attempts.append(_mixed.Attempt(k, float(v.parity.weakest.sqnr_db), known.get(k), ok))
+        if v.parity.weakest.sqnr_db > best[0] or ok:
+            best = (float(v.parity.weakest.sqnr_db), b, v, k)
+        if ok or k >= budget:
+            break
+        k = _mixed.next_count(k, budget)
+    passed = attempts[-1].passed
+    if not passed and not req.allow_gate_failure:
+        raise GateError(_mixed.failure_message(floor, attempts, ranked, budget, len(ranked),
+                                                  default_floor=default_floor))
+    _, b, v, k_best = best
+    by = {x.name: x for x in report.layers}
+    kept = ranked[:k_best]
+    record = {
+        "floor_db": floor,
+        "float_precision": "fp32",
+        "kept_float": [{"layer": n, "op_type": by[n].op_type, "macs": by[n].macs,
+                        "reason": (f"rank {i + 1} of {len(ranked)} by damage: quantized alone "
+                                   f"{by[n].alone_db:.1f} dB" + (f", whole model with it in float "
+                                                                  f"{by[n].kept_float_db:.1f} dB"
+                                                                  if by[n].kept_float_db is not None else ""))}
+                       for i, n in enumerate(kept)],
+        "float_layers": len(kept),
+        "quantizable_layers": len(ranked),
+        "int8_mac_share": _mixed.int8_mac_share({x.name: x.macs for x in report.layers}, kept),
+        "attempts": [a.to_json() for a in attempts],
+        "twin_search": [{"float_layers": kk, "twin_sqnr_db": round(db, 2)} for kk, db in sorted(tried)],
+        "passed": passed,
+        "sensitivity": report.to_json(),
+    }
+    if not passed:
+        warnings.warn(_mixed.failure_message(floor, attempts, ranked, budget, len(ranked),
+                                                  default_floor=default_floor), stacklevel=2)
+    art = b.artifact
+    art = dataclasses.replace(art, quantization={**(art.quantization or {}), "mixed_precision": record})
+    return Int8Outcome(dataclasses.replace(b, artifact=art), v, report, twin)
+
+
+# ----------------------------------------------------------------- speed
+def speed(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, workdir: Path,
+          feeds: Sequence[Mapping[str, np.ndarray]], rounds: int = 3) -> Optional[Dict[str, Any]]:
+    """int8 vs fp32 of the same target in the same runner, side by side; None when not measurable."""
+    from edgekit.model import load as _load
+    from edgekit.package import write_package
+
+    if req.precision is not Precision.INT8 or Precision.FP32 not in req.target.precisions or not feeds:
+        return None
+    wd = workdir / "speed-fp32"
+    wd.mkdir()
+    spec32 = dataclasses.replace(data.spec, precision=Precision.FP32)
+    req32 = dataclasses.replace(req, precision=Precision.FP32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b32 = stages.target_build(req32, canon, dataclasses.replace(data, spec=spec32), wd)
+    staged = {}
+    for tag, b, r in (("int8", built, req), ("fp32", b32, req32)):
+        path = workdir / f"speed-{tag}.staged"
+        manifest = stages.assemble_manifest(r, src, canon, checked, b, runtime_versions=dict(b.artifact.runtime_versions))
+        write_package(b.stage, manifest.to_json(), path)
+        staged[tag] = path
+    runtime = req.target.verify_runtime or req.target.runtime
+    feeds = list(feeds)[:16]
+    times: Dict[str, List[float]] = {"int8": [], "fp32": []}
+    with _load(staged["int8"], runtime=runtime, require_signature=False) as m8, \
+            _load(staged["fp32"], runtime=runtime, require_signature=False) as m32:
+        ready = {"int8": [stages.adapt_feed(f, m8.runner) for f in feeds],
+                 "fp32": [stages.adapt_feed(f, m32.runner) for f in feeds]}
+        for m, tag in ((m8, "int8"), (m32, "fp32")):  # warm-up: first runs compile and allocate
+            m.infer(ready[tag][0])
+        for _ in range(rounds):  # interleaved so both see the same machine load
+            for i in range(len(feeds)):
+                for m, tag in ((m8, "int8"), (m32, "fp32")):
+                    t0 = time.perf_counter()
+                    m.infer(ready[tag][i])
+                    times[tag].append(time.perf_counter() - t0)
+    i8, f32 = float(np.median(times["int8"])) * 1e3, float(np.median(times["fp32"])) * 1e3
+    ratio = i8 / f32 if f32 > 0 else None
+    out = {"int8_median_ms": round(i8, 4), "fp32_median_ms": round(f32, 4),
+           "ratio": None if ratio is None else round(ratio, 3), "runs_each": len(times["int8"]), "runtime": runtime,
+           "note": "same runner on the build host, fp32 package pinned to f32, runs interleaved"}
+    if ratio is not None and ratio >= 1.0:
+        warnings.warn(f"the int8 package is not faster than fp32 on this build host with {runtime}: "
+                      f"{i8:.3f} ms vs {f32:.3f} ms (×{ratio:.2f}); int8 may still pay off on the device, "
+                      "but check with `edgekit bench` there", stacklevel=2)
+    return out
+
+
+def applies(req: Any) -> bool:
+    return req.precision is Precision.INT8
+
+
+def finish(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, outcome: Int8Outcome,
+           workdir: Path) -> Tuple[Any, Tuple[str, ...]]:
+    """After the gate: the speed verdict into the manifest; with ``explain``, the tables as text."""
+    from edgekit.quantize import divergence as _div
+
+    config: _mixed.MixedPrecisionConfig = req.mixed_precision
+    extra: Dict[str, Any] = {}
+    lines: List[str] = []
+    feeds = list(data.verification.feeds) if data.verification is not None else []
+    if config.speed_check and feeds:
+        try:
+            extra["speed"] = speed(req, src, canon, checked, data, built, workdir, feeds)
+        except Exception as exc:  # noqa: BLE001 - a timing that cannot run must not fail a verified build
+            extra["speed"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            warnings.warn(f"int8 vs fp32 speed not measured: {extra['speed']['error']}", stacklevel=2)
+    if req.explain and outcome.twin is not None and outcome.sensitivity is not None:
+        floor = stages.effective_gates(req)[0]["min_sqnr_db"]
+        mp = (built.artifact.quantization or {}).get("mixed_precision") or {}
+        kept = {x["layer"] for x in mp.get("kept_float", [])}
+        quantized = [x.name for x in outcome.twin.layers if x.name not in kept]
+        div = _div.of_twin(outcome.twin, _evenly(data.calibration.feeds, 4), threshold_db=floor, quantized=quantized)
+        extra["divergence"] = div.to_json(limit=200)
+        if "mixed_precision" not in (built.artifact.quantization or {}):
+            extra["sensitivity"] = outcome.sensitivity.to_json()
+        lines += [outcome.sensitivity.table(), div.table()]
+    if mp_lines := _mixed_lines(built):
+        lines = mp_lines + lines
+    sp = extra.get("speed") or {}
+    if sp.get("ratio") is not None:
+        lines.append(f"speed on this host ({sp['runtime']}): int8 {sp['int8_median_ms']:.3f} ms, fp32 "
+                     f"{sp['fp32_median_ms']:.3f} ms, ratio {sp['ratio']:.2f}")
+    if not extra:
+        return built, tuple(lines)
+    art = built.artifact
+    art = dataclasses.replace(art, quantization={**(art.quantization or {}), **extra})
+    return dataclasses.replace(built, artifact=art), tuple(lines if req.explain else ())
+
+
+def _mixed_lines(built: Any) -> List[str]:
+    mp = (built.artifact.quantization or {}).get("mixed_precision")
+    if not mp:
+        return []
+    share = mp.get("int8_mac_share")
+    out = [f"mixed precision: {mp['float_layers']} of {mp['quantizable_layers']} layers kept in float"
+           + (f", {100 * share:.1f}% of MACs in int8" if share is not None else "")
+           + f" (floor {mp['floor_db']:g} dB; attempts: "
+           + ", ".join(f"{a['float_layers']} float → {a['sqnr_db']:.1f} dB" for a in mp["attempts"]) + ")"]
+    out += [f"  float: {x['layer']} ({x['op_type']}): {x['reason']}" for x in mp["kept_float"][:20]]
+    return out
