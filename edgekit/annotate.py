@@ -67,7 +67,7 @@ def draw_mask(image: Image.Image, mask: np.ndarray, *, alpha: float = 0.45, back
     if m.ndim != 2:
         raise InputError(f"annotate: expected an (H, W) mask, got shape {m.shape}")
     if (m.shape[1], m.shape[0]) != image.size:
-        m = np.asarray(Image.fromarray(m.astype(np.int32), mode="I").resize(image.size, Image.NEAREST))
+        m = np.asarray(Image.fromarray(m.astype(np.int32)).resize(image.size, Image.NEAREST))  # int32 → mode "I"
     rgb = np.asarray(image, dtype=np.float32).copy()
     for cid in np.unique(m):
         if cid < 0 or cid == background:
