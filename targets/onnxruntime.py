@@ -181,6 +181,9 @@ class OnnxRuntimeTarget(Target):
         details: Dict[str, Any] = {"precision": precision.value}
         quantization: Optional[Dict[str, Any]] = None
 
+        # what the CPU execution provider computes in, on the device and while verifying here (it never downcasts)
+        details["execution_precision"] = {Precision.FP32: "f32", Precision.INT8: "int8 Q/DQ (float between)"}.get(
+            precision, "f16 where the CPU EP has float16 kernels, f32 (inserted casts) elsewhere")
         if precision is Precision.FP32:
             save_onnx(model, out_path)
         elif precision is Precision.FP16:

@@ -126,7 +126,12 @@ class TensorRTTarget(Target):
         inputs, outputs = graph_specs(model)
         profile = build_profile(spec, inputs)
         out_path = workdir / ENTRY
-        details: Dict[str, Any] = {"precision": precision.value, "trt_version": version}
+        details: Dict[str, Any] = {"precision": precision.value, "trt_version": version,
+                                   # the engine's precision flags decide on the device; this host verifies the graph
+                                   "execution_precision": {Precision.FP32: "f32", Precision.FP16: "f16 (FP16 flag)"}.get(
+                                       precision, "int8 (explicit Q/DQ) + f16"),
+                                   "verified_execution_precision": "f32 (onnxruntime; int8 Q/DQ as dequantize → "
+                                                                   "float op → quantize)"}
         quantization: Optional[Dict[str, Any]] = None
         prequantized = has_qdq(model)
         if prequantized and precision is not Precision.INT8:
