@@ -306,6 +306,9 @@ def build(
         None, "--output", help="The model output the task reads, when the model has several (see `--task`)."
     ),
     sign_key: Optional[Path] = typer.Option(None, "--sign", help="Sign the package with this private key (`edgekit keygen`)."),
+    explain: bool = typer.Option(False, "--explain", help="int8: rank the layers by sensitivity and show the layer-wise divergence."),
+    mixed_precision: bool = typer.Option(True, "--mixed-precision/--no-mixed-precision",
+                                         help="int8: keep the most sensitive layers in float when the floor is missed."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Quantize, compile, verify and package MODEL for one target or device."""
@@ -372,6 +375,8 @@ def build(
             allow_gate_failure=allow_gate_failure,
             runtime_options={"require_npu": True} if require_npu else None,
             progress=bar,
+            mixed_precision=mixed_precision,
+            explain=explain,
         )
     if signer is not None:
         from .package import sign_package
@@ -385,6 +390,8 @@ def build(
     v = result.manifest["verification"]
     typer.echo(f"wrote {result.path} ({size_bytes / 1024:.1f} KiB)")
     typer.echo(_verification_line(v))
+    for line in result.explanation:  # --explain: sensitivity table, divergence, mixed precision, speed
+        typer.echo(line)
     _print_warnings(result.warnings)
 
 
@@ -427,10 +434,24 @@ def _verification_line(v: Dict[str, Any]) -> str:
 def inspect(
     package: Path = typer.Argument(..., help="A .edgepkg file or package directory."),
     runtime: Optional[str] = typer.Option(None, "--runtime", help="Also load it with this runtime and report what it sees."),
+    divergence: bool = typer.Option(False, "--divergence", help="int8: layers kept in float, speed, and the layer-wise divergence."),
+    source: Optional[Path] = typer.Option(None, "--source", help="With --divergence: the fp32 ONNX model, to compare a Q/DQ artifact with."),
+    data: Optional[Path] = typer.Option(None, "--data", help="With --divergence --source: samples (images folder, .npz, .npy)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Show a package's manifest, verification and compatibility report."""
     from .package import open_package
+
+    if divergence:
+        from edgekit.targets.inspect_int8 import divergence as _divergence
+
+        ddoc, dlines = _divergence(package, source, data)
+        if as_json:
+            _emit_json(ddoc)
+        else:
+            for line in dlines:
+                typer.echo(line)
+        return
 
     opened = open_package(package)
     try:
@@ -813,9 +834,6 @@ app.command()(_security.keygen)
 app.command()(_security.sign)
 app.command()(_security.verify)
 app.add_typer(_export.export_app, name="export")
-from .device_farm import cli as _farm  # noqa: E402  (typer only at import; the farm loads inside its commands)
-app.add_typer(_farm.farm_app, name="farm")
-app.command(name="report")(_farm.report)
 from .device_farm import cli as _farm  # noqa: E402  (typer only at import; the farm loads inside its commands)
 app.add_typer(_farm.farm_app, name="farm")
 app.command(name="report")(_farm.report)

@@ -175,7 +175,17 @@ def of_models(reference: Any, candidate: Any, feeds: Sequence[Mapping[str, np.nd
     from .ranges import float_tensors
 
     floats = float_tensors(reference)
-    cand_names = {o for n in candidate.graph.node for o in n.output}
-    tensors = [t for t in graph_tensors(reference, floats) if t[0] in cand_names]
-    return layerwise(session_runner(reference), session_runner(candidate), tensors, feeds,
-                     threshold_db=threshold_db, what=what)
+    # what the next layer reads: a tensor followed by QuantizeLinear → DequantizeLinear is compared after
+    # them (a Clip/Relu folded into the quantized range clips only there)
+    cand_float = set(float_tensors(candidate))
+    q_of = {n.input[0]: n.output[0] for n in candidate.graph.node if n.op_type == "QuantizeLinear"}
+    dq_of = {n.input[0]: n.output[0] for n in candidate.graph.node if n.op_type == "DequantizeLinear"}
+    seen = {t: dq_of.get(q_of.get(t, ""), t) for t in cand_float}
+    tensors = [t for t in graph_tensors(reference, floats) if t[0] in seen]
+    names = {t: seen[t] for t, _, _ in tensors}
+    run_c = session_runner(candidate)
+
+    def run_cand(feed: Mapping[str, np.ndarray], part: Sequence[str]) -> Mapping[str, np.ndarray]:
+        out = run_c(feed, [names[n] for n in part])
+        return {n: out[names[n]] for n in part}
+    return layerwise(session_runner(reference), run_cand, tensors, feeds, threshold_db=threshold_db, what=what)

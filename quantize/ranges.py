@@ -271,3 +271,17 @@ def ranges(model: Any, feeds: Sequence[Mapping[str, np.ndarray]], *, method: "st
 
 def describe(r: Mapping[str, Tuple[float, float]]) -> List[Dict[str, Any]]:
     return [{"tensor": n, "min": round(lo, 6), "max": round(hi, 6)} for n, (lo, hi) in r.items()]
+
+
+def recipe_for_samples(recipe: Any, samples: int) -> Any:
+    """``recipe``, with min-max ranges (and a warning naming the count) when ``samples`` is too few for its method."""
+    import dataclasses
+
+    from .recipe import CalibrationMethod
+
+    if recipe.method is CalibrationMethod.MINMAX:
+        return recipe
+    chosen = effective_method(RangeMethod.parse(recipe.method.value), samples, stacklevel=3)
+    if chosen is RangeMethod.MINMAX:
+        return dataclasses.replace(recipe, method=CalibrationMethod.MINMAX)
+    return recipe

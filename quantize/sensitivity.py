@@ -316,11 +316,13 @@ def _toposort(g: Any) -> None:
 
 # ----------------------------------------------------------------- the sweep
 def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: ScoreFn = weakest_output_sqnr,
-            time_budget_s: float = 120.0, reference: Optional[Outputs] = None) -> SensitivityReport:
+            time_budget_s: float = 120.0, reference: Optional[Outputs] = None,
+            kept_float_top: int = 16) -> SensitivityReport:
     """Rank the twin's layers by the damage each does quantized alone, in bounded time.
 
-    Each evaluation runs every feed once; when ``len(layers) × 2`` evaluations
-    would exceed the budget the feeds are cut to fit (never below 2) and, if
+    Each evaluation runs every feed once; the "kept in float" column is
+    measured for the ``kept_float_top`` most damaging layers only (the ones a
+    mixed-precision search can pick).  When the evaluations would exceed the budget the feeds are cut to fit (never below 2) and, if
     still over, the "kept in float" column stops where the budget ends.
     """
     t0 = time.perf_counter()
@@ -330,7 +332,7 @@ def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: Sco
     t1 = time.perf_counter()
     all_q = twin.run_all(feeds, names)
     per_eval = max(1e-6, time.perf_counter() - t1)
-    evals = 2 * len(names) + 1
+    evals = len(names) + min(len(names), kept_float_top) + 1
     if per_eval * evals > time_budget_s and len(feeds) > 2:
         keep = max(2, int(len(feeds) * time_budget_s / (per_eval * evals)))
         idx = sorted({(k * len(feeds)) // keep for k in range(keep)})
@@ -342,7 +344,10 @@ def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: Sco
     kept: Dict[str, Optional[float]] = {}
     truncated = False
     order = sorted(names, key=lambda n: alone[n])
-    for n in order:  # most damaging first: those are the ones whose column matters
+    for i, n in enumerate(order):  # most damaging first: those are the ones whose column matters
+        if i >= kept_float_top:
+            kept[n] = None
+            continue
         if time.perf_counter() - t0 > time_budget_s:
             truncated = True
             kept[n] = None

@@ -44,6 +44,7 @@ from edgekit.manifest import (
 from edgekit.package import LABELS, MANIFEST, check_output, write_package
 from edgekit.quantize.calibration import CalibrationSet, load_feeds
 from edgekit.quantize.mixed import MixedPrecisionConfig
+from edgekit.quantize.ranges import recipe_for_samples
 from edgekit.quantize.parity import ParityReport, check_gates, compare_outputs
 from edgekit.quantize.recipe import Recipe
 
@@ -380,6 +381,9 @@ def calibrate(req: BuildRequest, canon: Canonical, checked: Checked) -> DataSets
     if verify is None and calib is not None:
         verify = calib
         verify_source = "the calibration data (too few samples to hold any out)"
+    if calib is not None and req.precision is Precision.INT8:
+        # percentile / entropy on a handful of samples is guesswork: min-max, with a warning naming the count
+        spec = dataclasses.replace(spec, recipe=recipe_for_samples(spec.recipe, len(calib)))
     if "max_accuracy_drop" in req.gates and (verify is None or verify.labels is None or spec.task != "classify"):
         raise ConfigError(
             "the max_accuracy_drop gate needs labelled validation data for a classifier (--task classify and "
