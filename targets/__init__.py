@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from edgekit.registry import Registry
 
-from .base import Artifact, BuildSpec, Precision, SupportReport, Target, UnsupportedNode
+from .base import Artifact, BuildJob, BuildSpec, CheckFindings, Precision, SupportReport, Target, UnsupportedNode
+from .optable import OpRule, OpTable
 
 TARGETS: "Registry[type]" = Registry(
     "target",
@@ -21,4 +22,5 @@ TARGETS: "Registry[type]" = Registry(
     },
 )
 
-__all__ = ["TARGETS", "Artifact", "BuildSpec", "Precision", "SupportReport", "Target", "UnsupportedNode"]
+__all__ = ["TARGETS", "Artifact", "BuildJob", "BuildSpec", "CheckFindings", "OpRule", "OpTable", "Precision",
+           "SupportReport", "Target", "UnsupportedNode"]
