@@ -286,12 +286,12 @@ def test_model_cache_makes_the_second_load_use_the_blob(tmp_path, conv_fp32):
     cache = tmp_path / "cache"
     with edgekit.load(conv_fp32, cache_dir=str(cache)) as m:
         out1 = m.infer(_feeds((1, 3, 32, 32), 1, seed=0)[0])["logits"]
-    blobs = list(cache.glob("*.blob"))
+    blobs = list(cache.rglob("*.blob"))  # one subfolder per device and compile config
     assert blobs
     mtimes = {p: p.stat().st_mtime_ns for p in blobs}
     with edgekit.load(conv_fp32, cache_dir=str(cache)) as m:
         np.testing.assert_array_equal(m.infer(_feeds((1, 3, 32, 32), 1, seed=0)[0])["logits"], out1)
-    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.blob")} == mtimes  # read back, not recompiled
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.blob")} == mtimes  # read back, not recompiled
 
 
 def test_device_profile_build_runs_here(tmp_path):

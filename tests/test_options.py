@@ -295,13 +295,36 @@ def test_openvino_ignores_a_package_cache_dir_and_runs_fp32_in_f32(ov_fp32, tmp_
     with model:
         assert model.runner.options["threads"] == 1  # the older name in a package still works
         compiled = model.runner.describe()["compiled"]
-        assert compiled["cache_dir"] == str(tmp_path / "mine" / "openvino")
+        assert Path(compiled["cache_dir"]).parent == tmp_path / "mine" / "openvino"
         # nothing recorded, precision fp32: pinned to f32 even where the CPU would pick bf16 (AMX)
         assert compiled["inference_precision"] == "f32"
         assert compiled["inference_precision_reason"].startswith("pinned")
     assert not evil.exists()
     with edgekit.load(pkg, cache_dir="", inference_precision="f32") as m2:
         assert m2.runner.describe()["compiled"]["inference_precision_reason"] == "set by the call"
+
+
+def test_each_precision_gets_its_own_compiled_blob(tmp_path):
+    """OpenVINO's CPU cache keys a blob on the model, not the precision hint: an f32 blob imported for a bf16
+    load gave non-finite outputs (attention_block, OpenVINO 2026.4, AMX CPU).  One folder per compile config."""
+    pytest.importorskip("openvino")
+    gm = GM["attention_block"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pkg = edgekit.build(gm.path, target="openvino", precision="fp32", output=tmp_path / "att.edgepkg")
+    x = np.random.default_rng(2).standard_normal(tuple(gm.inputs[0].shape)).astype(np.float32)
+    cache = tmp_path / "cache"
+    outs, folders = {}, set()
+    for precision in ("f32", "bf16", "f32", "bf16"):  # the second round reads the blobs back
+        with edgekit.load(pkg, cache_dir=str(cache), inference_precision=precision) as m:
+            y = m.infer({gm.inputs[0].name: x})["hidden"]
+            folders.add(m.runner.describe()["compiled"]["cache_dir"])
+        assert np.isfinite(y).all(), precision
+        if precision in outs:
+            np.testing.assert_array_equal(y, outs[precision])
+        outs[precision] = y
+    assert len(folders) == 2 and all(Path(f).parent == cache for f in folders)
+    np.testing.assert_allclose(outs["bf16"], outs["f32"], rtol=0.1, atol=0.1)  # bf16 where the CPU has it, else f32
 
 
 def test_pinned_precision_rules(monkeypatch):

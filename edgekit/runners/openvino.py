@@ -17,6 +17,9 @@ decides (fp32 → f32, bf16 → bf16 on a CPU that has it).
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -106,6 +109,23 @@ class OpenVinoConfig:
         if self.cache_dir == "":
             return None
         return Path(self.cache_dir).expanduser() if self.cache_dir else cache_dir("openvino")
+
+    @property
+    def compiled_cache_path(self) -> Optional[Path]:
+        """The folder OpenVINO's CACHE_DIR points at: one subfolder per device and compile config.
+
+        OpenVINO 2026.4's CPU plugin keys a cached blob on the model, not on the
+        inference precision hint: an IR compiled with ``f32`` and then loaded
+        with ``bf16`` imported the f32 blob and returned non-finite outputs.  A
+        subfolder per (device, compile config) keeps every pinned precision its own blob.
+        """
+        root = self.cache_path
+        if root is None:
+            return None
+        text = json.dumps({"device": self.device, **self.compile_config()}, sort_keys=True)
+        precision = self.inference_precision.value if self.inference_precision else "default"
+        device = re.sub(r"[^A-Za-z0-9.]+", "_", self.device)
+        return root / f"{device}-{precision}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]}"
 
     def compile_config(self) -> Dict[str, Any]:
         """The OpenVINO properties for ``Core.compile_model``."""
@@ -261,7 +281,7 @@ class OpenVinoRunner(Runner):
         self._ov = ov
         core = ov.Core()
         check_device(core, cfg.device)
-        cache = cfg.cache_path
+        cache = cfg.compiled_cache_path
         if cache is not None:
             try:
                 cache.mkdir(parents=True, exist_ok=True)
@@ -357,7 +377,7 @@ class OpenVinoRunner(Runner):
         """Versions, where it runs, and the per-layer execution precision of the compiled model."""
         layers = runtime_layers(self.compiled)
         precision = self._prop("INFERENCE_PRECISION_HINT")
-        cache = self.config.cache_path
+        cache = self.config.compiled_cache_path
         return {
             "runner": self.name,
             "openvino": self._ov.get_version(),
