@@ -65,6 +65,9 @@ def run(
     heartbeat: float = typer.Option(10.0, "--heartbeat-timeout", help="Seconds without a heartbeat before a job is INCOMPLETE."),
     job_timeout: float = typer.Option(3600.0, "--job-timeout", help="Seconds a job may run."),
     max_attempts: int = typer.Option(3, "--max-attempts", help="INCOMPLETE attempts before giving up on a job."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Accuracy pass: the fp32 source .onnx, run on this host."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Accuracy pass: input samples (.npz, one array per input "
+                                        "name, samples on axis 0; .npy for one input), pushed with each job."),
     db: Optional[Path] = DbOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -85,9 +88,18 @@ def run(
     except ValueError as exc:
         raise ConfigError(f"--scenario must be one of {{single-stream, offline}} and --loadgen one of "
                           f"{{auto, on, off}}: {exc}") from None
+    if (reference is None) != (data is None):
+        raise ConfigError("the accuracy pass needs both --reference MODEL.onnx and --data FEEDS.npz")
     inv = load_inventory(inventory)
     devs = inv.pool(pool) if pool else [inv.device(device)]  # type: ignore[arg-type]
-    jobs = make_jobs(_packages(packages), settings, repeat=repeat)
+    plans = None
+    if reference is not None:
+        import tempfile
+
+        from .accuracy import plan
+
+        plans = plan(reference, data, _packages(packages), Path(tempfile.mkdtemp(prefix="edgekit-farm-data-")))  # type: ignore[arg-type]
+    jobs = make_jobs(_packages(packages), settings, repeat=repeat, accuracy=plans)
     store = Store(db)
     fs = FarmSettings(timeouts=Timeouts(heartbeat_s=heartbeat, job_s=job_timeout),
                       retry=RetryPolicy(max_attempts=max_attempts))
@@ -128,6 +140,7 @@ def run(
         if j.result and j.result.get("results"):
             d["results"] = {k: v for k, v in j.result["results"].items() if k != "latencies_ns"}
             d["fingerprint"] = (j.result.get("fingerprint") or {}).get("id")
+            d["parity"] = j.result.get("parity")
     if as_json:
         _emit_json(doc)
     else:
@@ -135,6 +148,9 @@ def run(
             r = (j.result or {}).get("results") or {}
             p90 = r.get("result_90.00_percentile_latency_ns")
             fig = f"p90 {p90 / 1e6:.3f} ms" if p90 else (j.reason or "")
+            par = (j.result or {}).get("parity")
+            if par:
+                fig += f"  min SQNR {par['min_sqnr_db']:.2f} dB ({par['weakest']}, {par['samples']} samples)"
             typer.echo(f"{j.id}  {j.state.value:<10} {j.device or '-':<14} {j.package.name:<28} {fig}")
         typer.echo(f"run {run_id}: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.items())) + f"  (store {store.path})")
     if any(j.state.value != "COMPLETE" for j in jobs):
@@ -152,12 +168,16 @@ def results(db: Optional[Path] = DbOpt, run_id: Optional[str] = typer.Option(Non
         jobs = store.jobs(run_id)
         res = {r["job_id"]: r for r in store.results(run_id=run_id)}
         health = store.device_health()
+        parity: Dict[str, List[Dict[str, Any]]] = {}
+        for row in store.parity():
+            parity.setdefault(row["job_id"], []).append(row)
     rows = []
     for j in jobs:
         r = res.get(j["id"])
         fields = ((r or {}).get("result") or {}).get("results") or {}
         rows.append({**j, "fingerprint": (r or {}).get("fingerprint"),
-                     "results": {k: v for k, v in fields.items() if k != "latencies_ns"}})
+                     "results": {k: v for k, v in fields.items() if k != "latencies_ns"},
+                     "parity": parity.get(j["id"], [])})
     if as_json:
         _emit_json({"jobs": rows, "devices": health})
         return

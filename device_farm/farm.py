@@ -15,8 +15,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
+from .accuracy import AccuracyPlan, parity
+from .agent import fingerprint_of
 from .inventory import Device
 from .jobs import BenchSettings, Attempt, Job, JobState, RetryPolicy
 from .store import Store
@@ -110,9 +112,8 @@ class Farm:
         finally:
             for w in workers:
                 w.cancel()
-            for ds in self.devices.values():
-                if ds.conn is not None:
-                    await ds.conn.close()
+            for ds in self.devices.values():  # closed *and* forgotten: a later run() connects and probes afresh
+                await self._drop(ds)
         return list(jobs)
 
     # ------------------------------------------------------------- scheduling
@@ -192,8 +193,8 @@ class Farm:
             await self._probe(ds)
             await self._push(ds, job)
             out = f"jobs/health-{uuid.uuid4().hex[:8]}"
-            done = await self._exec_agent(ds, job, out, health=True)
-            doc = await self._collect(ds, out, done)
+            await self._exec_agent(ds, job, out, health=True)
+            doc = await self._collect(ds, job, out)
             ok = doc.get("status") == "complete"
         except DeviceFault:
             await self._drop(ds)
@@ -220,11 +221,11 @@ class Farm:
             self._set(job, JobState.RUNNING)
             job.attempts[-1].started = time.time()
             try:
-                done = await self._exec_agent(ds, job, out, health=False)
+                await self._exec_agent(ds, job, out, health=False)
             finally:
                 job.attempts[-1].ended = time.time()
             self._set(job, JobState.COLLECTING)
-            doc = await self._collect(ds, out, done)
+            doc = await self._collect(ds, job, out)
         except DeviceFault as exc:
             await self._drop(ds)
             self._device_fault(ds, str(exc))
@@ -280,22 +281,31 @@ class Farm:
         ds.probed = doc
 
     async def _push(self, ds: DeviceState, job: Job) -> None:
+        await self._push_blob(ds, job.package, _package_rel(job))
+        if job.accuracy is not None:
+            await self._push_blob(ds, job.accuracy.data, _data_rel(job))
+
+    async def _push_blob(self, ds: DeviceState, local: Path, rel: str) -> None:
+        """Content-addressed: skipped when the device has it (``rel`` names the sha256)."""
         conn = await self._conn(ds)
-        rel = f"blobs/{job.sha256}.edgepkg"
         if await conn.exists(rel):
             return
         free = (ds.probed or {}).get("free_bytes")
-        size = job.package.stat().st_size
+        size = local.stat().st_size
         if free is not None and free < size + (16 << 20):
-            raise DeviceFault(f"device disk full: {free} bytes free, the package needs {size} (+16 MiB)")
-        await conn.push(job.package, rel)
+            raise DeviceFault(f"device disk full: {free} bytes free, {local.name} needs {size} (+16 MiB)")
+        await conn.push(local, rel)
 
     async def _exec_agent(self, ds: DeviceState, job: Job, out: str, *, health: bool) -> Completed:
         conn = await self._conn(ds)
-        argv = [ds.device.python, self._agent_rel, "run", "--package", f"blobs/{job.sha256}.edgepkg",
+        argv = [ds.device.python, self._agent_rel, "run", "--package", _package_rel(job),
                 "--sha256", job.sha256, "--out", out, *job.settings.argv()]
+        if (ds.probed or {}).get("fingerprint"):
+            argv += ["--fingerprint", "volatile"]  # the stable part is this connection's probe
         if health:
             argv.append("--health")
+        elif job.accuracy is not None:
+            argv += ["--data", _data_rel(job)]
         seen: Dict[str, Any] = {}
 
         async def on_line(line: str) -> None:
@@ -334,7 +344,7 @@ class Farm:
         except DeviceFault:
             pass  # unreachable now: the next probe kills it (--kill-stale)
 
-    async def _collect(self, ds: DeviceState, out: str, done: Completed) -> Dict[str, Any]:
+    async def _collect(self, ds: DeviceState, job: Job, out: str) -> Dict[str, Any]:
         conn = await self._conn(ds)
         raw = await conn.read(f"{out}/result.json")
         try:
@@ -345,7 +355,22 @@ class Farm:
             raise DeviceFault("result.json has no status")
         if doc["status"] == "failed" and doc.get("fault") == "device":
             raise DeviceFault(f"device not fit: {doc.get('error')}")
+        volatile = doc.pop("fingerprint_volatile", None)
+        if volatile is not None:
+            doc["fingerprint"] = fingerprint_of((ds.probed or {}).get("fingerprint") or {}, volatile)
+        acc = doc.get("accuracy")
+        if job.accuracy is not None and doc["status"] == "complete" and isinstance(acc, dict):
+            outputs = await conn.read(f"{out}/{acc.get('outputs_file', 'outputs.npz')}")
+            doc["parity"] = await asyncio.to_thread(parity, job.accuracy, outputs, acc.get("outputs_sha256"))
         return doc
+
+
+def _package_rel(job: Job) -> str:
+    return f"blobs/{job.sha256}.edgepkg"
+
+
+def _data_rel(job: Job) -> str:
+    return f"blobs/{job.accuracy.data_sha256}.npz"
 
 
 def _tail(text: str, n: int = 300) -> str:
@@ -354,13 +379,15 @@ def _tail(text: str, n: int = 300) -> str:
 
 
 def make_jobs(packages: Sequence[Path], settings: BenchSettings, *, repeat: int = 1,
-              pin: Optional[Sequence[str]] = None) -> List[Job]:
+              pin: Optional[Sequence[str]] = None, accuracy: Optional[Dict[str, AccuracyPlan]] = None) -> List[Job]:
+    """``accuracy``: package sha256 -> its plan (:func:`accuracy.plan`); those jobs add the accuracy pass."""
     jobs = []
     for p in packages:
         sha = sha256_file(p)
         for _ in range(repeat):
             for dev in (pin or [None]):
-                jobs.append(Job(package=p, sha256=sha, settings=settings, pin_device=dev))
+                jobs.append(Job(package=p, sha256=sha, settings=settings, pin_device=dev,
+                                accuracy=(accuracy or {}).get(sha)))
     return jobs
 
 

@@ -105,6 +105,7 @@ class Job:
     reason: Optional[str] = None
     device: Optional[str] = None
     result: Optional[Dict[str, Any]] = None
+    accuracy: Optional[Any] = None      # accuracy.AccuracyPlan: data pushed with the job, fp32 outputs on the host
 
     @property
     def tried_on(self) -> Set[str]:
@@ -113,5 +114,6 @@ class Job:
     def to_json(self) -> Dict[str, Any]:
         return {"id": self.id, "package": str(self.package), "sha256": self.sha256, "state": self.state.value,
                 "device": self.device, "reason": self.reason,
+                "accuracy": self.accuracy.to_json() if self.accuracy is not None else None,
                 "attempts": [{"device": a.device, "state": a.state.value, "reason": a.reason,
                               "started": a.started, "ended": a.ended} for a in self.attempts]}

@@ -12,7 +12,7 @@ Talks to the coordinator through labgrid's own client session (gRPC), not a re-i
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from .errors import FarmError
 from .inventory import Device

@@ -20,8 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-COLUMNS = ("label", "device", "target", "precision", "size_bytes", "min_sqnr_db", "weakest_part", "top1_agreement",
-           "accuracy", "load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "throughput_ips",
+COLUMNS = ("label", "device", "target", "precision", "size_bytes", "min_sqnr_db", "min_cosine", "weakest_part",
+           "top1_agreement", "parity_source", "accuracy", "load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "throughput_ips",
            "queries", "peak_mib", "fingerprint", "loadgen")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 
@@ -83,8 +83,8 @@ def _box_plot(rows: Sequence[Dict[str, Any]], width: int = 760) -> str:
 
 def _scatter(rows: Sequence[Dict[str, Any]], width: int = 560, height: int = 340) -> str:
     """Parity (min SQNR, dB) against median latency: the trade-off across targets and precisions."""
-    pts = [(r["label"], r.get("p50_ms"), r.get("min_sqnr_db")) for r in rows]
-    pts = [(n, float(a), float(b)) for n, a, b in pts if a is not None and b is not None
+    pts = [(r["label"], r.get("p50_ms"), r.get("min_sqnr_db"), r.get("parity_source") or "") for r in rows]
+    pts = [(n, float(a), float(b), src) for n, a, b, src in pts if a is not None and b is not None
            and math.isfinite(float(a)) and math.isfinite(float(b))]
     if not pts:
         return "<p>No rows with both parity and latency to plot.</p>"
@@ -101,10 +101,10 @@ def _scatter(rows: Sequence[Dict[str, Any]], width: int = 560, height: int = 340
         vx, vy = x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4
         out.append(f'<text x="{X(vx):.1f}" y="{height - bottom + 14}" text-anchor="middle">{vx:.3g}</text>')
         out.append(f'<text x="{left - 6}" y="{Y(vy) + 4:.1f}" text-anchor="end">{vy:.0f}</text>')
-    for i, (n, a, b) in enumerate(pts):
+    for i, (n, a, b, src) in enumerate(pts):
         c = PALETTE[i % len(PALETTE)]
         out.append(f'<circle cx="{X(a):.1f}" cy="{Y(b):.1f}" r="5" fill="{c}"><title>{html.escape(n)}: '
-                   f'{a:.3f} ms, {b:.1f} dB</title></circle>')
+                   f'{a:.3f} ms, {b:.1f} dB ({html.escape(src)})</title></circle>')
         out.append(f'<text x="{X(a) + 7:.1f}" y="{Y(b) - 5:.1f}">{html.escape(n[:28])}</text>')
     out.append(f'<text x="{(left + width) / 2}" y="{height - 8}" text-anchor="middle">median latency (ms)</text>')
     out.append(f'<text x="14" y="{(top + height - bottom) / 2}" transform="rotate(-90 14 {(top + height - bottom) / 2})" '
@@ -159,12 +159,14 @@ def write_report(rows: Sequence[Dict[str, Any]], output: Path, *, title: str,
 
 
 # ----------------------------------------------------------------- rows
-def _parity(verification: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def _parity(verification: Optional[Dict[str, Any]], source: str) -> Dict[str, Any]:
+    """The parity columns from a ParityReport document (a build's verification or a farm accuracy pass)."""
     v = verification or {}
-    return {"min_sqnr_db": v.get("min_sqnr_db"), "weakest_part": v.get("weakest"),
+    return {"min_sqnr_db": v.get("min_sqnr_db"), "min_cosine": v.get("min_cosine"), "weakest_part": v.get("weakest"),
             "top1_agreement": v.get("top1_agreement"), "accuracy": v.get("candidate_accuracy"),
-            "parts": [{"name": p.get("name"), "sqnr_db": p.get("sqnr_db"), "cosine": p.get("cosine")}
-                      for p in (v.get("parts") or [])]}
+            "parity_source": source if v else None,
+            "parts": [{"name": p.get("name"), "sqnr_db": p.get("sqnr_db"), "cosine": p.get("cosine"),
+                       "max_abs": p.get("max_abs")} for p in (v.get("parts") or [])]}
 
 
 def latency_row(lat_ms: np.ndarray) -> Dict[str, Any]:
@@ -198,8 +200,12 @@ def farm_rows(results: Sequence[Dict[str, Any]], manifests: Optional[Dict[str, D
                "size_bytes": Path(first["package"]).stat().st_size if Path(first["package"]).exists() else None,
                "loadgen_fields": {k: v for k, v in res[-1].items() if k != "latencies_ns"},
                **latency_row(lat), "latencies_ms": [round(float(v), 6) for v in lat]}
-        if manifests and sha in manifests:
-            row.update({k: v for k, v in _parity(manifests[sha].get("verification")).items()})
+        measured = [x["result"]["parity"] for x in rs if x["result"].get("parity")]
+        if measured:  # the accuracy pass on the device itself: its weakest job
+            worst = min(measured, key=lambda v: v.get("min_sqnr_db") if v.get("min_sqnr_db") is not None else math.inf)
+            row.update(_parity(worst, f"on the device: {worst.get('samples')} samples vs fp32 onnxruntime"))
+        elif manifests and sha in manifests:
+            row.update(_parity(manifests[sha].get("verification"), "build verification (on the build host)"))
         rows.append(row)
     return rows
 
@@ -250,7 +256,8 @@ def package_rows(packages: Sequence[Path], *, min_duration_s: float = 1.0, min_q
                "precision": manifest.get("precision"), "runtime": runner, "package": str(pkg), "size_bytes": size,
                "load_ms": load_ms, "first_ms": first_ms,
                "throughput_ips": res.get("result_qps_with_loadgen_overhead"), "peak_mib": mem.peak_mib(),
-               "loadgen": "edgekit", "loadgen_fields": res, **_parity(manifest.get("verification")),
+               "loadgen": "edgekit", "loadgen_fields": res,
+               **_parity(manifest.get("verification"), "build verification (on the build host)"),
                **latency_row(lat), "latencies_ms": [round(float(v), 6) for v in lat]}
         rows.append(row)
     return rows

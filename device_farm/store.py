@@ -2,7 +2,8 @@
 
 Tables: ``jobs`` (one row per job, its final state and reason), ``attempts`` (every try: device,
 state, reason, when it ran), ``results`` (what the runner measured, with the device fingerprint and
-the per-query latencies for distributions and confidence intervals) and ``devices`` (health).
+the per-query latencies for distributions and confidence intervals), ``parity`` (the accuracy pass:
+SQNR, cosine and max-abs error vs fp32 per checked part) and ``devices`` (health).
 Writes commit per call, so a crash of the host loses no finished result.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+from .accuracy import parity_rows
 from .jobs import Job
 
 SCHEMA = """
@@ -28,6 +30,9 @@ CREATE TABLE IF NOT EXISTS results (
     job_id TEXT PRIMARY KEY, device TEXT NOT NULL, fingerprint TEXT NOT NULL, fingerprint_json TEXT NOT NULL,
     package TEXT NOT NULL, sha256 TEXT NOT NULL, name TEXT, target TEXT, precision TEXT, runtime TEXT,
     scenario TEXT NOT NULL, loadgen TEXT, created REAL NOT NULL, result_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS parity (
+    job_id TEXT NOT NULL, part TEXT NOT NULL, output TEXT NOT NULL, sqnr_db REAL, cosine REAL, max_abs REAL,
+    samples INTEGER NOT NULL, reference_sha256 TEXT NOT NULL, data_sha256 TEXT NOT NULL, PRIMARY KEY (job_id, part));
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, bad INTEGER NOT NULL DEFAULT 0, consecutive_incomplete INTEGER NOT NULL DEFAULT 0,
     reason TEXT, updated REAL NOT NULL);
@@ -81,6 +86,13 @@ class Store:
                     (job.id, job.device, fp.get("id", ""), json.dumps(fp), str(job.package), job.sha256,
                      model.get("name"), model.get("target"), model.get("precision"), model.get("runtime"),
                      job.settings.scenario.value, r.get("loadgen"), now, json.dumps(r)))
+                par = r.get("parity")
+                if par:  # the accuracy pass: one row per checked part, queryable without parsing result_json
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO parity (job_id, part, output, sqnr_db, cosine, max_abs, samples,"
+                        " reference_sha256, data_sha256) VALUES (?,?,?,?,?,?,?,?,?)",
+                        [(job.id, *row, par["samples"], par["reference_sha256"], par["data_sha256"])
+                         for row in parity_rows(par)])
 
     def set_device(self, device: str, *, bad: bool, consecutive: int, reason: Optional[str]) -> None:
         with self._db:
@@ -109,6 +121,15 @@ class Store:
             args = (job_id,)
         cols = ("job_id", "n", "device", "state", "reason", "started", "ended")
         return [dict(zip(cols, r)) for r in self._db.execute(q + " ORDER BY job_id, n", args)]
+
+    def parity(self, job_id: Optional[str] = None) -> List[Dict[str, Any]]:
+        q = "SELECT job_id, part, output, sqnr_db, cosine, max_abs, samples, reference_sha256, data_sha256 FROM parity"
+        args: tuple = ()
+        if job_id:
+            q += " WHERE job_id = ?"
+            args = (job_id,)
+        cols = ("job_id", "part", "output", "sqnr_db", "cosine", "max_abs", "samples", "reference_sha256", "data_sha256")
+        return [dict(zip(cols, r)) for r in self._db.execute(q + " ORDER BY job_id, part", args)]
 
     def results(self, *, run_id: Optional[str] = None, sha256: Optional[str] = None) -> Iterator[Dict[str, Any]]:
         q = ("SELECT r.job_id, r.device, r.fingerprint, r.package, r.sha256, r.name, r.target, r.precision, r.runtime,"

@@ -191,6 +191,64 @@ def test_local_transport(packages: Any, tmp_path: Path) -> None:
     assert jobs[0].state is JobState.COMPLETE and (tmp_path / "here" / "blobs" / f"{jobs[0].sha256}.edgepkg").is_file()
 
 
+def _feeds(path: Path, n: int = 8) -> Path:
+    import numpy as np
+
+    np.savez(path, input=np.random.default_rng(1).standard_normal((n, 3, 32, 32)).astype("float32"))
+    return path
+
+
+def test_accuracy_pass_parity_in_result_store_and_report(packages: Any, tmp_path: Path) -> None:
+    from edgekit.device_farm.accuracy import parity, plan
+    from edgekit.device_farm.agent import fingerprint
+    from edgekit.device_farm.report import farm_rows
+    from edgekit.device_farm.transport import DeviceFault
+
+    fp32, int8 = packages
+    plans = plan(ROOT / "tests" / "models" / "conv_bn_relu.onnx", _feeds(tmp_path / "feeds.npz"), [fp32, int8], tmp_path)
+    fleet, store, jobs = asyncio.run(_run(tmp_path, 2, lambda: make_jobs([fp32, int8], QUICK, accuracy=plans)))
+    assert [j.state for j in jobs] == [JobState.COMPLETE] * 2, [j.to_json() for j in jobs]
+    sqnr = {}
+    for j in jobs:
+        par = j.result["parity"]
+        assert par["samples"] == 8 and par["data_sha256"] == plans[j.sha256].data_sha256
+        (part,) = par["parts"]
+        assert part["output"] == "logits" and part["cosine"] > 0.99 and part["max_abs"] >= 0
+        assert par["top1_agreement"] is not None
+        sqnr[j.package.name] = part["sqnr_db"]
+        rows = store.parity(j.id)
+        assert [(r["part"], r["sqnr_db"], r["samples"]) for r in rows] == [("logits", part["sqnr_db"], 8)]
+        # the stable fingerprint came from the probe, the governor/temperatures from the job: same id as a full read
+        assert j.result["fingerprint"]["id"] == fingerprint()["id"] and "fingerprint_volatile" not in j.result
+    # fp32 on the same runtime matches its source; int8 is the lossy one but still close
+    assert sqnr["conv-fp32.edgepkg"] > 60 and 15 < sqnr["conv-int8.edgepkg"] < sqnr["conv-fp32.edgepkg"], sqnr
+    for d in fleet.devices:  # the data went content-addressed next to the packages
+        assert any(b.suffix == ".npz" for b in (d.root / "edgekit-farm" / "blobs").iterdir())
+    rows = {r["label"].split(" @ ")[0]: r for r in farm_rows(list(store.results()))}
+    assert rows["conv-int8"]["parity_source"].startswith("on the device: 8 samples")
+    assert rows["conv-int8"]["min_sqnr_db"] == sqnr["conv-int8.edgepkg"]
+    with pytest.raises(DeviceFault, match="truncated or corrupt"):  # an outputs.npz cut short on the device
+        parity(plans[jobs[0].sha256], b"PK\x03\x04", "0" * 64)
+
+
+def test_accuracy_pass_errors_name_the_fix(packages: Any, tmp_path: Path) -> None:
+    import numpy as np
+
+    from edgekit.device_farm.accuracy import plan
+    from edgekit.errors import EdgekitError
+
+    model = ROOT / "tests" / "models" / "conv_bn_relu.onnx"
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, image=np.zeros((2, 3, 32, 32), "float32"))
+    with pytest.raises(EdgekitError, match="model inputs are \\['input'\\]"):
+        plan(model, wrong, [packages[0]], tmp_path)
+    with pytest.raises(EdgekitError, match="give input tensors as a .npz"):
+        plan(model, tmp_path / "images", [packages[0]], tmp_path)
+    other = ROOT / "tests" / "models" / "attention_block.onnx"  # its input is 'tokens'
+    with pytest.raises(EdgekitError, match="inputs are \\['tokens'\\] but the package's are \\['input'\\]"):
+        plan(other, _feeds(tmp_path / "feeds.npz", 2), [packages[0]], tmp_path)
+
+
 # ----------------------------------------------------------------- the CLI, against a fleet served from a thread
 def cli(*args: Any, check_rc: Optional[int] = 0) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True, text=True, timeout=300)
@@ -209,8 +267,10 @@ def test_cli_run_results_report_compare(packages: Any, tmp_path: Path) -> None:
         db = tmp_path / "farm.sqlite"
         common = ["--min-duration", "0.2", "--min-queries", "20", "--warmup", "2", "--loadgen", "off", "--db", db]
         run = json.loads(cli("farm", "run", fp32, int8, "-i", inv, "--device", "sim0", "--repeat", "2", *common,
-                             "--json").stdout)
+                             "--reference", ROOT / "tests" / "models" / "conv_bn_relu.onnx",
+                             "--data", _feeds(tmp_path / "feeds.npz", 4), "--json").stdout)
         assert run["summary"] == {"COMPLETE": 4}
+        assert all(j["parity"]["samples"] == 4 and j["parity"]["min_sqnr_db"] > 15 for j in run["jobs"])
         assert {j["device"] for j in run["jobs"]} == {"sim0"}
         res = json.loads(cli("farm", "results", "--db", db, "--json").stdout)
         assert len(res["jobs"]) == 4 and all(j["results"]["result_90.00_percentile_latency_ns"] for j in res["jobs"])
@@ -220,7 +280,7 @@ def test_cli_run_results_report_compare(packages: Any, tmp_path: Path) -> None:
         assert page.count("<svg") == 2 and "conv-int8 @ sim0" in page and "<script" not in page
         rows = json.loads(out.with_suffix(".json").read_text())["rows"]
         assert {(r["label"], r["jobs"]) for r in rows} == {("conv-fp32 @ sim0", 2), ("conv-int8 @ sim0", 2)}
-        assert all(r["min_sqnr_db"] is not None for r in rows)  # parity from the packages' manifests
+        assert all(r["min_sqnr_db"] is not None and r["parity_source"].startswith("on the device") for r in rows)
         cmp_doc = json.loads(cli("farm", "compare", fp32, int8, "--db", db, "--json").stdout)
         (c,) = cmp_doc["comparisons"]
         assert c["ci_low"] <= c["ratio"] <= c["ci_high"] and c["n_a"] >= 40
@@ -236,3 +296,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert lines == [f"error: {bad}: devices.a.transport: must be one of {{local, ssh}}, but got 'telnet'"]
     proc = cli("farm", "run", ROOT / "nope.edgepkg", "-i", bad, "--pool", "x", check_rc=2)
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text("devices:\n  a:\n    transport: local\n")
+    proc = cli("farm", "run", ROOT / "nope.edgepkg", "-i", good, "--device", "a", "--reference", bad, check_rc=2)
+    assert proc.stderr.strip() == "error: the accuracy pass needs both --reference MODEL.onnx and --data FEEDS.npz"
