@@ -1,0 +1,283 @@
+"""int8 that survives real networks: ranges, the switchable twin, sensitivity, mixed precision, divergence, speed.
+
+Golden models with few calibration samples keep this fast; the real-model
+figures come from benchmarks/bench_int8_real.py.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from edgekit.errors import ConfigError, GateError  # noqa: E402
+from edgekit.quantize import divergence as D  # noqa: E402
+from edgekit.quantize import mixed as M  # noqa: E402
+from edgekit.quantize import ranges as R  # noqa: E402
+from edgekit.quantize import sensitivity as S  # noqa: E402
+from edgekit.quantize.recipe import CalibrationMethod, Recipe  # noqa: E402
+from edgekit.targets.pipeline import build_package  # noqa: E402
+from models.meta import GOLDEN_MODELS  # noqa: E402
+
+GM = {m.name: m for m in GOLDEN_MODELS}
+
+
+def feeds(gm, n, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [{t.name: (scale * rng.standard_normal(t.shape)).astype(np.float32) for t in gm.inputs} for _ in range(n)]
+
+
+def load(name):
+    from edgekit.targets.canonicalize import canonicalize
+
+    return canonicalize(GM[name].path).model
+
+
+# ----------------------------------------------------------------- ranges
+def _stats(x):
+    s = R.TensorStats("t")
+    s.update_minmax(x)
+    s.update_hist(x)
+    return s
+
+
+def test_histogram_rules_clip_a_heavy_tail_that_minmax_keeps():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(100_000), [60.0, -55.0]]).astype(np.float32)
+    s = _stats(x)
+    mm = R.choose(s, R.RangeMethod.MINMAX)
+    assert mm == (pytest.approx(-55.0), pytest.approx(60.0))
+    for method in (R.RangeMethod.PERCENTILE, R.RangeMethod.ENTROPY):
+        lo, hi = R.choose(s, method, percentile=99.99)
+        assert -55.0 <= lo < 0.0 < hi <= 60.0, method
+        assert hi - lo < 0.6 * (mm[1] - mm[0]), (method, lo, hi)  # the two outliers no longer set the grid
+    # MSE weighs the outliers' clipping error against the bulk's rounding error: on a tail with mass it clips
+    y = np.concatenate([rng.standard_normal(100_000), rng.uniform(-40, 40, 50)]).astype(np.float32)
+    s2 = _stats(y)
+    lo, hi = R.choose(s2, R.RangeMethod.MSE)
+    assert s2.lo <= lo < 0.0 < hi <= s2.hi and hi - lo < 0.9 * (s2.hi - s2.lo)
+
+
+def test_bounded_ops_get_their_natural_range_and_ranges_hold_zero():
+    s = _stats(np.linspace(0.2, 0.7, 1000).astype(np.float32))  # a sigmoid that never saturated in calibration
+    assert R.choose(s, R.RangeMethod.MINMAX, producer="Sigmoid") == (0.0, 1.0)
+    assert R.choose(s, R.RangeMethod.MINMAX, producer="Tanh") == (-1.0, 1.0)
+    assert R.choose(s, R.RangeMethod.MINMAX) == (0.0, pytest.approx(0.7))  # 0 is always representable
+
+
+def test_ranges_on_a_model_name_every_float_activation_and_use_natural_ranges():
+    model = load("activations")
+    r = R.ranges(model, feeds(GM["activations"], 4))
+    producers = R.float_tensors(model)
+    assert set(r) == set(producers)
+    for name, op in producers.items():
+        if op in ("Sigmoid", "HardSigmoid"):
+            assert r[name] == (0.0, 1.0)
+        if op == "Tanh":
+            assert r[name] == (-1.0, 1.0)
+
+
+def test_too_few_samples_for_histogram_rules_fall_back_to_minmax_with_the_count():
+    with pytest.warns(UserWarning, match=r"calibration has 5 sample\(s\), too few for entropy ranges"):
+        assert R.effective_method(R.RangeMethod.ENTROPY, 5) is R.RangeMethod.MINMAX
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert R.effective_method(R.RangeMethod.MSE, R.MIN_HISTOGRAM_SAMPLES) is R.RangeMethod.MSE
+    with pytest.warns(UserWarning, match="3 sample"):
+        assert R.recipe_for_samples(Recipe(method="percentile"), 3).method is CalibrationMethod.MINMAX
+    with pytest.raises(ConfigError, match="range method"):
+        R.RangeMethod.parse("kl")
+
+
+def test_a_build_with_too_few_samples_for_percentile_calibrates_minmax_and_says_so(tmp_path):
+    gm = GM["conv_bn_relu"]
+    res = build_package(gm.path, target="onnxruntime", precision="int8", calibration=feeds(gm, 8),
+                        recipe={"method": "percentile"}, output=tmp_path / "p.edgepkg", mixed_precision=False)
+    assert any("too few for percentile ranges" in w and "min-max" in w for w in res.warnings)
+    assert res.package.quantization.recipe["method"] == "minmax"
+
+
+# ----------------------------------------------------------------- the twin and the sweep
+def test_twin_with_no_layer_quantized_is_the_fp32_model_and_each_flag_changes_it():
+    import onnxruntime as ort
+
+    model, gm = load("residual_add"), GM["residual_add"]
+    fs = feeds(gm, 3)
+    act = R.ranges(model, fs)
+    layers = S.find_layers(model, R.float_tensors(model))
+    assert {x.op_type for x in layers} >= {"Conv", "Add", "Gemm"}
+    assert all(x.macs > 0 for x in layers if x.op_type in ("Conv", "Gemm"))
+    twin = S.Twin(model, act, layers)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, fs[0])[0]
+    off = twin.run(fs[0], ())
+    np.testing.assert_allclose(off[twin.outputs[0]], ref, rtol=1e-4, atol=1e-5)
+    on = twin.run(fs[0], [x.name for x in layers])
+    assert 15.0 < S.sqnr_db(ref, on[twin.outputs[0]]) < 80.0
+    one = twin.run(fs[0], [layers[0].name])
+    assert not np.array_equal(one[twin.outputs[0]], off[twin.outputs[0]])
+
+
+def test_fake_quant_weight_is_per_channel_symmetric_int8():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * np.array([1, 10, 100, 0.01], np.float32)[:, None, None, None]
+    q = S.fake_quant_weight(w, 0)
+    for c in range(4):
+        step = np.abs(w[c]).max() / 127
+        assert np.abs(q[c] - w[c]).max() <= step / 2 + 1e-7
+        assert len(np.unique(np.round(q[c] / step))) <= 255
+
+
+def test_sensitivity_ranks_every_layer_most_damaging_first():
+    model, gm = load("residual_add"), GM["residual_add"]
+    fs = feeds(gm, 6)
+    twin = S.Twin(model, R.ranges(model, fs), S.find_layers(model, R.float_tensors(model)))
+    rep = S.analyse(twin, fs, time_budget_s=60)
+    assert [x.alone_db for x in rep.layers] == sorted(x.alone_db for x in rep.layers)
+    assert set(rep.ranked) == {x.name for x in twin.layers}
+    assert 10.0 < rep.all_int8_db < 100.0 and all(x.alone_db < 200.0 for x in rep.layers)
+    top = rep.layers[0]
+    assert top.kept_float_db is not None and rep.layers[-1].alone_db > top.alone_db
+    doc = rep.to_json()
+    assert doc["ranked"][0]["layer"] == top.name and "sensitivity" in rep.table()
+
+
+# ----------------------------------------------------------------- the search
+def test_bisection_finds_the_fewest_float_layers_and_reports_the_budget_when_short():
+    calls = []
+
+    def ev(k):
+        calls.append(k)
+        return 10.0 + 3.0 * k
+
+    k, db, tried = M.bisect_count(ev, 25.0, 20)
+    assert k == 5 and db == 25.0 and len(calls) <= 7 and (5, 25.0) in tried
+    k, db, _ = M.bisect_count(ev, 100.0, 20)
+    assert (k, db) == (20, 70.0)
+    assert M.bisect_count(ev, 5.0, 20)[0] == 0
+    assert [M.next_count(k, 10) for k in (1, 2, 4, 9, 10)] == [2, 3, 6, 10, 10]
+
+
+def test_mixed_config_is_validated():
+    assert M.MixedPrecisionConfig.parse(None).enabled and not M.MixedPrecisionConfig.parse(False).enabled
+    assert M.MixedPrecisionConfig.parse({"max_float_share": 0.25}).budget(10) == 3
+    with pytest.raises(ConfigError, match="max_float_share"):
+        M.MixedPrecisionConfig(max_float_share=0.0)
+    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['budget'\]"):
+        M.MixedPrecisionConfig.parse({"budget": 3})
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        M.MixedPrecisionConfig.parse("yes")
+    assert M.int8_mac_share({"a": 30, "b": 70}, ["b"]) == 0.3 and M.int8_mac_share({"a": 0}, []) is None
+
+
+
+
+def test_missed_floor_keeps_the_most_sensitive_layers_in_float_until_it_holds(tmp_path):
+    gm = GM["residual_add"]
+    # all-int8 reaches ~30-35 dB on random-normal data; 42 dB needs some layers in float
+    out = tmp_path / "mix.edgepkg"
+    res = build_package(gm.path, target="onnxruntime", precision="int8", calibration=feeds(gm, 24),
+                        gates={"min_sqnr_db": 42.0}, output=out,
+                        mixed_precision={"max_float_share": 1.0, "samples": 6, "speed_check": False})
+    q = res.package.quantization.to_json()
+    mp = q["mixed_precision"]
+    assert res.package.verification.passed and res.package.verification.min_sqnr_db >= 42.0
+    assert mp["passed"] and mp["attempts"][0]["float_layers"] == 0 and mp["attempts"][0]["sqnr_db"] < 42.0
+    assert mp["attempts"][-1]["passed"] and mp["float_layers"] == len(mp["kept_float"]) >= 1
+    kept = [x["layer"] for x in mp["kept_float"]]
+    assert kept == [r["layer"] for r in mp["sensitivity"]["ranked"][:len(kept)]]  # most damaging first
+    assert set(kept) <= set(q["recipe"]["exclude_nodes"]) and set(kept) <= set(q["excluded_nodes"])
+    assert all("quantized alone" in x["reason"] for x in mp["kept_float"])
+    share = mp["int8_mac_share"]
+    assert share is not None and 0.0 <= share <= 1.0
+    assert (share < 1.0) == any(x["macs"] > 0 for x in mp["kept_float"])
+    # the kept layers really run in float: no DequantizeLinear feeds them in the artifact
+    import zipfile
+
+    art = onnx.load_from_string(zipfile.ZipFile(out).read("model/model.onnx"))
+    dq = {o for n in art.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for n in art.graph.node:
+        if n.name in kept and n.op_type in ("Conv", "Gemm"):
+            assert n.input[1] not in dq, n.name
+
+
+def test_a_floor_no_mix_meets_fails_with_the_best_sqnr_the_mixes_tried_and_no_package(tmp_path):
+    gm = GM["conv_bn_relu"]
+    out = tmp_path / "never.edgepkg"
+    with pytest.raises(GateError) as err:
+        build_package(gm.path, target="onnxruntime", precision="int8", calibration=feeds(gm, 20),
+                      gates={"min_sqnr_db": 150.0}, output=out,
+                      mixed_precision={"max_float_share": 0.5, "max_builds": 2, "samples": 4, "speed_check": False})
+    msg = str(err.value)
+    assert "\n" not in msg and "misses the required 150.00 dB" in msg and "best " in msg
+    assert "tried 0 in float →" in msg and "layer(s) in float [" in msg and "--min-sqnr" in msg
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_no_mixed_precision_keeps_the_plain_gate_failure(tmp_path):
+    gm = GM["conv_bn_relu"]
+    with pytest.raises(GateError, match="SQNR .* < required 150.00 dB"):
+        build_package(gm.path, target="onnxruntime", precision="int8", calibration=feeds(gm, 12),
+                      gates={"min_sqnr_db": 150.0}, output=tmp_path / "x.edgepkg", mixed_precision=False)
+
+
+# ----------------------------------------------------------------- divergence
+def test_divergence_is_exact_against_itself_and_chunking_changes_nothing():
+    model, gm = load("residual_add"), GM["residual_add"]
+    fs = feeds(gm, 3)
+    same = D.of_models(model, model, fs, threshold_db=25, what="self")
+    assert same.rows and all(r.sqnr_db == 200.0 for r in same.rows) and same.first_departure is None
+    twin = S.Twin(model, R.ranges(model, fs), S.find_layers(model, R.float_tensors(model)))
+    a = D.of_twin(twin, fs, threshold_db=60.0)
+    floats = R.float_tensors(model)
+    small = D.layerwise(D.session_runner(twin.model, extra_feeds={f: np.array(False) for f in twin.flags.values()}),
+                        D.session_runner(twin.model, extra_feeds={f: np.array(True) for f in twin.flags.values()}),
+                        D.graph_tensors(model, floats), fs, threshold_db=60.0, what="chunked", chunk=2)
+    assert [r.tensor for r in a.rows] == [r.tensor for r in small.rows]
+    np.testing.assert_allclose([r.sqnr_db for r in a.rows], [r.sqnr_db for r in small.rows], rtol=1e-6)
+    assert a.first_departure is not None and a.first_departure.sqnr_db < 60.0
+    assert a.rows[-1].sqnr_db < 60.0 and "first layer below" in a.table()
+
+
+# ----------------------------------------------------------------- speed, explain, CLI, the audio network
+def test_int8_build_records_speed_against_fp32_in_the_same_runner(tmp_path):
+    gm = GM["conv_bn_relu"]
+    res = build_package(gm.path, target="onnxruntime", precision="int8", calibration=feeds(gm, 12),
+                        output=tmp_path / "s.edgepkg")
+    sp = res.package.quantization.to_json()["speed"]
+    assert sp["runtime"] == "onnxruntime" and sp["int8_median_ms"] > 0 and sp["fp32_median_ms"] > 0
+    assert sp["ratio"] == pytest.approx(sp["int8_median_ms"] / sp["fp32_median_ms"], rel=0.01)
+    slower = [w for w in res.warnings if "int8 package is not faster than fp32" in w]
+    assert bool(slower) == (sp["ratio"] >= 1.0)
+    assert "int8 speed" in [s.name for s in res.timings]
+
+
+def test_audio_conv1d_int8_loads_and_meets_the_default_floor(tmp_path):
+    gm = GM["audio_conv1d"]
+    res = build_package(gm.path, target="onnxruntime", precision="int8", calibration=feeds(gm, 12),
+                        output=tmp_path / "a.edgepkg")
+    assert res.package.verification.passed and res.package.verification.min_sqnr_db >= 25.0
+
+
+def test_cli_build_explain_and_inspect_divergence(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    gm = GM["residual_add"]
+    data = tmp_path / "d.npz"
+    np.savez(data, **{gm.inputs[0].name: np.stack([f[gm.inputs[0].name][0] for f in feeds(gm, 20)])[:, None]})
+    pkg = tmp_path / "r.edgepkg"
+    r = CliRunner().invoke(app, ["build", str(gm.path), "-t", "onnxruntime", "-p", "int8", "--calib", str(data),
+                                 "--explain", "-o", str(pkg)])
+    assert r.exit_code == 0, r.output
+    assert "sensitivity (" in r.output and "layer-wise divergence" in r.output and "speed on this host" in r.output
+    r = CliRunner().invoke(app, ["inspect", str(pkg), "--divergence", "--source", str(gm.path), "--data", str(data),
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["recorded_divergence"]["rows"] and doc["divergence"]["rows"] and doc["speed"]["ratio"] > 0
