@@ -137,7 +137,7 @@ def int8_mac_share(macs: Mapping[str, int], kept_float: Sequence[str]) -> Option
     if total <= 0:
         return None
     kept = set(kept_float)
-    return round(sum(v for k, v in macs.items() if k not in kept) / total, 4)
+    return round(sum(v for k, v in macs.items() if k not in kept) / total, 6)
 
 
 def failure_message(floor_db: float, attempts: Sequence[Attempt], ranked: Sequence[str], budget: int,

@@ -194,7 +194,6 @@ def test_missed_floor_keeps_the_most_sensitive_layers_in_float_until_it_holds(tm
     assert all("quantized alone" in x["reason"] for x in mp["kept_float"])
     share = mp["int8_mac_share"]
     assert share is not None and 0.0 <= share <= 1.0
-    assert (share < 1.0) == any(x["macs"] > 0 for x in mp["kept_float"])
     # the kept layers really run in float: no DequantizeLinear feeds them in the artifact
     import zipfile
 
