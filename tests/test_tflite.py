@@ -401,3 +401,30 @@ def test_percentile_calibration_clips_outliers():
     clipped = collect_ranges(fp32, low.graph, feeds, percentile=99.0)[out]
     assert minmax[1] == pytest.approx(1000.0)
     assert 1.0 < clipped[1] < 10.0 and clipped[0] == pytest.approx(0.0)
+
+
+def test_recipe_settings_reach_each_node_or_are_refused(tmp_path):
+    from edgekit.quantize.recipe import Recipe
+    from edgekit.targets.base import BuildSpec, Precision
+    from edgekit.targets.tflite import TfliteTarget
+    from edgekit.quantize.calibration import CalibrationSet
+
+    gm = next(g for g in GOLDEN_MODELS if g.name == "conv_bn_relu")
+    canon = canonicalize(str(gm.path))
+    convs = [n.name for n in canon.model.graph.node if n.op_type == "Conv"]
+    calib = CalibrationSet(_feeds(canon.inputs, 8, seed=1))
+    recipe = Recipe.from_json({"nodes": {convs[0]: {"per_channel": False, "symmetric_activations": True}}})
+    art = TfliteTarget().build(canon.model, BuildSpec(precision=Precision.INT8, recipe=recipe), calib, tmp_path)
+    assert art.quantization["per_tensor_weight_nodes"] == [convs[0]]
+    data = (tmp_path / art.entry).read_bytes()
+    _, it = _run(data, calib.feeds[0], xnnpack=False)
+    by_index = {d["index"]: d for d in it.get_tensor_details()}
+    first = [op for op in it._get_ops_details() if op["op_name"] == "CONV_2D"]
+    w0 = by_index[first[0]["inputs"][1]]["quantization_parameters"]
+    w1 = by_index[first[1]["inputs"][1]]["quantization_parameters"]
+    assert len(w0["scales"]) == 1 and len(w1["scales"]) > 1
+    assert by_index[first[0]["outputs"][0]]["quantization"][1] == 0  # symmetric: zero point 0
+    bad = Recipe.from_json({"global_config": {"activation_dtype": "int16"},
+                            "op_types": {"Gemm": {"weight_dtype": "uint8"}}})
+    with pytest.raises(ConfigError, match=r"global_config.activation_dtype='int16'.*op_types.Gemm.weight_dtype='uint8'"):
+        TfliteTarget().build(canon.model, BuildSpec(precision=Precision.INT8, recipe=bad), calib, tmp_path / "b")

@@ -59,6 +59,12 @@ def activation_params(lo: float, hi: float) -> QParams:
     return QParams.per_tensor(scale, zp)
 
 
+def symmetric_params(lo: float, hi: float) -> QParams:
+    """Symmetric int8 parameters (zero point 0) for a recipe's ``symmetric_activations``."""
+    amax = max(abs(float(lo)), abs(float(hi)), 1e-8)
+    return QParams.per_tensor(amax / 127.0, 0)
+
+
 def quantize_values(x: np.ndarray, q: QParams, dtype: str = "int8") -> np.ndarray:
     info = np.iinfo(dtype)
     scale = q.scale if q.scale.size == 1 else q.scale.reshape([-1 if i == q.axis else 1 for i in range(x.ndim)])
@@ -66,7 +72,11 @@ def quantize_values(x: np.ndarray, q: QParams, dtype: str = "int8") -> np.ndarra
     return np.clip(np.round(x / scale) + zp, info.min, info.max).astype(dtype)
 
 
-def _per_channel_weights(w: np.ndarray, axis: int) -> Tuple[np.ndarray, QParams]:
+def _per_channel_weights(w: np.ndarray, axis: int, per_channel: bool = True) -> Tuple[np.ndarray, QParams]:
+    if not per_channel:  # one scale for the whole filter (a recipe's per_channel: false)
+        amax = float(np.abs(w).max())
+        scale = np.array([amax / 127.0 if amax > 0 else 1.0], np.float32)
+        return np.clip(np.round(w / scale[0]), -127, 127).astype(np.int8), QParams(scale, np.zeros(1, np.int64), 0)
     reduce = tuple(i for i in range(w.ndim) if i != axis)
     amax = np.abs(w).max(axis=reduce) if reduce else np.abs(w)
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
@@ -93,9 +103,13 @@ class Int8Report:
 
 
 def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str = "float32",
-                  skip_nodes: Set[str] = frozenset(), op_names: Optional[Mapping[int, str]] = None
+                  skip_nodes: Set[str] = frozenset(), per_tensor_nodes: Set[str] = frozenset(),
+                  symmetric_nodes: Set[str] = frozenset(), op_names: Optional[Mapping[int, str]] = None
                   ) -> Tuple[Subgraph, Int8Report]:
-    """The int8 subgraph of the fp32 ``graph`` given calibrated ``ranges`` (tensor index → (min, max))."""
+    """The int8 subgraph of the fp32 ``graph`` given calibrated ``ranges`` (tensor index → (min, max)).
+
+    ``skip_nodes`` stay float; ``per_tensor_nodes`` get one weight scale; ``symmetric_nodes``
+    get zero-point-0 outputs (ONNX node names, as a recipe names them)."""
     s = schema()
     names = op_names or {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
     g = copy.deepcopy(graph)
@@ -173,6 +187,8 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
                 params[o] = QParams.per_tensor(*op.fixed_output)
             elif op.role is QuantRole.SAME and acts_in:
                 params[o] = params.get(acts_in[0]) or own(acts_in[0])
+            elif op.node in symmetric_nodes:
+                params[o] = symmetric_params(*ranges.get(o, (0.0, 1.0)))
             else:
                 params[o] = own(o)
     for i in range(len(g.tensors)):
@@ -218,7 +234,8 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
             x_pos = _ACT_INPUT.get(op.role, 0)
             b_pos = _BIAS_INPUT[op.role]
             w = g.tensors[op.inputs[w_pos]]
-            wq, wparams = _per_channel_weights(np.asarray(w.data, np.float32), axis)
+            wq, wparams = _per_channel_weights(np.asarray(w.data, np.float32), axis,
+                                               per_channel=op.node not in per_tensor_nodes)
             op.inputs[w_pos] = g.add_tensor(w.name + "/int8", w.shape, "int8", data=wq, quant=wparams)
             s_in = params[op.inputs[x_pos]].scale[0]
             if b_pos < len(op.inputs) and op.inputs[b_pos] >= 0:

@@ -153,12 +153,17 @@ class TfliteTarget(Target):
         if recipe.method is CalibrationMethod.ENTROPY:
             warnings.warn("the tflite target calibrates with min/max or percentile ranges; the recipe's method "
                           "'entropy' is not applied (min/max used)", UserWarning, stacklevel=3)
+        refuse_unsupported_recipe(recipe)
         ranges = collect_ranges(fp32, lowered.graph, used.feeds, percentile=percentile)
-        skip = {n.name for n in lowered.view.nodes if recipe.skips(n.name, n.op_type)}
-        for n in lowered.view.nodes:  # a skipped fused node also skips when named by a source node
+        nodes = lowered.view.nodes
+        skip = {n.name for n in nodes if recipe.skips(n.name, n.op_type)}
+        for n in nodes:  # a skipped fused node also skips when named by a source node
             if any(recipe.skips(f, n.op_type) for f in n.fused_from):
                 skip.add(n.name)
-        graph, report = quantize_int8(lowered.graph, ranges, io_dtype=io_dtype, skip_nodes=skip)
+        per_tensor = {n.name for n in nodes if not recipe.config_for(n.name, n.op_type).per_channel}
+        symmetric = {n.name for n in nodes if recipe.config_for(n.name, n.op_type).symmetric_activations}
+        graph, report = quantize_int8(lowered.graph, ranges, io_dtype=io_dtype, skip_nodes=skip,
+                                      per_tensor_nodes=per_tensor, symmetric_nodes=symmetric)
         details["io_dtype"] = io_dtype
         details["int8_ops"] = report.int8_ops
         details["float_ops"] = report.float_ops
@@ -173,7 +178,35 @@ class TfliteTarget(Target):
             "float_fallback_ops": report.float_ops,
             "requantize_ops": report.requantized,
             "skipped_nodes": sorted(skip),
+            "per_tensor_weight_nodes": sorted(per_tensor),
+            "symmetric_activation_nodes": sorted(symmetric),
         }
+
+
+def refuse_unsupported_recipe(recipe: Any) -> None:
+    """One error naming every recipe setting the TFLite int8 kernels cannot run.
+
+    8-bit activations are int8 per the TFLite spec whichever of uint8/int8 the recipe says (the
+    same affine grid, zero point shifted by 128); weights are symmetric int8, per channel or per
+    tensor; 16-bit activations, uint8 weights and 7-bit ``reduce_range`` weights have no kernels here.
+    """
+    from edgekit.quantize.recipe import QuantDtype
+
+    problems = []
+    for where, cfg in [("global_config", recipe.global_config), *[(f"op_types.{k}", c) for k, c in recipe.op_types.items()],
+                       *[(f"nodes.{k}", c) for k, c in recipe.nodes.items()]]:
+        if cfg.skip:
+            continue
+        if cfg.activation_dtype not in (QuantDtype.UINT8, QuantDtype.INT8):
+            problems.append(f"{where}.activation_dtype={cfg.activation_dtype.value!r}")
+        if cfg.weight_dtype is not QuantDtype.INT8:
+            problems.append(f"{where}.weight_dtype={cfg.weight_dtype.value!r}")
+        if cfg.reduce_range:
+            problems.append(f"{where}.reduce_range=true")
+    if problems:
+        raise ConfigError(f"the tflite target cannot honour recipe setting(s) {', '.join(problems)}: its int8 "
+                          "kernels take 8-bit activations and symmetric int8 weights (no 7-bit reduce_range); "
+                          "change the recipe, skip those nodes, or pick another target")
 
 
 def _load_check(path: Path, what: str) -> str:
