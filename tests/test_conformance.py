@@ -74,7 +74,7 @@ def test_conformance(tmp_path, target, precision, gm):
                 assert sqnr >= floor, f"{name}: SQNR {sqnr:.1f} dB < {floor} dB"
 
 
-DETECTOR_TARGETS = ("onnxruntime", "openvino", "qnn", "tensorrt")
+DETECTOR_TARGETS = ("onnxruntime", "openvino", "qnn", "tensorrt", "tflite")
 #: decoded detections of an int8 package matched with fp32's (same class, IoU ≥ 0.5)
 MIN_DETECTION_RECALL = 0.95
 

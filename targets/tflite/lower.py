@@ -24,6 +24,7 @@ from .optable import COVERAGE, LOWERINGS
 class Lowered:
     graph: Subgraph
     view: GraphView
+    model: Any
     counts: Dict[str, int] = field(default_factory=dict)   # fusions and folds that fired
     op_counts: Dict[str, int] = field(default_factory=dict)
 
@@ -75,7 +76,7 @@ def lower(model: Any) -> Lowered:
     names = {v: k for k, v in vars(schema().BuiltinOperator).items() if not k.startswith("_")}
     for op in g.operators:
         ops[names.get(op.opcode, str(op.opcode))] = ops.get(names.get(op.opcode, str(op.opcode)), 0) + 1
-    return Lowered(g, view, counts, ops)
+    return Lowered(g, view, model, counts, ops)
 
 
 def _prune(g: Subgraph) -> None:

@@ -104,11 +104,12 @@ class Int8Report:
 
 def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str = "float32",
                   skip_nodes: Set[str] = frozenset(), per_tensor_nodes: Set[str] = frozenset(),
-                  symmetric_nodes: Set[str] = frozenset(), op_names: Optional[Mapping[int, str]] = None
+                  symmetric_nodes: Set[str] = frozenset(), tail_nodes: Set[str] = frozenset(),
+                  op_names: Optional[Mapping[int, str]] = None
                   ) -> Tuple[Subgraph, Int8Report]:
     """The int8 subgraph of the fp32 ``graph`` given calibrated ``ranges`` (tensor index → (min, max)).
 
-    ``skip_nodes`` stay float; ``per_tensor_nodes`` get one weight scale; ``symmetric_nodes``
+    ``skip_nodes`` (a recipe's) and ``tail_nodes`` (a detector's decode tail) stay float; ``per_tensor_nodes`` get one weight scale; ``symmetric_nodes``
     get zero-point-0 outputs (ONNX node names, as a recipe names them)."""
     s = schema()
     names = op_names or {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
@@ -170,11 +171,13 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
         acts_out = [o for o in op.outputs if is_act(o)]
         if op.role is QuantRole.INDEX:
             continue
-        stay_float = op.node in skip_nodes or name not in INT8_KERNELS or op.role is QuantRole.FLOAT
+        stay_float = (op.node in skip_nodes or op.node in tail_nodes or name not in INT8_KERNELS
+                      or op.role is QuantRole.FLOAT)
         spread = _scale_spread([params.get(i) or own(i) for i in acts_in]) if op.role is QuantRole.SAME_ALL else 1.0
         if (stay_float or spread > MAX_CONCAT_SPREAD) and (acts_in or acts_out):
             float_ops.add(k)
-            why = ("skipped by the recipe" if op.node in skip_nodes else "no int8 kernel" if stay_float else
+            why = ("skipped by the recipe" if op.node in skip_nodes else "detector decode tail"
+                   if op.node in tail_nodes else "no int8 kernel" if stay_float else
                    f"inputs' ranges {spread:.0f}x apart (one int8 scale would erase the narrow ones)")
             report.float_ops.append(f"{name} ({op.node}): {why}")
             for o in acts_out:
@@ -218,6 +221,9 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
                     f = g.add_tensor(f"{g.tensors[o].name}/float", g.tensors[o].shape, "float32")
                     keep_float.add(f)
                     outs.append(f)
+                    # float readers (the next op of a float chain) take f itself; the QUANTIZE serves the
+                    # int8 readers and is pruned when there are none
+                    dequantized[o] = f
                     requants.append(Operator(B.QUANTIZE, [f], [o], node=op.node, role=QuantRole.INDEX))
                 else:
                     outs.append(o)

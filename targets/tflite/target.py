@@ -156,6 +156,11 @@ class TfliteTarget(Target):
         refuse_unsupported_recipe(recipe)
         ranges = collect_ranges(fp32, lowered.graph, used.feeds, percentile=percentile)
         nodes = lowered.view.nodes
+        from ..graph import detection_tail
+
+        # a YOLO-style decode tail (pixel boxes joined with 0..1 scores) stays float, as on every target
+        tail = set(detection_tail(lowered.model))
+        in_tail = {n.name for n in nodes if n.name in tail or any(f in tail for f in n.fused_from)}
         skip = {n.name for n in nodes if recipe.skips(n.name, n.op_type)}
         for n in nodes:  # a skipped fused node also skips when named by a source node
             if any(recipe.skips(f, n.op_type) for f in n.fused_from):
@@ -163,7 +168,7 @@ class TfliteTarget(Target):
         per_tensor = {n.name for n in nodes if not recipe.config_for(n.name, n.op_type).per_channel}
         symmetric = {n.name for n in nodes if recipe.config_for(n.name, n.op_type).symmetric_activations}
         graph, report = quantize_int8(lowered.graph, ranges, io_dtype=io_dtype, skip_nodes=skip,
-                                      per_tensor_nodes=per_tensor, symmetric_nodes=symmetric)
+                                      per_tensor_nodes=per_tensor, symmetric_nodes=symmetric, tail_nodes=in_tail)
         details["io_dtype"] = io_dtype
         details["int8_ops"] = report.int8_ops
         details["float_ops"] = report.float_ops
@@ -178,6 +183,7 @@ class TfliteTarget(Target):
             "float_fallback_ops": report.float_ops,
             "requantize_ops": report.requantized,
             "skipped_nodes": sorted(skip),
+            "detection_tail": sorted(in_tail),
             "per_tensor_weight_nodes": sorted(per_tensor),
             "symmetric_activation_nodes": sorted(symmetric),
         }
