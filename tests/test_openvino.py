@@ -202,7 +202,8 @@ def test_unreachable_accuracy_budget_keeps_no_package(tmp_path):
               runtime_options={"accuracy_control_max_iterations": 1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the build collects its warnings ("best top-1 drop reached …")
-        with pytest.raises(GateError, match="accuracy dropped"):
+        # the accuracy gate fails, or the automatic mixed-precision search that tries to rescue the build does
+        with pytest.raises(GateError, match="accuracy dropped|int8 misses"):
             _bundled(tmp_path, "int8", "bad.edgepkg", **kw)
     assert not (tmp_path / "bad.edgepkg").exists()
 
