@@ -195,6 +195,31 @@ class Recipe:
     def skips(self, node_name: str, op_type: str) -> bool:
         return self.config_for(node_name, op_type).skip
 
+    def configs(self) -> Tuple[Tuple[str, OpConfig], ...]:
+        """Every config with its path: ``global_config``, ``op_types.X``, ``nodes.Y``."""
+        return (("global_config", self.global_config), *((f"op_types.{k}", c) for k, c in self.op_types.items()),
+                *((f"nodes.{k}", c) for k, c in self.nodes.items()))
+
+    def require(self, target: str, *, activation_dtypes: Tuple[QuantDtype, ...], weight_dtypes: Tuple[QuantDtype, ...],
+                reduce_range: bool = True, why: str = "") -> None:
+        """One ConfigError naming every (non-skipped) setting outside what ``target``'s kernels run."""
+        problems = []
+        for where, cfg in self.configs():
+            if cfg.skip:
+                continue
+            if cfg.activation_dtype not in activation_dtypes:
+                problems.append(f"{where}.activation_dtype={cfg.activation_dtype.value!r}")
+            if cfg.weight_dtype not in weight_dtypes:
+                problems.append(f"{where}.weight_dtype={cfg.weight_dtype.value!r}")
+            if cfg.reduce_range and not reduce_range:
+                problems.append(f"{where}.reduce_range=true")
+        if problems:
+            raise ConfigError(
+                f"the {target} target cannot honour recipe setting(s) {', '.join(problems)}: "
+                + (why or f"it quantizes activations to {{{', '.join(repr(d.value) for d in activation_dtypes)}}} "
+                          f"and weights to {{{', '.join(repr(d.value) for d in weight_dtypes)}}}")
+                + "; change the recipe or pick another target")
+
     # -- JSON ---------------------------------------------------------------
     def to_json(self) -> Dict[str, Any]:
         return {

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from edgekit.errors import ConfigError, ModelError
+from edgekit.errors import ModelError
 
 from .graph import DEFAULT_DOMAINS, weight_axis
 
@@ -82,21 +82,7 @@ def plan_recipe(
     from .graph import iter_nodes
 
     g = recipe.global_config
-    refused: List[str] = []
-    for name, cfg in [("global_config", g)] + [(f"op_types.{k}", c) for k, c in recipe.op_types.items()] + \
-            [(f"nodes.{k}", c) for k, c in recipe.nodes.items()]:
-        if cfg.skip:
-            continue
-        if cfg.activation_dtype not in activation_dtypes:
-            refused.append(f"{name}.activation_dtype={cfg.activation_dtype.value!r}")
-        if cfg.weight_dtype not in weight_dtypes:
-            refused.append(f"{name}.weight_dtype={cfg.weight_dtype.value!r}")
-    if refused:
-        raise ConfigError(
-            f"the {target} target cannot honour recipe setting(s) {', '.join(refused)}: it quantizes activations "
-            f"to {{{', '.join(repr(d.value) for d in activation_dtypes)}}} and weights to "
-            f"{{{', '.join(repr(d.value) for d in weight_dtypes)}}}; change the recipe or pick another target"
-        )
+    recipe.require(target, activation_dtypes=tuple(activation_dtypes), weight_dtypes=tuple(weight_dtypes))
     plan = QuantPlan()
     names = {name for name, _ in iter_nodes(model.graph)}
     plan.unmatched = sorted({n for n in list(recipe.nodes) + list(recipe.exclude_nodes) if n not in names})

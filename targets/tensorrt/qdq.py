@@ -20,9 +20,9 @@ TensorRT 10 (4× smaller package), and as fp32 initializers → Q → DQ for
 TensorRT 8.x, whose ONNX parser expects the fake-quantized form.
 
 Activation ranges come from running the calibration feeds through the fp32
-graph on onnxruntime: ``minmax`` (max |x|), ``percentile`` (of |x|) or
-``entropy`` (TensorRT's KL-divergence threshold), all from a 2048-bin
-histogram of |x| for the last two.
+graph on onnxruntime, with the shared range rules of
+:mod:`edgekit.quantize.ranges` (``minmax``, ``percentile``, ``entropy`` —
+TensorRT's KL-divergence threshold); symmetric int8 takes the larger side.
 """
 from __future__ import annotations
 
@@ -51,7 +51,6 @@ QUANTIZED_INPUTS: Mapping[str, Tuple[int, ...]] = {
 }
 
 QMAX = 127.0
-HIST_BINS = 2048
 MIN_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
 
 
@@ -71,24 +70,11 @@ def _node_name(node: Any, i: int) -> str:
 
 def refuse_unsupported_recipe(recipe: "Recipe") -> None:
     """One error naming every recipe setting TensorRT's integer Q/DQ cannot run."""
-    from edgekit.errors import ConfigError
     from edgekit.quantize.recipe import QuantDtype
 
-    problems = []
-    for where, cfg in [("global_config", recipe.global_config), *[(f"op_types.{k}", c) for k, c in recipe.op_types.items()],
-                       *[(f"nodes.{k}", c) for k, c in recipe.nodes.items()]]:
-        if cfg.skip:
-            continue
-        if cfg.activation_dtype not in (QuantDtype.UINT8, QuantDtype.INT8):
-            problems.append(f"{where}.activation_dtype={cfg.activation_dtype.value!r}")
-        if cfg.weight_dtype is not QuantDtype.INT8:
-            problems.append(f"{where}.weight_dtype={cfg.weight_dtype.value!r}")
-        if cfg.reduce_range:
-            problems.append(f"{where}.reduce_range=true")
-    if problems:
-        raise ConfigError(f"the tensorrt target cannot honour recipe setting(s) {', '.join(problems)}: TensorRT runs "
-                          "symmetric int8 Q/DQ only (8-bit activations, int8 weights, int32 accumulation); change "
-                          "the recipe or pick another target")
+    recipe.require("tensorrt", activation_dtypes=(QuantDtype.UINT8, QuantDtype.INT8), weight_dtypes=(QuantDtype.INT8,),
+                   reduce_range=False, why="TensorRT runs symmetric int8 Q/DQ only (8-bit activations, int8 weights, "
+                                           "int32 accumulation)")
 
 
 def plan(model: "onnx.ModelProto", recipe: "Recipe", keep_float: Iterable[str] = ()) -> Tuple[List[Tuple[int, Any]], Set[str], Set[str]]:
@@ -115,41 +101,6 @@ def plan(model: "onnx.ModelProto", recipe: "Recipe", keep_float: Iterable[str] =
 
 # --------------------------------------------------------------------------- calibration
 
-def _entropy_threshold(hist: np.ndarray, bin_width: float, levels: int = 128) -> float:
-    """TensorRT's entropy calibration: the |x| threshold minimising KL(P || Q)."""
-    hist = hist.astype(np.float64)
-    nbins = hist.size
-    if hist.sum() == 0:
-        return bin_width * nbins
-    best_kl, best_i = np.inf, nbins
-    for i in range(levels, nbins + 1, 4):  # stride 4: same optimum within a bin, 4× faster
-        p = hist[:i].copy()
-        p[-1] += hist[i:].sum()  # outliers clipped into the last bin
-        nonzero = hist[:i] != 0
-        # merge the i bins into `levels` groups, then spread each back over its non-empty bins
-        edges = np.linspace(0, i, levels + 1).astype(np.int64)
-        q = np.zeros(i, dtype=np.float64)
-        for j in range(levels):
-            lo, hi = edges[j], edges[j + 1]
-            if hi <= lo:
-                continue
-            nz = nonzero[lo:hi]
-            cnt = nz.sum()
-            if cnt:
-                q[lo:hi][nz] = hist[lo:hi].sum() / cnt
-        ps, qs = p.sum(), q.sum()
-        if ps == 0 or qs == 0:
-            continue
-        p /= ps
-        q /= qs
-        mask = p > 0
-        qm = np.where(q[mask] > 0, q[mask], 1e-12)
-        kl = float(np.sum(p[mask] * np.log(p[mask] / qm)))
-        if kl < best_kl:
-            best_kl, best_i = kl, i
-    return (best_i + 0.5) * bin_width
-
-
 def calibrate(
     model: "onnx.ModelProto",
     tensors: Iterable[str],
@@ -157,62 +108,30 @@ def calibrate(
     method: str = "minmax",
     percentile: float = 99.999,
 ) -> Dict[str, float]:
-    """Activation amax (the |x| that maps to ±127) per tensor, from the fp32 graph on onnxruntime."""
-    import onnx
-    import onnxruntime as ort
+    """Activation amax (the |x| that maps to ±127) per tensor, from the fp32 graph on onnxruntime.
+
+    The ranges are the shared ones (:mod:`edgekit.quantize.ranges`: min-max,
+    percentile, TensorRT's entropy threshold, natural ranges of Sigmoid and
+    friends); TensorRT's symmetric int8 takes the larger side.
+    """
+    from edgekit.quantize.ranges import ranges
 
     names = sorted(set(tensors))
     if not names:
         return {}
-    aug = onnx.ModelProto()
-    aug.CopyFrom(model)
-    existing = {o.name for o in aug.graph.output}
-    for name in names:
-        if name not in existing:
-            aug.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    sess = ort.InferenceSession(aug.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feeds = list(calibration.feeds)
+    feeds = [dict(f) for f in calibration.feeds]
     if not feeds:
         raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
-    amax = {n: 0.0 for n in names}
-
-    def run(feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        try:
-            return dict(zip(names, sess.run(names, dict(feed))))
-        except Exception as err:  # the loader checked shapes; anything else is a data/model mismatch
-            raise CalibrationError(
-                f"calibration run failed: {str(err).strip().splitlines()[0]}; check that the calibration data "
-                "matches the model inputs"
-            ) from None
-
-    for feed in feeds:
-        for n, v in run(feed).items():
-            amax[n] = max(amax[n], float(np.max(np.abs(v))) if v.size else 0.0)
-    if method == "minmax":
-        return amax
-    hists = {n: np.zeros(HIST_BINS, dtype=np.int64) for n in names}
-    for feed in feeds:
-        for n, v in run(feed).items():
-            if amax[n] > 0:
-                hists[n] += np.histogram(np.abs(v), bins=HIST_BINS, range=(0.0, amax[n]))[0]
-    out = {}
-    for n in names:
-        if amax[n] == 0:
-            out[n] = 0.0
-            continue
-        width = amax[n] / HIST_BINS
-        if method == "percentile":
-            cdf = np.cumsum(hists[n]) / max(1, hists[n].sum())
-            idx = int(np.searchsorted(cdf, percentile / 100.0))
-            out[n] = min(amax[n], (idx + 1) * width)
-        elif method == "entropy":
-            out[n] = min(amax[n], _entropy_threshold(hists[n], width))
-        else:  # pragma: no cover - the Recipe validates the method
-            raise ValueError(method)
-    return out
+    try:
+        found = ranges(model, feeds, method=method, percentile=percentile, names=names)
+    except CalibrationError:
+        raise
+    except Exception as err:  # the loader checked shapes; anything else is a data/model mismatch
+        raise CalibrationError(
+            f"calibration run failed: {str(err).strip().splitlines()[0]}; check that the calibration data "
+            "matches the model inputs"
+        ) from None
+    return {n: max(-lo, hi, 0.0) for n, (lo, hi) in found.items()}
 
 
 # --------------------------------------------------------------------------- graph rewrite
