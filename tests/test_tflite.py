@@ -428,3 +428,22 @@ def test_recipe_settings_reach_each_node_or_are_refused(tmp_path):
                             "op_types": {"Gemm": {"weight_dtype": "uint8"}}})
     with pytest.raises(ConfigError, match=r"global_config.activation_dtype='int16'.*op_types.Gemm.weight_dtype='uint8'"):
         TfliteTarget().build(canon.model, BuildSpec(precision=Precision.INT8, recipe=bad), calib, tmp_path / "b")
+
+
+#: zoo models whose int8 parity is not held to the floor, with the reason
+INT8_ZOO_EXCLUDE = {"elementwise_mix": "exp/div/pow chain on random data: ranges no 8-bit grid holds",
+                    "argmax_keepdims": "integer output, compared exactly below"}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_op_lowering_int8_runs_and_tracks_fp32(name):
+    canon = canonicalize(ZOO[name]())
+    calib = _feeds(canon.inputs, 16, seed=1)
+    data, _, _ = _build(canon.model, "int8", calib)
+    got, _ = _run(data, calib[2])
+    for out, ref in _reference(canon.model, calib[2]).items():
+        assert got[out].shape == ref.shape and np.isfinite(got[out]).all()
+        if ref.dtype.kind in "iub":
+            assert np.mean(got[out] == ref) >= 0.9
+        elif name not in INT8_ZOO_EXCLUDE:
+            assert _sqnr(ref, got[out]) >= 25.0, f"{name}/{out}: {_sqnr(ref, got[out]):.1f} dB"
