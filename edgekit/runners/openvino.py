@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import cpu
+from .._validate import first_line
 from ..errors import ConfigError, PackageError
 from ..manifest import Manifest
 from ..options import MAX_THREADS, Option, OptionSchema, cache_dir, threads_option
@@ -202,12 +203,6 @@ def check_device(core: Any, device: str) -> None:
         )
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Check ")]
-    return (lines[0] if lines else type(err).__name__)[:300]
-
-
 def _type_name(value: Any) -> Optional[str]:
     """``f32`` for an ``openvino.Type`` (its repr is ``<Type: 'float32'>``)."""
     if value is None:
@@ -298,14 +293,14 @@ class OpenVinoRunner(Runner):
             model = core.read_model(str(xml), str(weights))
         except RuntimeError as err:
             raise PackageError(
-                f"{xml.name} / {weights.name}: OpenVINO cannot read the IR ({_first_line(err)}); "
+                f"{xml.name} / {weights.name}: OpenVINO cannot read the IR ({first_line(err)}); "
                 "the package is corrupt or truncated — rebuild it with `edgekit build`"
             ) from None
         start = time.perf_counter()
         try:
             self.compiled = core.compile_model(model, cfg.device, cfg.compile_config())
         except RuntimeError as err:
-            msg = _first_line(err)
+            msg = first_line(err)
             hint = ""
             if cfg.inference_precision is not InferencePrecision.F32 and "suitable" in str(err).lower():
                 hint = ' (try inference_precision="f32": this CPU\'s default bf16 has no kernel for a layer)'

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 
+from .._validate import first_line
 from ..errors import ConfigError, ModelError, PackageError
 from ..manifest import Manifest
 from ..options import Option, OptionSchema
@@ -202,7 +203,7 @@ class QnnRunner(OrtSessionRunner):
             with native_stdout_to_stderr():
                 session = self._session(ort, qnn, entry, so, provider_options)
         except Exception as err:  # ORT raises its own Fail/RuntimeException types
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            first = first_line(err)
             raise ModelError(
                 f"the QNN HTP backend could not load {manifest.entry}: {first}; check that onnxruntime-qnn "
                 "matches the version the package was built with (`edgekit inspect`), or rebuild"

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ..._validate import choices
 from ...errors import ConfigError
 from ...options import Option
 
@@ -31,10 +32,6 @@ class TrtPrecision(str, enum.Enum):
 
     FP16 = "fp16"
     INT8 = "int8"
-
-
-def _choices(cls: Any) -> str:
-    return "{" + ", ".join(repr(m.value) for m in cls) + "}"
 
 
 def _int(value: Any, name: str, lo: int, hi: Optional[int] = None) -> int:
@@ -115,7 +112,7 @@ class BuildProfile:
             try:
                 precs.append(TrtPrecision(p))
             except ValueError:
-                raise ConfigError(f'"precisions" entries must be one of {_choices(TrtPrecision)}, but got {p!r}') from None
+                raise ConfigError(f'"precisions" entries must be one of {choices(TrtPrecision)}, but got {p!r}') from None
         if TrtPrecision.INT8 in precs and TrtPrecision.FP16 not in precs:
             precs.append(TrtPrecision.FP16)
         object.__setattr__(self, "precisions", tuple(sorted(set(precs), key=lambda p: p.value)))
