@@ -63,21 +63,25 @@ VARIANTS: Dict[str, Callable[[], np.ndarray]] = {
     "unaligned": _unaligned,
 }
 
-#: runner → (target that builds its packages, precision, runtime to load with)
+#: runner → (target that builds its packages, precision, runtime to load with, load options)
 RUNNERS = {
-    "onnxruntime": (None, "fp32", "onnxruntime"),  # a hand-made package: no build side needed
-    "openvino": ("openvino", "fp32", "openvino"),
-    "qnn": ("qnn", "int8", "qnn"),  # the HTP simulator on x86_64
-    "tflite": ("tflite", "fp32", "tflite"),
-    "coreml-reference": ("coreml", "fp16", "coreml-reference"),
+    "onnxruntime": (None, "fp32", "onnxruntime", {}),  # a hand-made package: no build side needed
+    # on a host without a GPU provider: the same session path on the CPU provider
+    "onnxruntime-gpu": (None, "fp32", "onnxruntime-gpu", {"allow_cpu": True}),
+    "openvino": ("openvino", "fp32", "openvino", {}),
+    "qnn": ("qnn", "int8", "qnn", {}),  # the HTP simulator on x86_64
+    "tensorrt": ("tensorrt", "fp16", "tensorrt", {}),  # where tensorrt and a GPU are present
+    "tflite": ("tflite", "fp32", "tflite", {}),
+    "coreml-reference": ("coreml", "fp16", "coreml-reference", {}),
 }
-_MODULES = {"openvino": "openvino", "qnn": "onnxruntime_qnn", "tflite": "ai_edge_litert", "coreml-reference": "coremltools"}
+_MODULES = {"openvino": "openvino", "qnn": "onnxruntime_qnn", "tensorrt": "tensorrt", "tflite": "ai_edge_litert",
+            "coreml-reference": "coremltools"}
 
 
 @pytest.fixture(scope="module", params=sorted(RUNNERS))
 def model(request, tmp_path_factory):
     runner = request.param
-    target, precision, runtime = RUNNERS[runner]
+    target, precision, runtime, options = RUNNERS[runner]
     module = _MODULES.get(runner, "onnxruntime")
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed here (the {runner} runner's runtime)")
@@ -96,7 +100,7 @@ def model(request, tmp_path_factory):
             pkg = edgekit.build(GM.path, target=target, precision=precision, calibration=calib,
                                 output=tmp / f"{runner}.edgepkg")
     try:
-        m = edgekit.load(pkg, runtime=runtime)
+        m = edgekit.load(pkg, runtime=runtime, **options)
     except RuntimeMissingError as exc:
         pytest.skip(f"the {runner} runner cannot run here: {exc}")
     with m:
