@@ -148,7 +148,7 @@ def failure_message(floor_db: float, attempts: Sequence[Attempt], ranked: Sequen
     closest = list(ranked[:best.float_layers])
     shown = ", ".join(closest[:8]) + (f" and {len(closest) - 8} more" if len(closest) > 8 else "")
     what = "the default floor" if default_floor else "the required"
-    return (f"int8 misses {what} {floor_db:.2f} dB with every precision mix tried (up to {budget} of {n_layers} "
-            f"quantizable layers in float): best {best.sqnr_db:.2f} dB with {best.float_layers} layer(s) in float "
+    return (f"int8 misses {what} {floor_db:.2f} dB SQNR with every precision mix tried (up to {budget} of {n_layers} "
+            f"quantizable layers in float): best SQNR {best.sqnr_db:.2f} dB with {best.float_layers} layer(s) in float "
             f"[{shown}]; tried {tried}. To accept it pass --min-sqnr {math.floor(best.sqnr_db * 10) / 10:.1f} "
             "(or lower), build at fp16/fp32, or raise mixed_precision.max_float_share")

@@ -1,7 +1,8 @@
 """The int8 stages the pipeline runs after verify: mixed precision when the floor is missed, then speed.
 
 :func:`mixed_precision` is a no-op unless the build is int8, has calibration
-data, and its first build misses its gates.  Then it ranks the layers on the
+data, and its first build misses its SQNR floor (an accuracy budget alone is
+left to the target's own accuracy control, OpenVINO's, and to the gate).  Then it ranks the layers on the
 switchable twin (:mod:`edgekit.quantize.sensitivity`), picks the fewest
 most-damaging layers to keep in float (:mod:`edgekit.quantize.mixed`) and
 rebuilds through the target with those layers in the recipe's
@@ -60,6 +61,12 @@ def gates_hold(req: Any, verified: Any) -> bool:
     return True
 
 
+def sqnr_holds(req: Any, verified: Any) -> bool:
+    """The SQNR floor alone: the search aims at it (an accuracy budget is the target's own accuracy control)."""
+    floor = stages.effective_gates(req)[0]["min_sqnr_db"]
+    return float(verified.parity.weakest.sqnr_db) >= floor
+
+
 def _evenly(items: Sequence[Any], n: int) -> List[Any]:
     if len(items) <= n:
         return list(items)
@@ -92,7 +99,7 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
                     workdir: Path, config: _mixed.MixedPrecisionConfig, explain: bool = False) -> Int8Outcome:
     """Keep the most sensitive layers in float until the gates hold (see the module docstring)."""
     needed = req.precision is Precision.INT8 and data.calibration is not None and len(data.calibration) > 0
-    if not needed or (not config.enabled and not explain) or (gates_hold(req, verified) and not explain):
+    if not needed or (not config.enabled and not explain) or (sqnr_holds(req, verified) and not explain):
         return Int8Outcome(built, verified)
     recipe = data.spec.recipe
     req.progress("sensitivity", 0, 0)
@@ -103,7 +110,7 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     judge = data.verification if data.verification is not None and len(data.verification) else data.calibration
     feeds = _evenly(judge.feeds, config.samples)
     report = _sens.analyse(twin, feeds, score=score, time_budget_s=config.time_budget_s)
-    if not config.enabled or gates_hold(req, verified):
+    if not config.enabled or sqnr_holds(req, verified):
         return Int8Outcome(built, verified, report, twin)
 
     gates, sources = stages.effective_gates(req)
@@ -183,6 +190,11 @@ def speed(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, w
 
     if req.precision is not Precision.INT8 or Precision.FP32 not in req.target.precisions or not feeds:
         return None
+    if (req.target.verify_runtime or req.target.runtime) != req.target.runtime:
+        # verified through a stand-in (Core ML's reference executor, TensorRT's graph on onnxruntime): its
+        # timings say nothing about the device's runtime
+        return {"skipped": f"the {req.target.name} target is verified with {req.target.verify_runtime}, not "
+                           f"{req.target.runtime}: time it on the device with `edgekit bench`"}
     wd = workdir / "speed-fp32"
     wd.mkdir()
     spec32 = dataclasses.replace(data.spec, precision=Precision.FP32)
