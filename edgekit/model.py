@@ -28,6 +28,8 @@ class Model:
         self.runner = runner
         self.labels = package.manifest.labels
         self._pre = Preprocessor(package.manifest.preprocess)
+        self._quantized_outputs = tuple(t for t in package.manifest.outputs
+                                        if t.quantization is not None and np.dtype(t.dtype).kind in "iu")
         self._closed = False
 
     @property
@@ -64,6 +66,9 @@ class Model:
         self._check_open()
         feeds, transform = self._feeds(source)
         outputs = self.runner.infer(feeds)
+        for spec in self._quantized_outputs:  # integer outputs (int8 IO): postprocessing works on real values
+            q = spec.quantization
+            outputs[spec.name] = (outputs[spec.name].astype(np.float32) - q.zero_point) * np.float32(q.scale)
         return postprocess(self.manifest.postprocess, outputs, transform=transform, labels=self.labels)
 
     def close(self) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "steps_to_json",
     "steps_from_json",
     "default_image_steps",
+    "quantize_into",
     "draft_request",
     "KNOWN_OPS",
 ]
@@ -417,6 +418,23 @@ def _check_steps(steps: Sequence[Any]) -> None:
             "dtype int8 needs scale and zero_point to quantize image pixels (0..255 does not fit int8); "
             "e.g. Dtype('int8', scale=..., zero_point=...)"
         )
+
+
+def quantize_into(steps: Sequence[Step], dtype: Any, scale: float, zero_point: int) -> Tuple[Step, ...]:
+    """``steps`` ending in the dtype step that quantizes into an integer model input.
+
+    A target may give its artifact an integer input (a full-int8 TFLite model with
+    int8 IO) while the user's preprocessing ends in float32: the last dtype step
+    (or a new one at the end) becomes ``Dtype(dtype, scale, zero_point)``, so the
+    same steps feed the package on the device.  The normalize step is kept: the
+    quantization folds into its multiply-add.
+    """
+    step = Dtype(dtype, scale=scale, zero_point=zero_point)
+    steps = tuple(steps)
+    at = next((i for i in range(len(steps) - 1, -1, -1) if isinstance(steps[i], Dtype)), None)
+    out = steps + (step,) if at is None else steps[:at] + (step,) + steps[at + 1 :]
+    _check_steps(out)
+    return out
 
 
 # --------------------------------------------------------------------------- JSON form
@@ -1147,6 +1165,8 @@ class Preprocessor:
         if d is None:
             return Preprocessed(x, Transform.identity())
         np_dtype = _NP_DTYPES[d.dtype]
+        if d.quantized and x.dtype == np_dtype:
+            return Preprocessed(x, Transform.identity())  # already quantized into the input's dtype
         if d.quantized:
             assert d.scale is not None and d.zero_point is not None
             lo, hi = _INT_RANGES[d.dtype]

@@ -38,6 +38,7 @@ from edgekit.manifest import (
     StageTiming,
     SupportInfo,
     TargetInfo,
+    TensorSpec,
     Verification,
     make_details,
 )
@@ -424,6 +425,21 @@ def target_build(req: BuildRequest, canon: Canonical, data: DataSets, workdir: P
     return Built(artifact=artifact, stage=stage)
 
 
+def steps_for_artifact(steps: Sequence[Any], inputs: Optional[Sequence[TensorSpec]]) -> Tuple[Any, ...]:
+    """The package's preprocessing: the build's steps, quantizing into the input where the artifact takes integers.
+
+    Calibration and verification feed float tensors (adapt_feed quantizes them for the
+    artifact); the device runs the manifest's steps, so they must make what the input takes.
+    """
+    steps = tuple(steps)
+    if inputs is None or len(inputs) != 1:  # the steps feed one input; several inputs take tensors as given
+        return steps
+    spec = inputs[0]
+    if spec.quantization is None or np.dtype(spec.dtype).kind not in "iu":
+        return steps
+    return _pre.quantize_into(steps, spec.dtype, spec.quantization.scale, spec.quantization.zero_point)
+
+
 def assemble_manifest(req: BuildRequest, src: Source, canon: Canonical, checked: Checked, built: Built, *,
                       runtime_versions: Mapping[str, str], verification: Optional[Verification] = None,
                       build: Optional[BuildReport] = None) -> Manifest:
@@ -449,7 +465,7 @@ def assemble_manifest(req: BuildRequest, src: Source, canon: Canonical, checked:
         if art.quantization else None,
         inputs=tuple(art.inputs) if art.inputs is not None else tuple(canon.model.inputs),
         outputs=tuple(art.outputs) if art.outputs is not None else tuple(canon.model.outputs),
-        preprocess=tuple(canon.steps),
+        preprocess=steps_for_artifact(canon.steps, art.inputs),
         postprocess=canon.postprocess,
         artifact=ArtifactInfo(entry=f"model/{art.entry}", files=tuple(f"model/{f}" for f in art.files)),
         files={},

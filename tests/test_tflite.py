@@ -329,6 +329,38 @@ def test_bundled_model_fp32_parity(tmp_path):
     assert res.package.verification.min_sqnr_db >= 60.0
 
 
+def test_integer_input_package_predicts_like_the_float_one(tmp_path):
+    """int8 IO: the manifest's preprocessing quantizes into the input, so predict() takes a real image."""
+    import edgekit
+    from edgekit.errors import InputError
+    from edgekit.preprocess import Dtype
+    from edgekit.targets.pipeline import build_package
+
+    kw = dict(_bundled_kwargs(), validation=None, target="tflite", precision="int8")
+    ref = build_package(_bundled_onnx(), output=tmp_path / "f.edgepkg", **kw)
+    res = build_package(_bundled_onnx(), output=tmp_path / "i.edgepkg", build_options={"io_dtype": "int8"}, **kw)
+    spec = res.package.inputs[0]
+    assert spec.dtype == "int8" and spec.quantization is not None
+    last = res.package.preprocess[-1]
+    assert isinstance(last, Dtype) and last.dtype.value == "int8"
+    assert (last.scale, last.zero_point) == (spec.quantization.scale, spec.quantization.zero_point)
+    assert sum(isinstance(s, Dtype) for s in res.package.preprocess) == 1
+    images = sorted(p for d in sorted(Path(_bundled_kwargs()["calibration"]).iterdir()) for p in d.iterdir())[::7]
+    assert len(images) >= 10
+    with edgekit.load(ref.path) as fm, edgekit.load(res.path) as im:
+        x = im.preprocess(images[0])
+        assert x.dtype == np.int8
+        agree = 0
+        for img in images:
+            a, b = fm.predict(img), im.predict(img)
+            agree += a.top[0].label == b.top[0].label
+            assert abs(a.score - b.score) < 0.1, (a.score, b.score)
+        assert agree >= len(images) - 1, (agree, len(images))
+        # a float tensor is not cast: the error says how to quantize it
+        with pytest.raises(InputError, match=r"quantized .*model.preprocess.*np.rint"):
+            im.infer({spec.name: fm.preprocess(images[0])})
+
+
 def test_build_errors_are_one_clear_line(tmp_path):
     from edgekit.quantize.recipe import Recipe
     from edgekit.targets.base import BuildSpec, Precision

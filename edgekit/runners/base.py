@@ -61,6 +61,9 @@ class Runner(ABC):
             (t.name, tuple(t.shape), np.dtype(t.dtype)) for t in manifest.inputs
         )
         self._names = frozenset(t.name for t in manifest.inputs)
+        #: integer inputs with quantization params: a float tensor must be quantized, not cast
+        self._quantized = {t.name: t.quantization for t in manifest.inputs
+                           if t.quantization is not None and np.dtype(t.dtype).kind in "iu"}
 
     @classmethod
     def resolve_options(
@@ -114,9 +117,7 @@ class Runner(ABC):
                     "preprocess with model.preprocess(...) or reshape the tensor"
                 )
             if value.dtype != dtype:
-                raise InputError(
-                    f"input {name!r}: expected dtype {dtype}, got {value.dtype}; convert with .astype(np.{dtype})"
-                )
+                raise InputError(f"input {name!r}: expected dtype {dtype}, got {value.dtype}; {self._dtype_hint(name, dtype)}")
             flags = value.flags
             # transposed / Fortran-ordered / sliced / broadcast (zero strides) / misaligned views: copy once
             if not (flags.c_contiguous and flags.aligned and (flags.writeable or not self.writable_inputs)):
@@ -124,6 +125,16 @@ class Runner(ABC):
                     fixed = dict(feeds)
                 fixed[name] = value.copy(order="C")  # a fresh copy: contiguous and aligned
         return feeds if fixed is None else fixed
+
+    def _dtype_hint(self, name: str, dtype: np.dtype) -> str:
+        q = self._quantized.get(name)
+        if q is None:
+            return f"convert with .astype(np.{dtype})"
+        # a cast would feed real values as integers: they must be quantized with the input's own parameters
+        scale, zp = float(q.scale), int(q.zero_point)
+        return (f"the input is quantized (manifest inputs[].quantization: scale {scale!r}, zero point {zp}), so a "
+                f"cast is wrong: preprocess with model.preprocess(...), or quantize: np.clip(np.rint(x / {scale!r})"
+                f" + {zp}, {np.iinfo(dtype).min}, {np.iinfo(dtype).max}).astype(np.{dtype})")
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run the artifact on named tensors and return named outputs."""
