@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from edgekit.errors import ConfigError
+from edgekit.package import sha256_file
 
 from .transport import DeviceFault
 
@@ -46,14 +47,6 @@ class AccuracyPlan:
     def to_json(self) -> Dict[str, Any]:
         return {"reference": str(self.reference), "reference_sha256": self.reference_sha256,
                 "data": self.source, "data_sha256": self.data_sha256, "samples": self.samples}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _reference_specs(reference: Path, like: Sequence[Any]) -> Tuple[List[Any], List[str]]:
@@ -90,7 +83,7 @@ def plan(reference: Path, data: Path, packages: Sequence[Path], workdir: Path) -
     if data.suffix.lower() not in (".npz", ".npy"):
         raise ConfigError(f"--data {data}: give input tensors as a .npz (one array per input name, samples stacked "
                           "on axis 0) or a .npy for a one-input model")
-    ref_sha = _sha256(reference)
+    ref_sha = sha256_file(reference)
     model_bytes = reference.read_bytes()
     cache: Dict[Tuple[Any, ...], Tuple[List[Dict[str, np.ndarray]], List[Dict[str, np.ndarray]]]] = {}
     plans: Dict[str, AccuracyPlan] = {}
@@ -118,7 +111,7 @@ def plan(reference: Path, data: Path, packages: Sequence[Path], workdir: Path) -
         sha = hashlib.sha256(raw).hexdigest()
         path = workdir / f"data-{sha[:16]}.npz"
         path.write_bytes(raw)
-        plans[_sha256(Path(pkg))] = AccuracyPlan(
+        plans[sha256_file(Path(pkg))] = AccuracyPlan(
             data=path, data_sha256=sha, reference=reference, reference_sha256=ref_sha, source=str(data),
             expected=tuple({o.name: e[o.name] for o in manifest.outputs} for e in expected), manifest=manifest)
     return plans

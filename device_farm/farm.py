@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
+from edgekit.package import sha256_file
+
 from .accuracy import AccuracyPlan, parity
 from .agent import fingerprint_of
 from .inventory import Device
@@ -26,14 +28,6 @@ from .transport import Completed, Connection, DeviceFault, Timeouts, connect
 
 EventFn = Callable[[Job, Optional[str]], None]
 AGENT = Path(__file__).with_name("agent.py")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pinned_agent(directory: Path) -> Path:

@@ -114,10 +114,14 @@ class _LabLease:
         self.lab, self.device, self.place, self.token = lab, device, place, token
 
     async def release(self) -> None:
+        # Cancel first, then release: the coordinator re-schedules waiting reservations on each call, but
+        # a pass still counts the place as reserved by a reservation deleted in that same pass.  Released
+        # last, the place is free to the next waiting reservation at once instead of at the scheduler's
+        # next 15 s tick.
         try:
-            await self.lab.release(self.place)
-        finally:
             await self.lab.cancel(self.token)
+        finally:
+            await self.lab.release(self.place)
 
 
 class LabLeaser:

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .accuracy import parity_rows
 from .jobs import Job
@@ -104,32 +104,25 @@ class Store:
         rows = self._db.execute("SELECT id, bad, consecutive_incomplete, reason, updated FROM devices").fetchall()
         return {r[0]: {"bad": bool(r[1]), "consecutive_incomplete": r[2], "reason": r[3], "updated": r[4]} for r in rows}
 
+    def _rows(self, table: str, cols: Tuple[str, ...], order: str, **where: Optional[str]) -> List[Dict[str, Any]]:
+        """``SELECT cols FROM table [WHERE k = ? ...] ORDER BY order`` as dicts; a None filter is left out."""
+        terms = [(k, v) for k, v in where.items() if v]
+        q = f"SELECT {', '.join(cols)} FROM {table}"
+        if terms:
+            q += " WHERE " + " AND ".join(f"{k} = ?" for k, _ in terms)
+        return [dict(zip(cols, r)) for r in self._db.execute(f"{q} ORDER BY {order}", [v for _, v in terms])]
+
     def jobs(self, run_id: Optional[str] = None) -> List[Dict[str, Any]]:
-        q = "SELECT id, run_id, package, sha256, scenario, state, device, reason, attempts, created, finished FROM jobs"
-        args: tuple = ()
-        if run_id:
-            q += " WHERE run_id = ?"
-            args = (run_id,)
-        cols = ("id", "run_id", "package", "sha256", "scenario", "state", "device", "reason", "attempts", "created", "finished")
-        return [dict(zip(cols, r)) for r in self._db.execute(q + " ORDER BY created", args)]
+        return self._rows("jobs", ("id", "run_id", "package", "sha256", "scenario", "state", "device", "reason",
+                                   "attempts", "created", "finished"), "created", run_id=run_id)
 
     def attempts(self, job_id: Optional[str] = None) -> List[Dict[str, Any]]:
-        q = "SELECT job_id, n, device, state, reason, started, ended FROM attempts"
-        args: tuple = ()
-        if job_id:
-            q += " WHERE job_id = ?"
-            args = (job_id,)
-        cols = ("job_id", "n", "device", "state", "reason", "started", "ended")
-        return [dict(zip(cols, r)) for r in self._db.execute(q + " ORDER BY job_id, n", args)]
+        return self._rows("attempts", ("job_id", "n", "device", "state", "reason", "started", "ended"), "job_id, n",
+                          job_id=job_id)
 
     def parity(self, job_id: Optional[str] = None) -> List[Dict[str, Any]]:
-        q = "SELECT job_id, part, output, sqnr_db, cosine, max_abs, samples, reference_sha256, data_sha256 FROM parity"
-        args: tuple = ()
-        if job_id:
-            q += " WHERE job_id = ?"
-            args = (job_id,)
-        cols = ("job_id", "part", "output", "sqnr_db", "cosine", "max_abs", "samples", "reference_sha256", "data_sha256")
-        return [dict(zip(cols, r)) for r in self._db.execute(q + " ORDER BY job_id, part", args)]
+        return self._rows("parity", ("job_id", "part", "output", "sqnr_db", "cosine", "max_abs", "samples",
+                                     "reference_sha256", "data_sha256"), "job_id, part", job_id=job_id)
 
     def results(self, *, run_id: Optional[str] = None, sha256: Optional[str] = None) -> Iterator[Dict[str, Any]]:
         q = ("SELECT r.job_id, r.device, r.fingerprint, r.package, r.sha256, r.name, r.target, r.precision, r.runtime,"
