@@ -138,8 +138,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgekit-bench-load-"))
     try:
         priv, pub = keygen(work / "key")
+        # byte-compiled like an installed package (pip writes .pyc files; site-packages' onnxruntime has them):
+        # with PYTHONDONTWRITEBYTECODE set, edgekit's own modules would be recompiled in every fresh process
         env = dict(os.environ, EDGEKIT_CACHE_DIR=str(work / "cache"), PYTHONPATH=str(ROOT),
-                   OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+                   OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), PYTHONPYCACHEPREFIX=str(work / "pyc"))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         env.pop("EDGEKIT_TRUSTED_KEYS", None)
         env.pop("EDGEKIT_REQUIRE_SIGNATURE", None)
         cold_env = dict(env)
