@@ -285,3 +285,17 @@ def recipe_for_samples(recipe: Any, samples: int) -> Any:
     if chosen is RangeMethod.MINMAX:
         return dataclasses.replace(recipe, method=CalibrationMethod.MINMAX)
     return recipe
+
+
+def natural_range_overrides(model: Any, overrides: Mapping[str, List[Dict[str, Any]]]) -> Dict[str, List[Dict[str, Any]]]:
+    """onnxruntime ``TensorQuantOverrides`` plus ``rmin``/``rmax`` for outputs of bounded ops (see
+    :data:`NATURAL_RANGES`); a tensor the recipe already overrides keeps the recipe's settings."""
+    out = {k: list(v) for k, v in overrides.items()}
+    for node in model.graph.node:
+        rng = NATURAL_RANGES.get(node.op_type)
+        if rng is None or (node.domain or "") not in ("", "ai.onnx") or not np.all(np.isfinite(rng)):
+            continue
+        for o in node.output:
+            if o and o not in out:
+                out[o] = [{"rmin": np.float32(rng[0]), "rmax": np.float32(rng[1])}]
+    return out

@@ -248,8 +248,12 @@ class OnnxRuntimeTarget(Target):
                 "ActivationSymmetric": g.symmetric_activations,
                 "WeightSymmetric": g.weight_dtype is QuantDtype.INT8,
             }
-            if plan.overrides:
-                extra["TensorQuantOverrides"] = plan.overrides
+            from edgekit.quantize.ranges import natural_range_overrides
+
+            # bounded ops' outputs (Sigmoid, Softmax, HardSigmoid, Tanh) take their natural range, not the data's
+            overrides = natural_range_overrides(pre_model, plan.overrides)
+            if overrides:
+                extra["TensorQuantOverrides"] = overrides
             if recipe.method is CalibrationMethod.PERCENTILE:
                 extra["CalibPercentile"] = recipe.percentile
             with quiet_quantizer():

@@ -280,3 +280,22 @@ def test_cli_build_explain_and_inspect_divergence(tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
     assert doc["recorded_divergence"]["rows"] and doc["divergence"]["rows"] and doc["speed"]["ratio"] > 0
+
+
+def test_onnxruntime_int8_gives_bounded_ops_their_natural_range(tmp_path):
+    import zipfile
+
+    from onnx import numpy_helper
+
+    gm = GM["activations"]
+    out = tmp_path / "act.edgepkg"
+    build_package(gm.path, target="onnxruntime", precision="int8", calibration=feeds(gm, 12), output=out,
+                  mixed_precision=False)
+    m = onnx.load_from_string(zipfile.ZipFile(out).read("model/model.onnx"))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    producer = {o: n.op_type for n in m.graph.node for o in n.output}
+    bounded = [n for n in m.graph.node if n.op_type == "QuantizeLinear"
+               and producer.get(n.input[0]) in ("Sigmoid", "HardSigmoid")]
+    assert bounded
+    for n in bounded:  # [0, 1] on 256 uint8 levels, whatever the calibration data reached
+        assert float(inits[n.input[1]]) == pytest.approx(1 / 255) and int(inits[n.input[2]]) == 0
