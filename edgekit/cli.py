@@ -212,6 +212,23 @@ def _main(
 
 
 # ----------------------------------------------------------------- parsing helpers
+def _key_values(items: List[str], flag: str) -> Dict[str, Any]:
+    """``KEY=VALUE`` flags as a dict; a VALUE that parses as JSON (16, true, ["320x320"]) is that, else the text."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE (e.g. {flag} io_dtype=int8), but got {item!r}")
+        if key in out:
+            raise ConfigError(f"{flag} {key} is given twice ({out[key]!r} and {text!r}); give it once")
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            out[key] = text
+    return out
+
+
 def _floats(text: Optional[str], flag: str) -> Optional[Tuple[float, ...]]:
     if text is None:
         return None
@@ -309,6 +326,10 @@ def build(
     explain: bool = typer.Option(False, "--explain", help="int8: rank the layers by sensitivity and show the layer-wise divergence."),
     mixed_precision: bool = typer.Option(True, "--mixed-precision/--no-mixed-precision",
                                          help="int8: keep the most sensitive layers in float when the floor is missed."),
+    build_option: List[str] = typer.Option(
+        None, "--build-option", "-B",
+        help="KEY=VALUE, repeatable: a target build option (see `edgekit targets --json`), e.g. -B io_dtype=int8, "
+             "-B compression=w8; VALUE is read as JSON (numbers, true/false, lists) when it parses, else as text."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Quantize, compile, verify and package MODEL for one target or device."""
@@ -355,6 +376,7 @@ def build(
             scale=scale if scale is not None else 1 / 255,
             layout=layout or (model_hw[2] if model_hw else "nchw"),
         )
+    build_options = _key_values(build_option or [], "--build-option")  # the target's schema checks them
     gates = {"min_sqnr_db": min_sqnr, "max_accuracy_drop": max_accuracy_drop}
     with _Progress(not as_json) as bar:
         result = build_package(
@@ -377,6 +399,7 @@ def build(
             progress=bar,
             mixed_precision=mixed_precision,
             explain=explain,
+            build_options=build_options,
         )
     if signer is not None:
         from .package import sign_package
