@@ -9,6 +9,13 @@ Modes::
     python agent.py probe                       # one JSON document: versions, fingerprint, free disk, stale runner
     python agent.py run --package P --out DIR [--scenario single-stream|offline] [--min-duration S]
                         [--min-queries N] [--warmup N] [--loadgen auto|on|off] [--health]
+                        [--data SAMPLES.npz] [--fingerprint full|volatile]
+
+``--data``: after the timed run, every sample of the pushed .npz goes through the package once and
+the raw outputs land in ``DIR/outputs.npz`` (sha256 in result.json); the host compares them with
+fp32.  ``--fingerprint volatile``: only governor, power mode and temperatures are read (the host
+holds the rest from this connection's probe), which spares each job the runtime-version scan.
+The process ends with ``os._exit`` once result.json is synced, skipping the interpreter teardown.
 
 ``run`` benchmarks the package in MLPerf LoadGen terms: SingleStream (one query at a time; latency
 percentiles p50/p90/p95/p99/p99.9 over at least ``min_duration`` seconds *and* ``min_queries``

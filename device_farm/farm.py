@@ -353,8 +353,10 @@ class Farm:
         if volatile is not None:
             doc["fingerprint"] = fingerprint_of((ds.probed or {}).get("fingerprint") or {}, volatile)
         acc = doc.get("accuracy")
-        if job.accuracy is not None and doc["status"] == "complete" and isinstance(acc, dict):
-            outputs = await conn.read(f"{out}/{acc.get('outputs_file', 'outputs.npz')}")
+        if job.accuracy is not None and doc["status"] == "complete":
+            if not isinstance(acc, dict) or not acc.get("outputs_file"):
+                raise DeviceFault("result.json lacks the accuracy pass the job asked for")
+            outputs = await conn.read(f"{out}/{acc['outputs_file']}")
             doc["parity"] = await asyncio.to_thread(parity, job.accuracy, outputs, acc.get("outputs_sha256"))
         return doc
 

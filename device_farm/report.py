@@ -2,7 +2,9 @@
 
 Used by ``edgekit report PKG...`` (packages of one model compared on this host) and by
 ``edgekit farm report`` (results from the farm's store, per device).  A row is a flat dict:
-label, device, target, precision, size_bytes, parity (min SQNR dB, weakest part, top-1 agreement),
+label, device, target, precision, size_bytes, parity (min SQNR dB, min cosine, weakest part, top-1
+agreement, and its source: the farm's accuracy pass on the device when the jobs ran one, else the
+package's build verification),
 accuracy, load_ms, first_ms, p50/p90/p99 ms, throughput, peak memory and ``latencies_ms``
 (the per-query samples behind the distribution plot; left out of the CSV).
 """
