@@ -394,6 +394,12 @@ def test_runner_options_and_xnnpack_switch(tmp_path):
             assert m.runner.describe()["xnnpack"] is opts.get("xnnpack", True)
             outs.append(m.infer(feed)["logits"])
     assert _sqnr(outs[0], outs[1]) > 100
+    # the package picker is ``interpreter``: ``runtime=`` is load()'s own argument and passes through it
+    with edgekit.load(res.path, runtime="tflite", interpreter="litert") as m:
+        assert m.runner.options["interpreter"] == "litert" and m.runner.describe()["runtime"] == "ai-edge-litert"
+    assert "runtime" not in {o["name"] for o in type(m.runner).options.describe()}
+    with pytest.raises(ConfigError, match="interpreter"):
+        edgekit.load(res.path, interpreter="tensorflow")
     with pytest.raises(ConfigError, match="threds.*threads"):
         edgekit.load(res.path, threds=2)
     with pytest.raises(ConfigError, match="threads"):

@@ -4,7 +4,10 @@ XNNPACK is LiteRT's default CPU delegate and is applied to fp32, fp16-weight
 and int8 models alike; ``xnnpack=False`` runs the builtin kernels instead
 (for debugging a delegate issue).  ``threads`` is the Interpreter's
 ``num_threads``: 0 leaves the runtime's default, a device profile sets the
-board's core count.
+board's core count.  ``interpreter`` picks the package that provides the
+Interpreter ("litert" = ai-edge-litert, "tflite-runtime", or "auto": the first
+that imports).  It is not called ``runtime``: ``edgekit.load(pkg, runtime=...)``
+takes that name itself, so a runner option of that name could never be passed.
 """
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ from ..manifest import Manifest
 from ..options import Option, OptionSchema, threads_option
 from .base import Runner, missing_runtime
 
-#: which Python package provides the Interpreter, in the order ``runtime="auto"`` tries them
+#: which Python package provides the Interpreter, in the order ``interpreter="auto"`` tries them
 RUNTIMES = ("ai-edge-litert", "tflite-runtime")
+#: the runner option ``interpreter``'s values → the package each one names
+INTERPRETERS = {"litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime"}
 
 
 def import_interpreter(which: str = "auto") -> Tuple[Any, str, str]:
@@ -49,12 +54,13 @@ class TfliteRunner(Runner):
     options = OptionSchema("tflite runner", [
         threads_option("interpreter threads (num_threads, used by XNNPACK); 0 = the runtime's default"),
         Option("xnnpack", bool, True, "apply the XNNPACK delegate (LiteRT's default CPU delegate)"),
-        Option("runtime", str, "auto", "which package provides the Interpreter", choices=("auto",) + RUNTIMES),
+        Option("interpreter", str, "auto", "which package provides the Interpreter: litert (ai-edge-litert), "
+               "tflite-runtime, or auto (the first that imports)", choices=("auto",) + tuple(INTERPRETERS)),
     ])
 
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
         super().__init__(root, manifest, **options)
-        mod, self._runtime, self._version = import_interpreter(self.options["runtime"])
+        mod, self._runtime, self._version = import_interpreter(INTERPRETERS.get(self.options["interpreter"], "auto"))
         kwargs: Dict[str, Any] = {}
         threads = int(self.options["threads"] or 0)
         if threads > 0:
