@@ -160,7 +160,7 @@ class QnnDetails(TargetDetails):
 class TensorrtDetails(TargetDetails):
     """tensorrt target: the build profile the device builds its engine with.
 
-    The profile's own fields are checked by ``edgekit.runners.trt_profile.BuildProfile``
+    The profile's own fields are checked by ``edgekit.runners.tensorrt.profile.BuildProfile``
     when a runner reads it (it belongs to the runner's format).
     """
 

@@ -19,9 +19,9 @@ import pytest
 
 import edgekit
 from edgekit.errors import ConfigError, ManifestError, RuntimeMissingError, UnsupportedModelError
-from edgekit.runners import trt_cache
-from edgekit.runners.trt_cache import CacheWarning, EngineCache, EngineKey, atomic_write, resolve_cache_dir
-from edgekit.runners.trt_profile import BuildProfile, ShapeRange, TrtPrecision
+from edgekit.runners.tensorrt import cache as trt_cache
+from edgekit.runners.tensorrt.cache import CacheWarning, EngineCache, EngineKey, atomic_write, resolve_cache_dir
+from edgekit.runners.tensorrt.profile import BuildProfile, ShapeRange, TrtPrecision
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -557,7 +557,7 @@ def test_import_edgekit_does_not_import_tensorrt_or_cuda():
     probe = "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'cuda', 'onnx', 'onnxruntime')))"
     # cuda-bindings installs a .pth hook that imports a stub `cuda` module at start-up: compare with a bare run
     bare = subprocess.run([sys.executable, "-c", "import sys; " + probe], capture_output=True, text=True, check=True)
-    code = "import sys, edgekit, edgekit.runners, edgekit.runners.trt_cache, edgekit.runners.trt_profile; " + probe
+    code = "import sys, edgekit, edgekit.runners, edgekit.runners.tensorrt.cache, edgekit.runners.tensorrt.profile; " + probe
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == bare.stdout
 
