@@ -92,13 +92,14 @@ def run(
         raise ConfigError("the accuracy pass needs both --reference MODEL.onnx and --data FEEDS.npz")
     inv = load_inventory(inventory)
     devs = inv.pool(pool) if pool else [inv.device(device)]  # type: ignore[arg-type]
+    import tempfile
+
+    data_dir = tempfile.TemporaryDirectory(prefix="edgekit-farm-data-")  # the samples as pushed, per package
     plans = None
     if reference is not None:
-        import tempfile
-
         from .accuracy import plan
 
-        plans = plan(reference, data, _packages(packages), Path(tempfile.mkdtemp(prefix="edgekit-farm-data-")))  # type: ignore[arg-type]
+        plans = plan(reference, data, _packages(packages), Path(data_dir.name))  # type: ignore[arg-type]
     jobs = make_jobs(_packages(packages), settings, repeat=repeat, accuracy=plans)
     store = Store(db)
     fs = FarmSettings(timeouts=Timeouts(heartbeat_s=heartbeat, job_s=job_timeout),
@@ -131,8 +132,11 @@ def run(
                 await lab.close()
         return farm.run_id
 
-    with _Progress(not as_json) as bar:
-        run_id = asyncio.run(go(bar))
+    try:
+        with _Progress(not as_json) as bar:
+            run_id = asyncio.run(go(bar))
+    finally:
+        data_dir.cleanup()
     store.close()
     summary = job_summary(jobs)
     doc = {"run_id": run_id, "db": str(store.path), "summary": summary, "jobs": [j.to_json() for j in jobs]}

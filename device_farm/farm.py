@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
+from edgekit.options import cache_dir
 from edgekit.package import sha256_file
 
 from .accuracy import AccuracyPlan, parity
@@ -38,8 +40,11 @@ def pinned_agent(directory: Path) -> Path:
                                                      f'PINNED = "{edgekit.__version__}"', 1)
     digest = hashlib.sha256(text.encode()).hexdigest()
     path = directory / f"agent-{digest[:16]}.py"
-    if not path.exists():
-        path.write_text(text, encoding="utf-8")
+    if not path.exists():  # several farms may share the directory: write aside, then rename
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{path.name}.{uuid.uuid4().hex[:8]}"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
     return path
 
 
@@ -86,8 +91,7 @@ class Farm:
         self._pending: List[Job] = []
         self._in_flight = 0
         self._changed = asyncio.Event()
-        self._tmp = Path(tempfile.mkdtemp(prefix="edgekit-farm-"))
-        self._agent = pinned_agent(self._tmp)
+        self._agent = pinned_agent(cache_dir("farm"))  # content-addressed: one file per agent version, reused
         self._agent_rel = f"runner/{self._agent.name}"
         # devices marked bad by an earlier run stay bad until a health check passes
         for dev_id, h in store.device_health().items():
