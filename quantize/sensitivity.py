@@ -54,13 +54,14 @@ class LayerSensitivity:
     name: str
     op_type: str
     macs: int
-    #: the model with only this layer quantized
-    alone_db: float
+    #: the model with only this layer quantized (None when the time budget ran out first)
+    alone_db: Optional[float]
     #: the model with every layer but this one quantized (None when the time budget ran out first)
     kept_float_db: Optional[float]
 
     def to_json(self) -> Dict[str, Any]:
-        return {"layer": self.name, "op_type": self.op_type, "macs": self.macs, "alone_db": round(self.alone_db, 2),
+        return {"layer": self.name, "op_type": self.op_type, "macs": self.macs,
+                "alone_db": None if self.alone_db is None else round(self.alone_db, 2),
                 "kept_float_db": None if self.kept_float_db is None else round(self.kept_float_db, 2)}
 
 
@@ -72,7 +73,7 @@ class SensitivityReport:
     all_int8_db: float
     samples: int
     seconds: float
-    #: True when the time budget cut the "kept in float" column short
+    #: True when the time budget cut a column short
     truncated: bool = False
 
     @property
@@ -94,7 +95,8 @@ class SensitivityReport:
                  f"{'#':>3}  {'layer':<40} {'op':<18} {'alone dB':>9} {'kept float dB':>14} {'MACs':>12}"]
         for i, x in enumerate(self.layers[:top], 1):
             kept = "-" if x.kept_float_db is None else f"{x.kept_float_db:.1f}"
-            lines.append(f"{i:>3}  {x.name[-40:]:<40} {x.op_type:<18} {x.alone_db:>9.1f} {kept:>14} {x.macs:>12,}")
+            alone = "-" if x.alone_db is None else f"{x.alone_db:.1f}"
+            lines.append(f"{i:>3}  {x.name[-40:]:<40} {x.op_type:<18} {alone:>9} {kept:>14} {x.macs:>12,}")
         return "\n".join(lines)
 
 
@@ -340,20 +342,28 @@ def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: Sco
         ref = [ref[i] for i in idx]
         all_q = [all_q[i] for i in idx]
     all_db = score(ref, all_q)
-    alone = {n: score(ref, twin.run_all(feeds, (n,))) for n in names}
-    kept: Dict[str, Optional[float]] = {}
+    alone: Dict[str, float] = {}
     truncated = False
-    order = sorted(names, key=lambda n: alone[n])
+    by_macs = {x.name: x.macs for x in twin.layers}
+    # the heaviest layers first: when the budget runs out, the unmeasured ones are the cheap ones
+    for n in sorted(names, key=lambda n: -by_macs[n]):
+        if time.perf_counter() - t0 > time_budget_s:
+            truncated = True
+            break
+        alone[n] = score(ref, twin.run_all(feeds, (n,)))
+    kept: Dict[str, Optional[float]] = {}
+    # measured layers most damaging first; unmeasured ones (budget spent) after them, in graph order
+    order = sorted(alone, key=lambda n: alone[n]) + [n for n in names if n not in alone]
     for i, n in enumerate(order):  # most damaging first: those are the ones whose column matters
         if i >= kept_float_top:
             kept[n] = None
             continue
-        if time.perf_counter() - t0 > time_budget_s:
+        if n not in alone or time.perf_counter() - t0 > time_budget_s:
             truncated = True
             kept[n] = None
             continue
         kept[n] = score(ref, twin.run_all(feeds, [x for x in names if x != n]))
     by = {x.name: x for x in twin.layers}
-    rows = tuple(LayerSensitivity(n, by[n].op_type, by[n].macs, alone[n], kept[n]) for n in order)
+    rows = tuple(LayerSensitivity(n, by[n].op_type, by[n].macs, alone.get(n), kept[n]) for n in order)
     return SensitivityReport(layers=rows, all_int8_db=all_db, samples=len(feeds),
                              seconds=time.perf_counter() - t0, truncated=truncated)

@@ -81,7 +81,12 @@ def build_twin(canon: Any, data: Any, recipe: Any) -> Tuple[_sens.Twin, Dict[str
     feeds = _evenly(data.calibration.feeds, RANGE_SAMPLES)
     act = _ranges.ranges(model, feeds, method=method, percentile=recipe.percentile, names=list(floats))
     producers = {n.name: n.op_type for n in model.graph.node}
-    layers = [x for x in _sens.find_layers(model, floats) if not recipe.skips(x.name, producers.get(x.name, ""))]
+    from .graph import detection_tail
+
+    # a detector's decode tail stays out of int8 on every target already: not a candidate
+    tail = set(detection_tail(model))
+    layers = [x for x in _sens.find_layers(model, floats)
+              if not recipe.skips(x.name, producers.get(x.name, "")) and x.name not in tail]
     return _sens.Twin(model, act, layers), producers
 
 
@@ -161,7 +166,8 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
         "float_precision": "fp32",
         "kept_float": [{"layer": n, "op_type": by[n].op_type, "macs": by[n].macs,
                         "reason": (f"rank {i + 1} of {len(ranked)} by damage: quantized alone "
-                                   f"{by[n].alone_db:.1f} dB" + (f", whole model with it in float "
+                                   + (f"{by[n].alone_db:.1f} dB" if by[n].alone_db is not None else "not measured")
+                                   + (f", whole model with it in float "
                                                                   f"{by[n].kept_float_db:.1f} dB"
                                                                   if by[n].kept_float_db is not None else ""))}
                        for i, n in enumerate(kept)],

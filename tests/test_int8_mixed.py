@@ -146,6 +146,17 @@ def test_sensitivity_ranks_every_layer_most_damaging_first():
     assert doc["ranked"][0]["layer"] == top.name and "sensitivity" in rep.table()
 
 
+def test_sensitivity_stops_at_its_time_budget_and_still_ranks_every_layer():
+    model, gm = load("residual_add"), GM["residual_add"]
+    fs = feeds(gm, 4)
+    twin = S.Twin(model, R.ranges(model, fs), S.find_layers(model, R.float_tensors(model)))
+    rep = S.analyse(twin, fs, time_budget_s=0.0)
+    assert rep.truncated and rep.samples == 2  # feeds cut to the minimum first
+    assert {x.name for x in rep.layers} == {x.name for x in twin.layers}
+    assert all(x.alone_db is None and x.kept_float_db is None for x in rep.layers)
+    assert rep.to_json()["ranked"][0]["alone_db"] is None and "-" in rep.table()
+
+
 # ----------------------------------------------------------------- the search
 def test_bisection_finds_the_fewest_float_layers_and_reports_the_budget_when_short():
     calls = []
