@@ -292,6 +292,46 @@ def _exporter_letterbox(model: Path) -> bool:
     return read_model(load_onnx(model)).letterbox
 
 
+def _preprocess_steps(model: Path, preprocess_file: Optional[Path], calib: Optional[Path], val: Optional[Path], *,
+                      size: Optional[str], resize: Optional[str], interpolation: Optional[str], color: Optional[str],
+                      mean: Optional[str], std: Optional[str], scale: Optional[float], layout: Optional[str]) -> Any:
+    """`build`'s preprocessing: the --preprocess file, else image steps from the flags (or from image data), else None."""
+    from edgekit import preprocess as pre
+
+    image_flags = any(x is not None for x in (size, resize, interpolation, color, mean, std, scale, layout))
+    image_data = any(p is not None and p.is_dir() for p in (calib, val))
+    if preprocess_file is not None:
+        if image_flags:
+            raise ConfigError("--preprocess replaces --size/--resize/--color/--mean/--std/--scale/--layout; give one or the other")
+        return preprocess_file
+    if not (image_flags or image_data):
+        return None
+    hw = _size(size)
+    model_hw = _image_input(model, layout)
+    if hw is None:
+        if model_hw is None or model_hw[0] is None or model_hw[1] is None:
+            hw = _exporter_imgsz(model)  # e.g. Ultralytics' imgsz
+            if hw is None:
+                raise ConfigError("the model's input size is not fixed; give --size HxW")
+        else:
+            hw = (model_hw[0], model_hw[1])
+    if resize is None and _exporter_letterbox(model):
+        resize = "letterbox"  # Ultralytics detectors are exported for letterboxed input
+    m = _floats(mean, "--mean") or (0.0,)
+    s = _floats(std, "--std") or (1.0,)
+    return pre.default_image_steps(
+        hw[0],
+        hw[1],
+        color=color or "rgb",
+        resize=resize or "stretch",
+        interpolation=interpolation or "bilinear",
+        mean=m,
+        std=s,
+        scale=scale if scale is not None else 1 / 255,
+        layout=layout or (model_hw[2] if model_hw else "nchw"),
+    )
+
+
 # ----------------------------------------------------------------- build
 @app.command()
 @command
@@ -336,7 +376,6 @@ def build(
     from .signing import PrivateKey
 
     signer = PrivateKey.load(sign_key) if sign_key is not None else None  # a bad key fails before the build
-    from edgekit import preprocess as pre
     from edgekit.targets.pipeline import build_package
 
     if not model.exists():
@@ -344,38 +383,8 @@ def build(
     if output_name is not None and task == "raw":
         raise ConfigError("--output picks the model output a task reads, but --task raw returns every output; "
                           "give --task classify|detect|segment, or drop --output")
-    image_flags = any(x is not None for x in (size, resize, interpolation, color, mean, std, scale, layout))
-    image_data = any(p is not None and p.is_dir() for p in (calib, val))
-    steps: Any = None
-    if preprocess_file is not None:
-        if image_flags:
-            raise ConfigError("--preprocess replaces --size/--resize/--color/--mean/--std/--scale/--layout; give one or the other")
-        steps = preprocess_file
-    elif image_flags or image_data:
-        hw = _size(size)
-        model_hw = _image_input(model, layout)
-        if hw is None:
-            if model_hw is None or model_hw[0] is None or model_hw[1] is None:
-                hw = _exporter_imgsz(model)  # e.g. Ultralytics' imgsz
-                if hw is None:
-                    raise ConfigError("the model's input size is not fixed; give --size HxW")
-            else:
-                hw = (model_hw[0], model_hw[1])
-        if resize is None and _exporter_letterbox(model):
-            resize = "letterbox"  # Ultralytics detectors are exported for letterboxed input
-        m = _floats(mean, "--mean") or (0.0,)
-        s = _floats(std, "--std") or (1.0,)
-        steps = pre.default_image_steps(
-            hw[0],
-            hw[1],
-            color=color or "rgb",
-            resize=resize or "stretch",
-            interpolation=interpolation or "bilinear",
-            mean=m,
-            std=s,
-            scale=scale if scale is not None else 1 / 255,
-            layout=layout or (model_hw[2] if model_hw else "nchw"),
-        )
+    steps = _preprocess_steps(model, preprocess_file, calib, val, size=size, resize=resize,
+                              interpolation=interpolation, color=color, mean=mean, std=std, scale=scale, layout=layout)
     build_options = _key_values(build_option or [], "--build-option")  # the target's schema checks them
     gates = {"min_sqnr_db": min_sqnr, "max_accuracy_drop": max_accuracy_drop}
     with _Progress(not as_json) as bar:
