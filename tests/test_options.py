@@ -24,6 +24,8 @@ from edgekit.runners import RUNNERS, describe_options
 from models.meta import GOLDEN_MODELS
 from pkgtools import image_steps, make_package, manifest_for
 
+# device side: runs again under numpy 1.26 in tests/test_numpy1.py (openvino/onnx tests skip there)
+pytestmark = pytest.mark.device
 GM = {m.name: m for m in GOLDEN_MODELS}
 BUILTIN_RUNNERS = ("onnxruntime", "onnxruntime-gpu", "openvino", "qnn", "tensorrt")
 

@@ -519,7 +519,8 @@ def test_predict_after_close_is_a_clear_error(zpkg):
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "edgekit", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          # an explicit PYTHONPATH is kept: test_numpy1 runs this file on an installed-style tree
+                          timeout=300, env=dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or str(ROOT)))
 
 
 def _one_line(proc, *needles):
