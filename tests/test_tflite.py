@@ -175,7 +175,7 @@ def test_check_names_every_node_it_cannot_lower():
     with pytest.raises(UnsupportedModelError, match="grouped.*lone_erf.*cubic_resize"):
         report.raise_if_unsupported()
     # the lowering refuses with the same names (op type and attributes included) if called directly
-    with pytest.raises(UnsupportedModelError, match=r"grouped \(Conv \{group=2"):
+    with pytest.raises(UnsupportedModelError, match=r"grouped \(Conv \{[^}]*group=2"):
         lower(canon.model)
     # an Erf inside a GELU pattern is fine
     ok = canonicalize(ZOO["gelu_erf_and_decomposed_layernorm"]())

@@ -16,6 +16,8 @@ import numpy as np
 
 from edgekit.errors import UnsupportedModelError
 
+from ..lowering import Node  # the shared graph view's node: the emitters walk the same view as TFLite's
+
 _NOT_IDENT = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -60,33 +62,9 @@ class Lowering:
         return v if isinstance(v, np.ndarray) else None
 
 
-@dataclass(frozen=True)
-class Node:
-    """One ONNX node as the emitters see it: name, inputs, outputs, attributes (decoded)."""
-
-    name: str
-    op_type: str
-    inputs: Tuple[str, ...]
-    outputs: Tuple[str, ...]
-    attrs: Mapping[str, Any]
-
-    @classmethod
-    def from_proto(cls, proto: Any, name: str) -> "Node":
-        from onnx import helper
-
-        attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-        return cls(name, proto.op_type, tuple(proto.input), tuple(proto.output), attrs)
-
-    def attr(self, key: str, default: Any = None) -> Any:
-        return self.attrs.get(key, default)
-
-    def input(self, i: int) -> Optional[str]:
-        """The i-th input name, or None when absent or given as ''."""
-        return self.inputs[i] if i < len(self.inputs) and self.inputs[i] else None
-
-    def fail(self, reason: str) -> LoweringError:
-        return LoweringError(f"node {self.name} ({self.op_type}): {reason}")
+def node_error(node: Node, reason: str) -> LoweringError:
+    """The error for one node the lowering cannot emit, naming it."""
+    return LoweringError(f"node {node.name} ({node.op_type}): {reason}")
 
 
 #: an emitter: (node, lowering state, opset) → one value per ONNX output

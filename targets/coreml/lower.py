@@ -1,8 +1,10 @@
 """Lower a canonical ONNX graph to a MIL program (coremltools' MIL builder).
 
 coremltools has had no ONNX frontend since version 6, so this walks the
-canonical graph (fixed shapes, folded, topologically sorted) node by node with
-the emitters of :mod:`.ops`.  The result is a fresh ``Program`` every call:
+canonical graph node by node with the emitters of :mod:`.ops`, through the
+graph view the TFLite lowering walks too (:func:`..lowering.folded`: parsed
+attributes, ``Constant`` nodes and static shape arithmetic as constants).  No
+pattern fusions of ours: ``ct.convert`` runs coremltools' own MIL passes.  The result is a fresh ``Program`` every call:
 ``ct.convert`` mutates the program it is given, so a second conversion (fp32
 then fp16, or a retry) must lower again.
 
@@ -21,8 +23,9 @@ import numpy as np
 
 from edgekit.errors import UnsupportedModelError
 
-from .context import Lowering, LoweringError, Node, mil_name
-from .ops import NOT_LOWERED, OPS
+from ..lowering import folded
+from .context import Lowering, LoweringError, Node, mil_name, node_error
+from .ops import COVERAGE, EMITTERS
 
 #: ONNX ops whose activation inputs are quantized in W8A8 (where int8 compute pays)
 W8A8_CONSUMERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -38,16 +41,6 @@ class LoweredProgram:
     origins: Dict[str, str] = field(default_factory=dict)
     #: ONNX tensor → (scale, zero_point) of the activations quantized for W8A8
     activation_quant: Dict[str, Tuple[float, int]] = field(default_factory=dict)
-
-
-def node_name(node: Any, index: int) -> str:
-    return node.name or (node.output[0] if node.output else f"{node.op_type}_{index}")
-
-
-def _initializers(model: Any) -> Dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
 
 def int8_params(lo: float, hi: float) -> Tuple[float, int]:
@@ -75,10 +68,10 @@ def lower(
     from coremltools.converters.mil.mil import Function, Program, get_new_symbol
 
     graph = model.graph
-    inits = _initializers(model)
+    view = folded(model)
+    inits = view.constants
     low = Lowering(values=dict(inits), act_ranges=dict(act_ranges or {}))
-    opsets = {(i.domain or ""): int(i.version) for i in model.opset_import}
-    onnx_opset = opsets.get("", opsets.get("ai.onnx", 13))
+    onnx_opset = view.default_opset or 13
 
     input_names: Dict[str, str] = {}
     placeholders: Dict[str, Any] = {}
@@ -123,13 +116,11 @@ def lower(
     with Function(placeholders, opset_version=opset) as func:
         for onnx_name, name in input_names.items():
             low.values[onnx_name] = func.inputs[name]
-        for i, proto in enumerate(graph.node):
-            node = Node.from_proto(proto, node_name(proto, i))
-            domain = proto.domain or ""
-            spec = OPS.get(node.op_type) if domain in ("", "ai.onnx") else None
+        for node in view.nodes:
+            spec = COVERAGE.rules.get(node.op_type) if node.is_default_domain else None
             if spec is None:
-                reason = NOT_LOWERED.get(node.op_type, "no Core ML lowering for this op")
-                raise node.fail(reason + " (see `edgekit targets` for the coreml op table)")
+                reason = COVERAGE.not_lowered.get(node.op_type, "no Core ML lowering for this op")
+                raise node_error(node, reason + " (see `edgekit targets` for the coreml op table)")
             saved = {}
             if node.op_type in W8A8_CONSUMERS and low.act_ranges:
                 for inp in node.inputs[:1] if node.op_type != "MatMul" else node.inputs[:2]:
@@ -167,12 +158,12 @@ def lower(
 
 
 def _emit(spec: Any, node: Node, low: Lowering, opset: int) -> List[Any]:
-    if opset < spec.since:
-        raise node.fail(f"lowered from ONNX opset {spec.since}; the model is opset {opset}")
+    if not spec.covers_opset(opset):
+        raise node_error(node, f"lowered from ONNX opset {spec.since}; the model is opset {opset}")
     try:
-        return spec.emit(node, low, opset)
+        return EMITTERS[node.op_type](node, low, opset)
     except UnsupportedModelError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError) as err:
         # MIL type inference rejects what the emitter produced: name the node so the user can act
-        raise node.fail(f"cannot be lowered to MIL ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        raise node_error(node, f"cannot be lowered to MIL ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None

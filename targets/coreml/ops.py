@@ -3,9 +3,12 @@
 Each emitter takes one ONNX node and returns one value per ONNX output: a MIL
 ``Var`` or, when every input is known at build time, a numpy array (folded
 here, so shape arithmetic never reaches the device).  The table below
-(:data:`OPS`) is the single list of what the Core ML target lowers: an op
-missing from it, or one whose condition fails, is reported by ``check`` with
-the node name and the reason before anything is built.
+(:data:`ROWS`) is the single list of what the Core ML target lowers: the
+op-coverage type every emitter shares (:class:`~..lowering.OpCoverage`,
+:data:`COVERAGE`) and the emitters (:data:`EMITTERS`) both come from it, so an
+op missing from it, or one whose check fails, is reported by ``check`` with
+the node name and the reason before anything is built.  The checks see the
+node in the shared graph view (:mod:`..lowering.graph`) that the lowering walks.
 
 Layout facts the emitters rely on (MIL, coremltools 9 ``ops/defs``):
 ONNX ``pads`` are ``[b1, b2, …, e1, e2, …]`` while MIL's ``pad`` is
@@ -14,12 +17,12 @@ like ONNX; ``linear`` takes ``weight`` as ``[out, in]`` (Gemm with transB=1).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .context import Emitter, Lowering, Node
+from ..lowering import GraphView, NodeCheck, OpCoverage, OpRule, clip_bounds, const_ints, needs_const
+from .context import Emitter, Lowering, Node, node_error
 from .ops_rnn import emit_lstm, lstm_condition
 
 
@@ -61,28 +64,16 @@ def _pad_type(node: Node) -> Dict[str, Any]:
     return {}
 
 
-# -- conditions for check (None = can lower) --------------------------------
+# -- checks (None = can lower): lowering.NodeCheck over the shared graph view ----------
 
-IsConst = Callable[[str], bool]
-
-
-def _needs_const(*indices: int, what: str = "") -> Callable[[Node, IsConst], Optional[str]]:
-    def cond(node: Node, is_const: IsConst) -> Optional[str]:
-        for i in indices:
-            name = node.input(i)
-            if name is not None and not is_const(name):
-                label = what or f"input {i}"
-                return (f"{label} ({name!r}) is computed at run time; the Core ML lowering needs it "
-                        "as a constant (export with constant weights/shapes)")
-        return None
-
-    return cond
+def _needs_const(*indices: int, what: str) -> NodeCheck:
+    return needs_const(*indices, what=what, emitter="Core ML")
 
 
-def _all_of(*conds: Callable[[Node, IsConst], Optional[str]]) -> Callable[[Node, IsConst], Optional[str]]:
-    def cond(node: Node, is_const: IsConst) -> Optional[str]:
+def _all_of(*conds: NodeCheck) -> NodeCheck:
+    def cond(node: Node, view: GraphView) -> Optional[str]:
         for c in conds:
-            r = c(node, is_const)
+            r = c(node, view)
             if r:
                 return r
         return None
@@ -90,8 +81,8 @@ def _all_of(*conds: Callable[[Node, IsConst], Optional[str]]) -> Callable[[Node,
     return cond
 
 
-def _attr_in(key: str, allowed: Sequence[Any], default: Any) -> Callable[[Node, IsConst], Optional[str]]:
-    def cond(node: Node, is_const: IsConst) -> Optional[str]:
+def _attr_in(key: str, allowed: Sequence[Any], default: Any) -> NodeCheck:
+    def cond(node: Node, view: GraphView) -> Optional[str]:
         v = node.attr(key, default)
         if v not in allowed:
             return f"{key}={v!r} is not lowered (supported: {', '.join(map(repr, allowed))})"
@@ -192,13 +183,8 @@ def _gelu(node: Node, low: Lowering, opset: int) -> List[Any]:
 def _clip(node: Node, low: Lowering, opset: int) -> List[Any]:
     mb = _mb()
     x = low.get(node.inputs[0])
-    if opset >= 11:
-        lo = low.const(node.input(1)) if node.input(1) else None
-        hi = low.const(node.input(2)) if node.input(2) else None
-        lo = None if lo is None else float(lo.reshape(-1)[0])
-        hi = None if hi is None else float(hi.reshape(-1)[0])
-    else:
-        lo, hi = node.attr("min"), node.attr("max")
+    bounds = clip_bounds(low, node)  # ±inf where a bound is absent
+    lo, hi = (None if np.isinf(v) else v for v in bounds)
     name = low.unique(node.outputs[0])
     if lo == 0.0 and hi == 6.0:
         return [mb.relu6(x=x, name=name)]
@@ -225,10 +211,10 @@ def _cast(node: Node, low: Lowering, opset: int) -> List[Any]:
     return [x]  # float → float casts: the program's compute precision decides (checked in `check`)
 
 
-def _cast_cond(node: Node, is_const: IsConst) -> Optional[str]:
+def _cast_cond(node: Node, view: GraphView) -> Optional[str]:
     from onnx import helper
 
-    if is_const(node.inputs[0]):
+    if view.is_const(node.inputs[0]):
         return None
     to = np.dtype(helper.tensor_dtype_to_np_dtype(int(node.attr("to", 1))))
     if to.kind != "f":
@@ -238,9 +224,8 @@ def _cast_cond(node: Node, is_const: IsConst) -> Optional[str]:
 
 # -- convolution, pooling, dense -------------------------------------------
 
-def _conv(node: Node, low: Lowering, opset: int) -> List[Any]:
-    mb = _mb()
-    x = low.get(node.inputs[0])
+def _conv_args(node: Node, low: Lowering, auto_pad: bool) -> Tuple[Any, np.ndarray, Dict[str, Any]]:
+    """(x, weight, the MIL keyword arguments) shared by conv and conv_transpose."""
     w = _f32(low.const(node.inputs[1]))
     b = low.const(node.input(2)) if node.input(2) else None
     spatial = w.ndim - 2
@@ -249,37 +234,29 @@ def _conv(node: Node, low: Lowering, opset: int) -> List[Any]:
         dilations=list(node.attr("dilations", [1] * spatial)),
         groups=int(node.attr("group", 1)),
     )
-    kwargs.update(_pad_type(node) or {"pad_type": "custom",
-                                       "pad": _pad_pairs(node.attr("pads", [0] * 2 * spatial), spatial)})
+    kwargs.update((_pad_type(node) if auto_pad else {}) or
+                  {"pad_type": "custom", "pad": _pad_pairs(node.attr("pads", [0] * 2 * spatial), spatial)})
     if b is not None:
         kwargs["bias"] = _f32(b)
-    return [mb.conv(x=x, weight=w, name=low.unique(node.outputs[0]), **kwargs)]
+    return low.get(node.inputs[0]), w, kwargs
+
+
+def _conv(node: Node, low: Lowering, opset: int) -> List[Any]:
+    x, w, kwargs = _conv_args(node, low, auto_pad=True)
+    return [_mb().conv(x=x, weight=w, name=low.unique(node.outputs[0]), **kwargs)]
 
 
 def _conv_transpose(node: Node, low: Lowering, opset: int) -> List[Any]:
-    mb = _mb()
-    x = low.get(node.inputs[0])
-    w = _f32(low.const(node.inputs[1]))
-    b = low.const(node.input(2)) if node.input(2) else None
-    spatial = w.ndim - 2
-    kwargs: Dict[str, Any] = dict(
-        strides=list(node.attr("strides", [1] * spatial)),
-        dilations=list(node.attr("dilations", [1] * spatial)),
-        groups=int(node.attr("group", 1)),
-        pad_type="custom",
-        pad=_pad_pairs(node.attr("pads", [0] * 2 * spatial), spatial),
-    )
-    if b is not None:
-        kwargs["bias"] = _f32(b)
-    return [mb.conv_transpose(x=x, weight=w, name=low.unique(node.outputs[0]), **kwargs)]
+    x, w, kwargs = _conv_args(node, low, auto_pad=False)  # auto_pad is refused by the check
+    return [_mb().conv_transpose(x=x, weight=w, name=low.unique(node.outputs[0]), **kwargs)]
 
 
-def _conv_transpose_cond(node: Node, is_const: IsConst) -> Optional[str]:
+def _conv_transpose_cond(node: Node, view: GraphView) -> Optional[str]:
     if node.attr("auto_pad", "NOTSET") != "NOTSET" or node.attr("output_shape") is not None:
         return "auto_pad/output_shape are not lowered; export with explicit pads"
     if any(int(p) for p in node.attr("output_padding", []) or []):
         return "output_padding is not lowered"
-    return _needs_const(1, 2, what="the weight or bias")(node, is_const)
+    return _needs_const(1, 2, what="the weight or bias")(node, view)
 
 
 def _batch_norm(node: Node, low: Lowering, opset: int) -> List[Any]:
@@ -305,7 +282,7 @@ def _pool(node: Node, low: Lowering, opset: int) -> List[Any]:
                         name=name, **kwargs)]
 
 
-def _pool_cond(node: Node, is_const: IsConst) -> Optional[str]:
+def _pool_cond(node: Node, view: GraphView) -> Optional[str]:
     if len(node.outputs) > 1 and node.outputs[1]:
         return "MaxPool's indices output is not lowered"
     if any(int(d) != 1 for d in node.attr("dilations", []) or []):
@@ -391,18 +368,10 @@ def _flatten(node: Node, low: Lowering, opset: int) -> List[Any]:
     return [_reshape_to(low, x, [int(np.prod(s[:axis])), int(np.prod(s[axis:]))], node.outputs[0])]
 
 
-def _axes(node: Node, low: Lowering, opset: int, input_since: int) -> Optional[List[int]]:
-    if opset >= input_since:
-        a = low.const(node.input(1)) if node.input(1) else None
-        return None if a is None else [int(v) for v in a.reshape(-1)]
-    a = node.attr("axes")
-    return None if a is None else [int(v) for v in a]
-
-
 def _squeeze(node: Node, low: Lowering, opset: int) -> List[Any]:
     x = low.get(node.inputs[0])
     s = list(_shape(x))
-    axes = _axes(node, low, opset, 13)
+    axes = const_ints(low, node, "axes", 1)
     axes = [a % len(s) for a in axes] if axes else [i for i, d in enumerate(s) if d == 1]
     return [_reshape_to(low, x, [d for i, d in enumerate(s) if i not in axes], node.outputs[0])]
 
@@ -410,7 +379,7 @@ def _squeeze(node: Node, low: Lowering, opset: int) -> List[Any]:
 def _unsqueeze(node: Node, low: Lowering, opset: int) -> List[Any]:
     x = low.get(node.inputs[0])
     s = list(_shape(x))
-    axes = _axes(node, low, opset, 13) or []
+    axes = const_ints(low, node, "axes", 1) or []
     rank = len(s) + len(axes)
     axes = sorted(a % rank for a in axes)
     for a in axes:
@@ -441,8 +410,8 @@ def _split(node: Node, low: Lowering, opset: int) -> List[Any]:
     x = low.get(node.inputs[0])
     axis = int(node.attr("axis", 0))
     dim = _shape(x)[axis]
-    sizes = low.const(node.input(1)) if opset >= 13 and node.input(1) else node.attr("split")
-    if sizes is None:
+    sizes = const_ints(low, node, "split", 1)
+    if not sizes:
         n = int(node.attr("num_outputs", len(node.outputs)))
         chunk = -(-dim // n)
         sizes = [chunk] * (n - 1) + [dim - chunk * (n - 1)]
@@ -457,10 +426,10 @@ def _split(node: Node, low: Lowering, opset: int) -> List[Any]:
 def _slice(node: Node, low: Lowering, opset: int) -> List[Any]:
     x = low.get(node.inputs[0])
     shape = _shape(x)
-    starts = low.const(node.inputs[1]).reshape(-1).tolist()
-    ends = low.const(node.inputs[2]).reshape(-1).tolist()
-    axes = low.const(node.input(3)).reshape(-1).tolist() if node.input(3) else list(range(len(starts)))
-    steps = low.const(node.input(4)).reshape(-1).tolist() if node.input(4) else [1] * len(starts)
+    starts = const_ints(low, node, "starts", 1) or []
+    ends = const_ints(low, node, "ends", 2) or []
+    axes = const_ints(low, node, "axes", 3) or list(range(len(starts)))
+    steps = const_ints(low, node, "steps", 4) or [1] * len(starts)
     index = [slice(None)] * len(shape)
     for s, e, a, st in zip(starts, ends, axes, steps):
         index[int(a) % len(shape)] = slice(int(s), int(e), int(st))
@@ -485,21 +454,18 @@ def _shape_op(node: Node, low: Lowering, opset: int) -> List[Any]:
 
 
 def _constant(node: Node, low: Lowering, opset: int) -> List[Any]:
-    from onnx import numpy_helper
+    # the graph view made every numeric Constant a constant; what reaches here is another form
+    raise node_error(node, "this Constant form (sparse/string) is not lowered")
 
-    for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
-        if key in node.attrs:
-            v = node.attrs[key]
-            return [numpy_helper.to_array(v) if key == "value" else np.array(v)]
-    raise node.fail("this Constant form (sparse/string) is not lowered")
+
+def _constant_cond(node: Node, view: GraphView) -> Optional[str]:
+    return "this Constant form (sparse/string) is not lowered"
 
 
 def _constant_of_shape(node: Node, low: Lowering, opset: int) -> List[Any]:
-    from onnx import numpy_helper
-
     shape = low.const(node.inputs[0]).astype(np.int64).tolist()
-    value = node.attr("value")
-    fill = numpy_helper.to_array(value).reshape(-1)[0] if value is not None else np.float32(0)
+    value = node.attr("value")  # the view parsed the tensor attribute
+    fill = np.asarray(value).reshape(-1)[0] if value is not None else np.float32(0)
     return [np.full(shape, fill)]
 
 
@@ -516,7 +482,7 @@ def _gather(node: Node, low: Lowering, opset: int) -> List[Any]:
 
 def _tile(node: Node, low: Lowering, opset: int) -> List[Any]:
     x = low.get(node.inputs[0])
-    reps = low.const(node.inputs[1]).astype(np.int32)
+    reps = np.array(const_ints(low, node, "repeats", 1), np.int32)
     if isinstance(x, np.ndarray):
         return [np.tile(x, reps)]
     return [_mb().tile(x=x, reps=reps, name=low.unique(node.outputs[0]))]
@@ -525,7 +491,7 @@ def _tile(node: Node, low: Lowering, opset: int) -> List[Any]:
 def _pad(node: Node, low: Lowering, opset: int) -> List[Any]:
     x = low.get(node.inputs[0])
     rank = len(_shape(x))
-    pads = low.const(node.inputs[1]).reshape(-1).tolist() if opset >= 11 else node.attr("pads")
+    pads = const_ints(low, node, "pads", 1)
     value = low.const(node.input(2)) if opset >= 11 and node.input(2) else None
     value = float(value.reshape(-1)[0]) if value is not None else float(node.attr("value", 0.0))
     mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[node.attr("mode", "constant")]
@@ -551,10 +517,10 @@ def _layer_norm(node: Node, low: Lowering, opset: int) -> List[Any]:
                              epsilon=float(node.attr("epsilon", 1e-5)), name=low.unique(node.outputs[0]))]
 
 
-def _layer_norm_cond(node: Node, is_const: IsConst) -> Optional[str]:
+def _layer_norm_cond(node: Node, view: GraphView) -> Optional[str]:
     if len(node.outputs) > 1 and any(node.outputs[1:]):
         return "the Mean/InvStdDev training outputs are not lowered"
-    return _needs_const(1, 2, what="scale or bias")(node, is_const)
+    return _needs_const(1, 2, what="scale or bias")(node, view)
 
 
 _REDUCE = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": "reduce_max",
@@ -564,8 +530,7 @@ _REDUCE = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": 
 
 def _reduce(node: Node, low: Lowering, opset: int) -> List[Any]:
     x = low.get(node.inputs[0])
-    since = 13 if node.op_type == "ReduceSum" else 18
-    axes = _axes(node, low, opset, since)
+    axes = const_ints(low, node, "axes", 1)
     rank = len(_shape(x))
     keep = bool(node.attr("keepdims", 1))
     if not axes:
@@ -613,12 +578,12 @@ def _resize(node: Node, low: Lowering, opset: int) -> List[Any]:
                                sampling_mode="DEFAULT", name=name)]  # asymmetric
 
 
-def _resize_cond(node: Node, is_const: IsConst) -> Optional[str]:
+def _resize_cond(node: Node, view: GraphView) -> Optional[str]:
     mode = node.attr("mode", "nearest")
     coord = node.attr("coordinate_transformation_mode", "half_pixel")
     for i in (1, 2, 3):
         n = node.input(i)
-        if n and not is_const(n):
+        if n and not view.is_const(n):
             return f"input {i} ({n!r}) is computed at run time; Core ML resizes need constant scales or sizes"
     if mode == "nearest":
         if coord != "asymmetric" or node.attr("nearest_mode", "round_prefer_floor") != "floor":
@@ -635,66 +600,52 @@ def _resize_cond(node: Node, is_const: IsConst) -> Optional[str]:
 
 # -- the table ------------------------------------------------------------------
 
-Condition = Callable[[Node, IsConst], Optional[str]]
-
-
-@dataclass(frozen=True)
-class OpLowering:
-    """One ONNX op: its emitter, the opsets it covers and when it cannot be lowered."""
-
-    emit: Emitter
-    since: int = 1
-    condition: Optional[Condition] = None
-
-
-def _spec(emit: Emitter, condition: Optional[Condition] = None, since: int = 1) -> OpLowering:
-    return OpLowering(emit=emit, since=since, condition=condition)
-
-
-OPS: Mapping[str, OpLowering] = {
-    **{op: _spec(_binary) for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")},
-    **{op: _spec(_unary) for op in list(_UNARY) + ["Neg", "Reciprocal", "Log"]},
-    "LeakyRelu": _spec(_leaky_relu),
-    "Elu": _spec(_elu),
-    "PRelu": _spec(_prelu),
-    "HardSigmoid": _spec(_hard_sigmoid),
-    "HardSwish": _spec(_hard_swish),
-    "Gelu": _spec(_gelu, since=20),
-    "Clip": _spec(_clip, _needs_const(1, 2, what="min/max")),
-    "Identity": _spec(_identity),
-    "Dropout": _spec(_identity),
-    "Cast": _spec(_cast, _cast_cond),
-    "Conv": _spec(_conv, _needs_const(1, 2, what="the weight or bias")),
-    "ConvTranspose": _spec(_conv_transpose, _conv_transpose_cond),
-    "BatchNormalization": _spec(_batch_norm, _needs_const(1, 2, 3, 4, what="scale/bias/mean/var")),
-    "MaxPool": _spec(_pool, _pool_cond),
-    "AveragePool": _spec(_pool, _pool_cond),
-    "GlobalAveragePool": _spec(_global_pool),
-    "GlobalMaxPool": _spec(_global_pool),
-    "Gemm": _spec(_gemm, _needs_const(1, 2, what="B or C")),
-    "MatMul": _spec(_matmul),
-    "Reshape": _spec(_reshape, _needs_const(1, what="the target shape")),
-    "Flatten": _spec(_flatten),
-    "Squeeze": _spec(_squeeze, _needs_const(1, what="axes")),
-    "Unsqueeze": _spec(_unsqueeze, _needs_const(1, what="axes")),
-    "Transpose": _spec(_transpose),
-    "Concat": _spec(_concat),
-    "Split": _spec(_split, _needs_const(1, what="split sizes")),
-    "Slice": _spec(_slice, _needs_const(1, 2, 3, 4, what="starts/ends/axes/steps")),
-    "Shape": _spec(_shape_op),
-    "Constant": _spec(_constant),
-    "ConstantOfShape": _spec(_constant_of_shape, _needs_const(0, what="the shape")),
-    "Gather": _spec(_gather, _needs_const(1, what="the indices")),
-    "Tile": _spec(_tile, _needs_const(1, what="repeats")),
-    "Pad": _spec(_pad, _all_of(_needs_const(1, 2, what="pads/value"), _attr_in("mode", ("constant", "reflect", "edge"), "constant"))),
-    "Softmax": _spec(_softmax, since=13),
-    "LayerNormalization": _spec(_layer_norm, _layer_norm_cond, since=17),
-    **{op: _spec(_reduce, _needs_const(1, what="axes")) for op in _REDUCE},
-    "ArgMax": _spec(_argmax, _attr_in("select_last_index", (0,), 0)),
-    "ArgMin": _spec(_argmax, _attr_in("select_last_index", (0,), 0)),
-    "Resize": _spec(_resize, _resize_cond),
-    "LSTM": _spec(emit_lstm, lstm_condition, since=7),
-}
+#: (ONNX op type, first ONNX schema version covered, check or None, emitter)
+ROWS: Tuple[Tuple[str, int, Optional[NodeCheck], Emitter], ...] = (
+    *((op, 1, None, _binary) for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")),
+    *((op, 1, None, _unary) for op in list(_UNARY) + ["Neg", "Reciprocal", "Log"]),
+    ("LeakyRelu", 1, None, _leaky_relu),
+    ("Elu", 1, None, _elu),
+    ("PRelu", 1, None, _prelu),
+    ("HardSigmoid", 1, None, _hard_sigmoid),
+    ("HardSwish", 1, None, _hard_swish),
+    ("Gelu", 20, None, _gelu),
+    ("Clip", 1, _needs_const(1, 2, what="min/max"), _clip),
+    ("Identity", 1, None, _identity),
+    ("Dropout", 1, None, _identity),
+    ("Cast", 1, _cast_cond, _cast),
+    ("Conv", 1, _needs_const(1, 2, what="the weight or bias"), _conv),
+    ("ConvTranspose", 1, _conv_transpose_cond, _conv_transpose),
+    ("BatchNormalization", 1, _needs_const(1, 2, 3, 4, what="scale/bias/mean/var"), _batch_norm),
+    ("MaxPool", 1, _pool_cond, _pool),
+    ("AveragePool", 1, _pool_cond, _pool),
+    ("GlobalAveragePool", 1, None, _global_pool),
+    ("GlobalMaxPool", 1, None, _global_pool),
+    ("Gemm", 1, _needs_const(1, 2, what="B or C"), _gemm),
+    ("MatMul", 1, None, _matmul),
+    ("Reshape", 1, _needs_const(1, what="the target shape"), _reshape),
+    ("Flatten", 1, None, _flatten),
+    ("Squeeze", 1, _needs_const(1, what="axes"), _squeeze),
+    ("Unsqueeze", 1, _needs_const(1, what="axes"), _unsqueeze),
+    ("Transpose", 1, None, _transpose),
+    ("Concat", 1, None, _concat),
+    ("Split", 1, _needs_const(1, what="split sizes"), _split),
+    ("Slice", 1, _needs_const(1, 2, 3, 4, what="starts/ends/axes/steps"), _slice),
+    ("Shape", 1, None, _shape_op),
+    ("Constant", 1, _constant_cond, _constant),
+    ("ConstantOfShape", 1, _needs_const(0, what="the shape"), _constant_of_shape),
+    ("Gather", 1, _needs_const(1, what="the indices"), _gather),
+    ("Tile", 1, _needs_const(1, what="repeats"), _tile),
+    ("Pad", 1, _all_of(_needs_const(1, 2, what="pads/value"),
+                       _attr_in("mode", ("constant", "reflect", "edge"), "constant")), _pad),
+    ("Softmax", 13, None, _softmax),
+    ("LayerNormalization", 17, _layer_norm_cond, _layer_norm),
+    *((op, 1, _needs_const(1, what="axes"), _reduce) for op in _REDUCE),
+    ("ArgMax", 1, _attr_in("select_last_index", (0,), 0), _argmax),
+    ("ArgMin", 1, _attr_in("select_last_index", (0,), 0), _argmax),
+    ("Resize", 1, _resize_cond, _resize),
+    ("LSTM", 7, lstm_condition, emit_lstm),
+)
 
 #: ops listed so `check` explains why, instead of "no rule"
 NOT_LOWERED: Mapping[str, str] = {
@@ -704,3 +655,6 @@ NOT_LOWERED: Mapping[str, str] = {
     "If": "control flow is not lowered: Core ML's Neural Engine needs a static graph",
     "NonZero": "data-dependent output shapes cannot run on the Neural Engine",
 }
+
+COVERAGE = OpCoverage.of("Core ML", (OpRule(op, since, check=chk) for op, since, chk, _ in ROWS), NOT_LOWERED)
+EMITTERS: Mapping[str, Emitter] = {op: emit for op, _, _, emit in ROWS}

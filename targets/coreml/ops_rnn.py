@@ -15,16 +15,15 @@ out: Silero VAD) keep one op.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
+from ..lowering import GraphView, lstm_refusal, lstm_weights, reorder_gates
 from .context import Lowering, Node
 
-#: ONNX gate block k (i, o, f, c) → MIL position (i, f, o, z)
-_ONNX_TO_MIL = (0, 2, 1, 3)
-
-IsConst = Callable[[str], bool]
+#: MIL's gate order (input, forget, output, cell) in ONNX's gate letters
+MIL_GATES = "ifoc"
 
 
 def _mb() -> Any:
@@ -33,34 +32,14 @@ def _mb() -> Any:
     return mb
 
 
-def _reorder(m: np.ndarray) -> np.ndarray:
-    blocks = np.split(np.asarray(m, np.float32), 4, axis=0)
-    return np.ascontiguousarray(np.concatenate([blocks[k] for k in _ONNX_TO_MIL], axis=0))
-
-
-def lstm_condition(node: Node, is_const: IsConst) -> Optional[str]:
+def lstm_condition(node: Node, view: GraphView) -> Optional[str]:
     """None when the LSTM lowers, else why not (``check`` reports it before the build)."""
     direction = node.attr("direction", "forward")
     if direction not in ("forward", "reverse"):
         return f"direction={direction!r} is not lowered (forward and reverse are; split a bidirectional LSTM in two)"
-    acts = node.attr("activations")
-    if acts is not None and [a.lower() for a in acts[:3]] != ["sigmoid", "tanh", "tanh"]:
-        return f"activations {list(acts)}: only the default (Sigmoid, Tanh, Tanh) lower"
-    if node.attr("clip") is not None:
-        return "clip is not lowered"
-    if node.attr("input_forget", 0):
-        return "input_forget=1 (coupled gates) is not lowered"
     if node.attr("layout", 0):
         return "layout=1 (batch-major) is not lowered (onnxruntime cannot run it either); export time-major"
-    if node.input(4):
-        return "sequence_lens (variable-length batches) is not lowered; export with a fixed sequence length"
-    if node.input(7):
-        return "peephole weights (P) are not lowered"
-    for i, what in ((1, "W"), (2, "R"), (3, "B")):
-        name = node.input(i)
-        if name is not None and not is_const(name):
-            return f"{what} ({name!r}) is computed at run time; Core ML's lstm needs constant weights"
-    return None
+    return lstm_refusal(node, view, "Core ML")
 
 
 def _state(node: Node, low: Lowering, index: int, batch: int, hidden: int, base: str) -> Any:
@@ -80,17 +59,13 @@ def emit_lstm(node: Node, low: Lowering, opset: int) -> List[Any]:
     if isinstance(x, np.ndarray):
         x = mb.const(val=np.asarray(x, np.float32), name=low.unique(node.inputs[0]))
     base = node.outputs[0] or node.name
-    w = np.asarray(low.const(node.inputs[1]), np.float32)[0]  # [4H, I]
-    r = np.asarray(low.const(node.inputs[2]), np.float32)[0]  # [4H, H]
+    w, r, bias = lstm_weights(low, node, 0)  # [4H, I], [4H, H], [4H]: one direction
     hidden = r.shape[1]
-    b = low.const(node.input(3)) if node.input(3) else None
-    bias = np.zeros(4 * hidden, np.float32) if b is None else \
-        np.asarray(b, np.float32)[0, :4 * hidden] + np.asarray(b, np.float32)[0, 4 * hidden:]
     steps, batch = int(x.shape[0]), int(x.shape[1])
     h0 = _state(node, low, 5, batch, hidden, base)
     c0 = _state(node, low, 6, batch, hidden, base)
-    y, h, c = mb.lstm(x=x, initial_h=h0, initial_c=c0, weight_ih=_reorder(w), weight_hh=_reorder(r),
-                      bias=_reorder(bias.reshape(4 * hidden, 1)).reshape(-1), direction=node.attr("direction", "forward"),
+    y, h, c = mb.lstm(x=x, initial_h=h0, initial_c=c0, weight_ih=reorder_gates(w, MIL_GATES), weight_hh=reorder_gates(r, MIL_GATES),
+                      bias=reorder_gates(bias, MIL_GATES), direction=node.attr("direction", "forward"),
                       output_sequence=True, recurrent_activation="sigmoid", cell_activation="tanh", activation="tanh",
                       name=low.unique(base + "_lstm"))
     outs: List[Any] = []

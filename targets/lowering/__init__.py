@@ -6,10 +6,19 @@ Each emitter stays in its own package (``targets/tflite/``, ``targets/coreml/``)
 """
 from __future__ import annotations
 
-from .coverage import NodeCheck, OpCoverage, OpRule, Uncovered
+from .attrs import clip_bounds, const_ints
+from .coverage import NodeCheck, OpCoverage, OpRule, Uncovered, needs_const
 from .folding import fold_constants
 from .fusions import FUSIONS, SqueezeExcite, apply_fusions, find_squeeze_excite
 from .graph import FUSED_DOMAIN, GraphView, Node, all_close_to, scalar
+from .lstm import lstm_refusal, lstm_weights, reorder_gates
+
+
+def folded(model: "object") -> GraphView:
+    """The view with constants folded and no pattern fusions (an emitter whose converter fuses itself)."""
+    view = GraphView(model)
+    fold_constants(view)
+    return view
 
 
 def prepare(model: "object", fusions: "object" = None) -> "tuple[GraphView, dict]":
@@ -26,5 +35,6 @@ def prepare(model: "object", fusions: "object" = None) -> "tuple[GraphView, dict
 
 __all__ = [
     "FUSED_DOMAIN", "FUSIONS", "GraphView", "Node", "NodeCheck", "OpCoverage", "OpRule", "SqueezeExcite",
-    "Uncovered", "all_close_to", "apply_fusions", "find_squeeze_excite", "fold_constants", "prepare", "scalar",
+    "Uncovered", "all_close_to", "apply_fusions", "clip_bounds", "const_ints", "find_squeeze_excite",
+    "fold_constants", "folded", "lstm_refusal", "lstm_weights", "needs_const", "prepare", "reorder_gates", "scalar",
 ]

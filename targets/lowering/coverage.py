@@ -6,16 +6,36 @@ opset range it covers, an optional attribute/shape check, a note) — and gets
 op type, attributes and the reason, before any long step.  The rule's
 ``check`` sees the node in the (fused, folded) :class:`GraphView`, so a rule
 can refuse e.g. a dynamic ``Reshape`` target or a ``Resize`` mode.
+
+:meth:`OpCoverage.op_table` turns it into the target's :class:`~..optable.OpTable`
+(what ``Target.check`` walks over the canonical ONNX graph): each node is
+judged in the view the build lowers, after the emitter's own preparation
+(folding, and fusions where the emitter uses ours), so ``check`` and the
+build cannot disagree.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .graph import FUSED_DOMAIN, GraphView, Node
 
 #: ``check(node, view) -> reason`` or None when the node can be lowered
 NodeCheck = Callable[[Node, GraphView], Optional[str]]
+
+
+def needs_const(*indices: int, what: str, emitter: str) -> NodeCheck:
+    """A check refusing the node when one of the given (present) inputs is computed at run time:
+    weights, shapes, axes and sizes an emitter must know at build time."""
+    def check(node: Node, view: GraphView) -> Optional[str]:
+        for i in indices:
+            name = node.input(i)
+            if name and not view.is_const(name):
+                return (f"{what} ({name!r}) is computed at run time; the {emitter} lowering needs it as a "
+                        "constant (export with constant weights/shapes)")
+        return None
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -52,15 +72,17 @@ class OpCoverage:
 
     target: str
     rules: Mapping[str, OpRule] = field(default_factory=dict)
+    #: ops listed only to say why they are not lowered (instead of "no lowering")
+    not_lowered: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, target: str, rules: Iterable[OpRule]) -> "OpCoverage":
+    def of(cls, target: str, rules: Iterable[OpRule], not_lowered: Optional[Mapping[str, str]] = None) -> "OpCoverage":
         table: Dict[str, OpRule] = {}
         for rule in rules:
-            if rule.op_type in table:
+            if rule.op_type in table or rule.op_type in (not_lowered or {}):
                 raise ValueError(f"{target} op table lists {rule.op_type} twice")  # an edgekit bug
             table[rule.op_type] = rule
-        return cls(target, table)
+        return cls(target, table, dict(not_lowered or {}))
 
     @property
     def op_types(self) -> Tuple[str, ...]:
@@ -72,7 +94,7 @@ class OpCoverage:
             return f"custom domain {node.domain!r} has no {self.target} lowering"
         rule = self.rules.get(node.op_type)
         if rule is None:
-            return f"no {self.target} lowering for {node.op_type}"
+            return self.not_lowered.get(node.op_type, f"no {self.target} lowering for {node.op_type}")
         if node.is_default_domain:
             opset = view.default_opset
             if not rule.covers_opset(opset):
@@ -93,3 +115,32 @@ class OpCoverage:
                 out.append(Uncovered(node.name, node.op_type if node.is_default_domain else f"{node.domain}::{node.op_type}",
                                      node.describe_attrs(), why))
         return out
+
+    def op_table(self, target: str, source: str, prepare: Callable[[Any], GraphView], others: str) -> Any:
+        """The target's :class:`~..optable.OpTable`: every row (and every op no row names) is judged by
+        :meth:`reason` on the node in ``prepare(model)``, the view the build lowers.  ``target`` is the
+        registered target name (this coverage's own name is the one its messages use).
+
+        A node that preparation folded into a constant or a fusion absorbed is fine; ``others`` says
+        which unlisted ops pass that way (for ``edgekit targets``).
+        """
+        from ..optable import NodeView, OpTable, conditional, unsupported
+
+        prepared: List[Tuple[Any, GraphView]] = []  # the last model prepared: check walks one model node by node
+
+        def lowerable(node: NodeView) -> Optional[str]:
+            model = node.graph.model
+            if not (prepared and prepared[0][0] is model):
+                prepared[:] = [(model, prepare(model))]
+            view = prepared[0][1]
+            if node.name in view.fused_names():
+                return None
+            found = view.node(node.name)
+            return None if found is None else self.reason(found, view)
+
+        rules: Dict[Tuple[str, str], Any] = {
+            ("", op): (conditional(lowerable, since=r.since, until=r.until, reason=r.note),)
+            for op, r in self.rules.items()}
+        rules.update({("", op): (unsupported(why),) for op, why in self.not_lowered.items()})
+        return OpTable(target=target, source=source, rules=rules,
+                       domain_defaults={"": conditional(lowerable, reason=others)})

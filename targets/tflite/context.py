@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..lowering import GraphView, Node
+from ..lowering import GraphView, Node, clip_bounds
 from .ir import Operator, QuantRole, Subgraph, schema
 
 Perm = Tuple[int, ...]
@@ -233,27 +233,3 @@ class Context:
             return ACT_NONE, out
         self.consumed.add(user.name)
         return kind, user.outputs[0]
-
-
-def clip_bounds(view: GraphView, node: Node) -> Tuple[float, float]:
-    """Clip's (min, max) from attributes (opset < 11) or constant inputs; inf where absent."""
-    lo = node.attr("min", float("-inf"))
-    hi = node.attr("max", float("inf"))
-    if node.input(1):
-        c = view.const(node.input(1))
-        lo = float(c.reshape(-1)[0]) if c is not None else float("nan")
-    if node.input(2):
-        c = view.const(node.input(2))
-        hi = float(c.reshape(-1)[0]) if c is not None else float("nan")
-    return float(lo), float(hi)
-
-
-def const_ints(view: GraphView, node: Node, attr: str, input_index: int) -> Optional[List[int]]:
-    """An int list given as attribute (older opsets) or constant input (newer ones)."""
-    if attr in node.attrs:
-        return [int(v) for v in node.attrs[attr]]
-    name = node.input(input_index)
-    if not name:
-        return None
-    c = view.const(name)
-    return None if c is None else [int(v) for v in np.asarray(c).reshape(-1)]

@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..lowering import GraphView, Node, scalar
-from .context import ACT_NONE, ACT_RELU6, Context, Perm, clip_bounds, identity, inverse
+from ..lowering import GraphView, Node, clip_bounds, needs_const, scalar
+from .context import ACT_NONE, ACT_RELU6, Context, Perm, identity, inverse
 from .ir import QuantRole
 
 #: ONNX binary op -> (TFLite op, its options type, takes a fused activation)
@@ -183,8 +183,7 @@ def lower_elu(ctx: Context, node: Node) -> None:
     _unary(ctx, "ELU", node.input(0), node.outputs[0])
 
 
-def check_prelu(node: Node, view: GraphView) -> Optional[str]:
-    return None if view.is_const(node.input(1)) else "the slope is computed at run time"
+check_prelu = needs_const(1, what="the slope", emitter="TFLite")
 
 
 def lower_prelu(ctx: Context, node: Node) -> None:
@@ -330,8 +329,10 @@ def lower_sum(ctx: Context, node: Node) -> None:
 
 
 def check_batchnorm(node: Node, view: GraphView) -> Optional[str]:
-    if not all(view.is_const(n) for n in node.inputs[1:5]):
-        return "scale/bias/mean/var computed at run time (training-mode BatchNormalization)"
+    why = needs_const(1, 2, 3, 4, what="scale/bias/mean/var (training-mode BatchNormalization)",
+                      emitter="TFLite")(node, view)
+    if why is not None:
+        return why
     if len([o for o in node.outputs if o]) > 1:
         return "training-mode outputs (running mean/var) have no inference lowering"
     return None

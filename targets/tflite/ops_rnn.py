@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..lowering import GraphView, Node
+from ..lowering import GraphView, Node, lstm_refusal, lstm_weights
 from .context import Context
 from .ir import QuantRole
 
@@ -24,20 +24,9 @@ MAX_STEPS = 512
 
 
 def check_lstm(node: Node, view: GraphView) -> Optional[str]:
-    acts = node.attr("activations")
-    if acts is not None and [a.lower() for a in acts[:3]] != ["sigmoid", "tanh", "tanh"]:
-        return f"activations {acts}; only the default (Sigmoid, Tanh, Tanh) lower"
-    if node.attr("clip") is not None:
-        return "clip has no lowering here"
-    if node.attr("input_forget", 0):
-        return "input_forget=1 (coupled gates) has no lowering here"
-    for i in (1, 2, 3):
-        if node.input(i) and not view.is_const(node.input(i)):
-            return "W/R/B computed at run time"
-    if node.input(4):
-        return "sequence_lens (variable-length batches) has no lowering here"
-    if node.input(7) and np.any(view.const(node.input(7)) if view.is_const(node.input(7)) else 1):
-        return "peephole weights (P) have no lowering here"
+    why = lstm_refusal(node, view, "TFLite")
+    if why is not None:
+        return why
     x = view.shape(node.input(0))
     if x is None:
         return "needs a static input shape"
@@ -73,14 +62,8 @@ def _unary(ctx: Context, opcode: str, a: int, name: str) -> int:
 
 def _direction(ctx: Context, node: Node, d: int, x: int, h0: Optional[int], c0: Optional[int],
                reverse: bool) -> Tuple[List[int], int, int]:
-    view = ctx.view
-    w = np.asarray(view.const(node.input(1)), np.float32)[d]          # [4H, I]
-    r = np.asarray(view.const(node.input(2)), np.float32)[d]          # [4H, H]
+    w, r, bias = lstm_weights(ctx.view, node, d)  # [4H, I], [4H, H], [4H]
     hidden = r.shape[1]
-    b = np.zeros(8 * hidden, np.float32)
-    if node.input(3):
-        b = np.asarray(view.const(node.input(3)), np.float32)[d]
-    bias = b[:4 * hidden] + b[4 * hidden:]
     p = f"{node.name}/d{d}"
     steps, batch, size = ctx.graph.tensors[x].shape
     # one FULLY_CONNECTED projects every step's input ([S*B, I] -> [S*B, 4H]); UNPACK hands out the steps

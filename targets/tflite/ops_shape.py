@@ -6,8 +6,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..lowering import GraphView, Node
-from .context import NHWC, Context, Perm, const_ints, identity, inverse, permuted, reshape_compatible, tfl_dtype
+from ..lowering import GraphView, Node, const_ints, needs_const
+from .context import NHWC, Context, Perm, identity, inverse, permuted, reshape_compatible, tfl_dtype
 from .ir import QuantRole
 
 INT32_MAX = 2**31 - 1
@@ -125,10 +125,7 @@ def lower_concat(ctx: Context, node: Node) -> None:
     ctx.op("CONCATENATION", ins, [y], ctx.options("ConcatenationOptions", axis=axis), role=QuantRole.SAME_ALL)
 
 
-def check_split(node: Node, view: GraphView) -> Optional[str]:
-    if node.input(1) and view.const(node.input(1)) is None:
-        return "split sizes computed at run time"
-    return None
+check_split = needs_const(1, what="split sizes", emitter="TFLite")
 
 
 def lower_split(ctx: Context, node: Node) -> None:
@@ -152,11 +149,7 @@ def lower_split(ctx: Context, node: Node) -> None:
                role=QuantRole.SAME)
 
 
-def check_slice(node: Node, view: GraphView) -> Optional[str]:
-    for i in range(1, 5):
-        if node.input(i) and view.const(node.input(i)) is None:
-            return "starts/ends/axes/steps computed at run time"
-    return None
+check_slice = needs_const(1, 2, 3, 4, what="starts/ends/axes/steps", emitter="TFLite")
 
 
 def lower_slice(ctx: Context, node: Node) -> None:

@@ -19,8 +19,8 @@ from edgekit.options import Option, OptionSchema
 
 from ..base import Artifact, BuildSpec, Precision, Target
 from ..graph import graph_specs
-from ..optable import NodeView, OpTable, conditional
-from .optable import COVERAGE, ROWS
+from ..optable import OpTable
+from .optable import COVERAGE
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -32,43 +32,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ENTRY = "model.tflite"
 
-#: the last model check() prepared: (model, view); check walks one model node by node
-_PREPARED: List[Tuple[Any, "GraphView"]] = []
-
-
-def _prepared(model: Any) -> "GraphView":
+def _prepare(model: Any) -> "GraphView":
     from ..lowering import prepare
 
-    if _PREPARED and _PREPARED[0][0] is model:
-        return _PREPARED[0][1]
-    view, _ = prepare(model)
-    _PREPARED[:] = [(model, view)]
-    return view
-
-
-def _lowerable(node: NodeView) -> Optional[str]:
-    """The op table's condition: ask the lowering's own coverage about this node, after the
-    fusions and folding the build applies (an Erf inside a GELU pattern is fine, a lone one is not)."""
-    view = _prepared(node.graph.model)
-    name = node.name
-    if name in view.fused_names():
-        return None
-    found = view.node(name)
-    if found is None:  # folded into a constant
-        return None
-    return COVERAGE.reason(found, view)
+    return prepare(model)[0]
 
 
 def _op_table() -> OpTable:
-    rules = {("", op): (conditional(_lowerable, since=since, reason=note),) for op, since, _, _, note in ROWS}
-    return OpTable(
-        target="tflite",
-        source="edgekit's ONNX → TFLite lowering (targets/tflite/optable.py)",
-        rules=rules,
-        # ops without a row lower only when a fusion absorbs them (Erf in GELU) or they fold away
-        domain_defaults={"": conditional(_lowerable, reason="that a fusion absorbs (Erf in GELU …) or that folds "
-                                                           "to a constant")},
-    )
+    # ops without a row lower only when a fusion absorbs them (Erf in GELU) or they fold away
+    return COVERAGE.op_table("tflite", "edgekit's ONNX → TFLite lowering (targets/tflite/optable.py)", _prepare,
+                             "that a fusion absorbs (Erf in GELU …) or that folds to a constant")
 
 
 class TfliteTarget(Target):
@@ -190,7 +163,7 @@ class TfliteTarget(Target):
 
 
 def refuse_unsupported_recipe(recipe: Any) -> None:
-    """One error naming every recipe setting the TFLite int8 kernels cannot run.
+    """One error naming every recipe setting the TFLite int8 kernels cannot run (the shared Recipe.require).
 
     8-bit activations are int8 per the TFLite spec whichever of uint8/int8 the recipe says (the
     same affine grid, zero point shifted by 128); weights are symmetric int8, per channel or per
@@ -198,21 +171,9 @@ def refuse_unsupported_recipe(recipe: Any) -> None:
     """
     from edgekit.quantize.recipe import QuantDtype
 
-    problems = []
-    for where, cfg in [("global_config", recipe.global_config), *[(f"op_types.{k}", c) for k, c in recipe.op_types.items()],
-                       *[(f"nodes.{k}", c) for k, c in recipe.nodes.items()]]:
-        if cfg.skip:
-            continue
-        if cfg.activation_dtype not in (QuantDtype.UINT8, QuantDtype.INT8):
-            problems.append(f"{where}.activation_dtype={cfg.activation_dtype.value!r}")
-        if cfg.weight_dtype is not QuantDtype.INT8:
-            problems.append(f"{where}.weight_dtype={cfg.weight_dtype.value!r}")
-        if cfg.reduce_range:
-            problems.append(f"{where}.reduce_range=true")
-    if problems:
-        raise ConfigError(f"the tflite target cannot honour recipe setting(s) {', '.join(problems)}: its int8 "
-                          "kernels take 8-bit activations and symmetric int8 weights (no 7-bit reduce_range); "
-                          "change the recipe, skip those nodes, or pick another target")
+    recipe.require("tflite", activation_dtypes=(QuantDtype.UINT8, QuantDtype.INT8), weight_dtypes=(QuantDtype.INT8,),
+                   reduce_range=False, why="its int8 kernels take 8-bit activations and symmetric int8 weights "
+                                           "(no 7-bit reduce_range); skip those nodes")
 
 
 def _load_check(path: Path, what: str) -> str:
