@@ -141,19 +141,27 @@ def _fuse_gelu(view: GraphView) -> int:
             x = next(i for i in scale.inputs if not view.is_const(i))
         else:
             continue
-        add = _single_user(view, erf.outputs[0], "Add")
-        if add is None or not all_close_to(view.const(_other(add, erf.outputs[0])), 1.0):
-            continue
-        chain = _mul_chain_to(view, add, x)
-        if chain is None:
-            continue
-        muls, out = chain
-        group = [scale, erf, add] + muls
-        view.replace(group, Node(muls[-1].name, "Gelu", [x], [out], attrs={"approximate": "none"},
-                                 domain=FUSED_DOMAIN, fused_from=tuple(n.name for n in group)))
-        count += 1
+        count += int(_fuse_gelu_tail(view, [scale], erf, x, "none"))
     count += _fuse_gelu_tanh(view)
     return count
+
+
+def _fuse_gelu_tail(view: GraphView, head: List[Node], act: Node, x: str, approximate: str) -> bool:
+    """The tail both GELU forms share: ``act + 1``, then the multiply chain by ``0.5`` and ``x``; the whole
+    group (``head``, ``act``, the tail) becomes one fused Gelu when no intermediate has another reader."""
+    add = _single_user(view, act.outputs[0], "Add")
+    if add is None or not all_close_to(view.const(_other(add, act.outputs[0])), 1.0):
+        return False
+    chain = _mul_chain_to(view, add, x)
+    if chain is None:
+        return False
+    muls, out = chain
+    group = head + [act, add] + muls
+    if any(view.only_consumer(n.outputs[0]) is None for n in group[:-1]):
+        return False
+    view.replace(group, Node(muls[-1].name, "Gelu", [x], [out], attrs={"approximate": approximate},
+                             domain=FUSED_DOMAIN, fused_from=tuple(n.name for n in group)))
+    return True
 
 
 def _fuse_gelu_tanh(view: GraphView) -> int:
@@ -180,19 +188,7 @@ def _fuse_gelu_tanh(view: GraphView) -> int:
         pw = view.producer(_other(cube_mul, cc))
         if pw is None or pw.op_type != "Pow" or pw.input(0) != x or not all_close_to(view.const(pw.input(1)), 3.0):
             continue
-        add = _single_user(view, tanh.outputs[0], "Add")
-        if add is None or not all_close_to(view.const(_other(add, tanh.outputs[0])), 1.0):
-            continue
-        chain = _mul_chain_to(view, add, x)
-        if chain is None:
-            continue
-        muls, out = chain
-        group = [pw, cube_mul, inner, k, tanh, add] + muls
-        if any(view.only_consumer(n.outputs[0]) is None for n in group[:-1]):
-            continue
-        view.replace(group, Node(muls[-1].name, "Gelu", [x], [out], attrs={"approximate": "tanh"},
-                                 domain=FUSED_DOMAIN, fused_from=tuple(n.name for n in group)))
-        count += 1
+        count += int(_fuse_gelu_tail(view, [pw, cube_mul, inner, k], tanh, x, "tanh"))
     return count
 
 

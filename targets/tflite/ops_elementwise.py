@@ -256,9 +256,7 @@ def check_layernorm(node: Node, view: GraphView) -> Optional[str]:
     axis = int(node.attr("axis", -1))
     if shape is None or axis % len(shape) != len(shape) - 1:
         return f"normalizing from axis {axis} (over more than the last axis) has no lowering here"
-    if not view.is_const(node.input(1)) or (node.input(2) and not view.is_const(node.input(2))):
-        return "scale/bias computed at run time"
-    return None
+    return needs_const(1, 2, what="scale/bias", emitter="TFLite")(node, view)
 
 
 def lower_layernorm(ctx: Context, node: Node) -> None:
