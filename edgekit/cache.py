@@ -37,7 +37,9 @@ try:  # POSIX: advisory locks keep a running entry from being evicted
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from ._atomic import atomic_write
 from .errors import ConfigError, PackageError
+from .options import cache_dir
 
 ENV_MAX_MB = "EDGEKIT_PACKAGE_CACHE_MB"
 DEFAULT_MAX_BYTES = 2 << 30
@@ -52,19 +54,7 @@ RECENT_USE_S = 60
 
 def _base_dir() -> Path:
     """``EDGEKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgekit``, else ``~/.cache/edgekit`` (the options contract)."""
-    try:
-        from .options import (
-            cache_dir,  # the one resolver, once the options module provides it
-        )
-
-        return Path(cache_dir("packages"))
-    except (ImportError, AttributeError, TypeError):
-        pass
-    env = os.environ.get("EDGEKIT_CACHE_DIR")
-    if env:
-        return Path(env) / "packages"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "edgekit" / "packages"
+    return cache_dir("packages")
 
 
 def max_bytes() -> int:
@@ -193,21 +183,7 @@ class CacheEntry:
             return
         sigs[key_id] = signature
         self.info["verified_signatures"] = sigs
-        _write_json_atomic(self.path / ENTRY, self.info)
-
-
-def _write_json_atomic(path: Path, doc: Dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".entry.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        atomic_write(self.path / ENTRY, json.dumps(self.info).encode("utf-8"))
 
 
 def _read_entry(path: Path) -> Optional[Dict[str, Any]]:
@@ -270,7 +246,7 @@ def commit(partial: Path, digest: str, size: int) -> CacheEntry:
     """Publish a verified unpack under its digest (another process may have won the race)."""
     base = partial.parent
     info = {"digest": digest, "size": size, "created": time.time(), "verified_signatures": {}}
-    _write_json_atomic(partial / ENTRY, info)
+    atomic_write(partial / ENTRY, json.dumps(info).encode("utf-8"))
     final = base / digest
     try:
         os.rename(partial, final)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from ..._atomic import atomic_write  # noqa: F401 (also this module's public name)
 from ...options import ENV_CACHE_DIR, cache_dir
 
 #: bump when the entry layout or what an engine is built with changes, so old entries miss instead of
@@ -107,24 +108,6 @@ def resolve_cache_dir(requested: Union[str, "os.PathLike[str]", None] = None) ->
         f"survive a reboot (fix: pass cache_dir=... / --cache-dir, or set ${ENV_CACHE_DIR} to a writable folder)"
     )
     return fallback, message
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _sha256(data: bytes) -> str:
