@@ -51,6 +51,17 @@ _SYSCTL = {"dotprod": "hw.optional.arm.FEAT_DotProd", "i8mm": "hw.optional.arm.F
            "avx2": "hw.optional.avx2_0", "avx512f": "hw.optional.avx512f"}
 
 
+def _any_of(*names: str, doc: str = "") -> property:
+    """A read-only ``CpuFeatures`` property: True when the CPU has any of ``names``."""
+    wanted = frozenset(names)
+
+    def has(self: "CpuFeatures") -> bool:
+        return bool(wanted & self.features)
+
+    has.__doc__ = doc or f"{' or '.join(names)}."
+    return property(has)
+
+
 @dataclass(frozen=True)
 class CpuFeatures:
     """What this CPU can do, as far as edgekit's runtimes care.  ``source`` says how it was found."""
@@ -70,36 +81,16 @@ class CpuFeatures:
     def is_arm(self) -> bool:
         return self.machine.startswith(("arm", "aarch64"))
 
-    @property
-    def vnni(self) -> bool:
-        """x86 int8 dot-product instructions (AVX512-VNNI or AVX-VNNI): u8s8 kernels do not saturate."""
-        return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & self.features)
-
-    @property
-    def amx(self) -> bool:
-        return bool({"amx_bf16", "amx_int8", "amx_tile"} & self.features)
-
-    @property
-    def avx512_bf16(self) -> bool:
-        return "avx512_bf16" in self.features
-
-    @property
-    def bf16(self) -> bool:
-        """Native bf16 compute: AVX512-BF16 or AMX-BF16 on x86, the BF16 extension on Arm."""
-        return bool({"avx512_bf16", "amx_bf16", "bf16"} & self.features)
-
-    @property
-    def avx2(self) -> bool:
-        return "avx2" in self.features
-
-    @property
-    def neon(self) -> bool:
-        return "neon" in self.features
-
-    @property
-    def dotprod(self) -> bool:
-        """Arm int8 dot product (SDOT/UDOT), the Arm counterpart of VNNI."""
-        return "dotprod" in self.features
+    # each is "any of these features": one rule, so a table of names, not a property body per feature
+    vnni = _any_of("avx512_vnni", "avx_vnni", "amx_int8",
+                   doc="x86 int8 dot-product instructions (AVX512-VNNI or AVX-VNNI): u8s8 kernels do not saturate.")
+    amx = _any_of("amx_bf16", "amx_int8", "amx_tile", doc="Intel AMX tiles (bf16 or int8).")
+    avx512_bf16 = _any_of("avx512_bf16")
+    bf16 = _any_of("avx512_bf16", "amx_bf16", "bf16",
+                   doc="Native bf16 compute: AVX512-BF16 or AMX-BF16 on x86, the BF16 extension on Arm.")
+    avx2 = _any_of("avx2")
+    neon = _any_of("neon")
+    dotprod = _any_of("dotprod", doc="Arm int8 dot product (SDOT/UDOT), the Arm counterpart of VNNI.")
 
     def to_json(self) -> Dict[str, object]:
         return {"machine": self.machine, "features": sorted(self.features), "source": self.source}
