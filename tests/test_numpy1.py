@@ -15,7 +15,6 @@ from __future__ import annotations
 import ast
 import os
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from ..._atomic import atomic_write  # noqa: F401 (also this module's public name)
+from ..._atomic import atomic_write
 from ...options import ENV_CACHE_DIR, cache_dir
 
 #: bump when the entry layout or what an engine is built with changes, so old entries miss instead of
