@@ -102,6 +102,28 @@ class Int8Report:
     int8_ops: int = 0
 
 
+@dataclass
+class _Int8Pass:
+    """The state one ``quantize_int8`` call threads through its steps: the graph being rewritten, the
+    calibrated ranges, each activation's chosen parameters, and the tensors that stay float."""
+    g: Subgraph
+    ranges: Dict[int, Range]
+    names: Mapping[int, str]
+    report: Int8Report = field(default_factory=Int8Report)
+    params: Dict[int, QParams] = field(default_factory=dict)
+    keep_float: Set[int] = field(default_factory=set)
+
+    def is_act(self, i: int) -> bool:
+        t = self.g.tensors[i]
+        return i >= 0 and t.data is None and t.dtype == "float32"
+
+    def own(self, i: int) -> QParams:
+        return activation_params(*self.ranges.get(i, (0.0, 1.0)))
+
+    def name(self, op: Operator) -> str:
+        return self.names.get(op.opcode, str(op.opcode))
+
+
 def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str = "float32",
                   skip_nodes: Set[str] = frozenset(), per_tensor_nodes: Set[str] = frozenset(),
                   symmetric_nodes: Set[str] = frozenset(), tail_nodes: Set[str] = frozenset(),
@@ -113,24 +135,59 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
     get zero-point-0 outputs (ONNX node names, as a recipe names them)."""
     s = schema()
     names = op_names or {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
-    g = copy.deepcopy(graph)
-    report = Int8Report()
+    st = _Int8Pass(copy.deepcopy(graph), dict(ranges), names)
     B = s.BuiltinOperator
+    g, params = st.g, st.params
 
-    def is_act(i: int) -> bool:
+    head, tail, out_requant = _io_edges(st, io_dtype, B)
+    float_ops = _decide_params(st, skip_nodes, symmetric_nodes, tail_nodes)
+
+    # 3. rewrite: constants, fallbacks, requantization
+    new_ops: List[Operator] = list(head)
+    dequantized: Dict[int, int] = {}
+    for k, op in enumerate(g.operators):
+        if k in float_ops:
+            new_ops.extend(_float_fallback(st, op, dequantized, B))
+        elif op.role is QuantRole.INDEX:
+            new_ops.append(op)
+        elif op.role in _WEIGHT_AXIS:
+            st.report.int8_ops += 1
+            _quantize_weights(st, op, op.node not in per_tensor_nodes)
+            new_ops.append(op)
+        else:
+            st.report.int8_ops += 1
+            new_ops.extend(_quantize_constants_and_requantize(st, op, B))
+            new_ops.append(op)
+    new_ops.extend(tail)
+    for inner, out in out_requant:
+        q = params[inner]
+        g.tensors[out].dtype = "uint8"
+        g.tensors[out].quant = QParams(q.scale.copy(), q.zero_point + 128)
+    # 4. every other float activation becomes int8 with its parameters
+    for i, q in params.items():
         t = g.tensors[i]
-        return i >= 0 and t.data is None and t.dtype == "float32"
+        if t.data is None and t.dtype == "float32" and i not in st.keep_float:
+            t.dtype = "int8"
+            t.quant = q
+    g.operators = _drop_requantize_pairs(new_ops, g)
+    from .lower import _prune
 
-    # 1. the IO edges: float IO gets QUANTIZE / DEQUANTIZE inside the model, uint8 IO a requantize
+    _prune(g)
+    return g, st.report
+
+
+def _io_edges(st: _Int8Pass, io_dtype: str, B) -> Tuple[List[Operator], List[Operator], List[Tuple[int, int]]]:
+    """Step 1, the IO edges: float IO gets QUANTIZE / DEQUANTIZE inside the model, uint8 IO a requantize.
+
+    Returns the operators to put before and after the graph's, and the (inner, output) pairs whose
+    uint8 parameters are set once the inner tensor's are known."""
+    g, params = st.g, st.params
     head: List[Operator] = []
     tail: List[Operator] = []
-    params: Dict[int, QParams] = {}
-    keep_float: Set[int] = set()
-    ranges = dict(ranges)
     for i in list(g.inputs):
-        if not is_act(i):
+        if not st.is_act(i):
             continue
-        q = activation_params(*ranges.get(i, (0.0, 1.0)))
+        q = activation_params(*st.ranges.get(i, (0.0, 1.0)))
         if io_dtype == "int8":
             params[i] = q
             continue
@@ -143,13 +200,13 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
             g.tensors[i].dtype = "uint8"
             g.tensors[i].quant = QParams(q.scale.copy(), q.zero_point + 128)
         else:
-            keep_float.add(i)
+            st.keep_float.add(i)
     out_requant: List[Tuple[int, int]] = []
     for o in list(g.outputs):
-        if not is_act(o) or io_dtype == "int8":
+        if not st.is_act(o) or io_dtype == "int8":
             continue
         inner = g.add_tensor(f"{g.tensors[o].name}/int8", g.tensors[o].shape, "float32")
-        ranges[inner] = ranges.get(o, (0.0, 1.0))
+        st.ranges[inner] = st.ranges.get(o, (0.0, 1.0))
         for op in g.operators:
             op.outputs = [inner if x == o else x for x in op.outputs]
             op.inputs = [inner if x == o else x for x in op.inputs]
@@ -158,17 +215,20 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
             out_requant.append((inner, o))
         else:
             tail.append(Operator(B.DEQUANTIZE, [inner], [o], node="output", role=QuantRole.INDEX))
-            keep_float.add(o)
+            st.keep_float.add(o)
+    return head, tail, out_requant
 
-    # 2. decide each activation's parameters in topological order
-    def own(i: int) -> QParams:
-        return activation_params(*ranges.get(i, (0.0, 1.0)))
 
+def _decide_params(st: _Int8Pass, skip_nodes: Set[str], symmetric_nodes: Set[str],
+                   tail_nodes: Set[str]) -> Set[int]:
+    """Step 2, each activation's parameters in topological order; returns the indices of the
+    operators that run in float (and records why in the report)."""
+    g, params, own = st.g, st.params, st.own
     float_ops: Set[int] = set()
     for k, op in enumerate(g.operators):
-        name = names.get(op.opcode, str(op.opcode))
-        acts_in = [i for i in op.inputs if i >= 0 and is_act(i)]
-        acts_out = [o for o in op.outputs if is_act(o)]
+        name = st.name(op)
+        acts_in = [i for i in op.inputs if i >= 0 and st.is_act(i)]
+        acts_out = [o for o in op.outputs if st.is_act(o)]
         if op.role is QuantRole.INDEX:
             continue
         stay_float = (op.node in skip_nodes or op.node in tail_nodes or name not in INT8_KERNELS
@@ -179,7 +239,7 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
             why = ("skipped by the recipe" if op.node in skip_nodes else "detector decode tail"
                    if op.node in tail_nodes else "no int8 kernel" if stay_float else
                    f"inputs' ranges {spread:.0f}x apart (one int8 scale would erase the narrow ones)")
-            report.float_ops.append(f"{name} ({op.node}): {why}")
+            st.report.float_ops.append(f"{name} ({op.node}): {why}")
             for o in acts_out:
                 params.setdefault(o, own(o))
             continue
@@ -191,104 +251,94 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
             elif op.role is QuantRole.SAME and acts_in:
                 params[o] = params.get(acts_in[0]) or own(acts_in[0])
             elif op.node in symmetric_nodes:
-                params[o] = symmetric_params(*ranges.get(o, (0.0, 1.0)))
+                params[o] = symmetric_params(*st.ranges.get(o, (0.0, 1.0)))
             else:
                 params[o] = own(o)
     for i in range(len(g.tensors)):
-        if is_act(i) and i not in params:
+        if st.is_act(i) and i not in params:
             params[i] = own(i)
+    return float_ops
 
-    # 3. rewrite: constants, fallbacks, requantization
-    new_ops: List[Operator] = list(head)
-    dequantized: Dict[int, int] = {}
-    for k, op in enumerate(g.operators):
-        name = names.get(op.opcode, str(op.opcode))
-        if k in float_ops:
-            ins = []
-            for i in op.inputs:
-                if i >= 0 and is_act(i):
-                    if i not in dequantized:
-                        f = g.add_tensor(f"{g.tensors[i].name}/dequantized", g.tensors[i].shape, "float32")
-                        keep_float.add(f)
-                        new_ops.append(Operator(B.DEQUANTIZE, [i], [f], node=op.node, role=QuantRole.INDEX))
-                        dequantized[i] = f
-                    ins.append(dequantized[i])
-                else:
-                    ins.append(i)
-            outs, requants = [], []
-            for o in op.outputs:
-                if is_act(o):
-                    f = g.add_tensor(f"{g.tensors[o].name}/float", g.tensors[o].shape, "float32")
-                    keep_float.add(f)
-                    outs.append(f)
-                    # float readers (the next op of a float chain) take f itself; the QUANTIZE serves the
-                    # int8 readers and is pruned when there are none
-                    dequantized[o] = f
-                    requants.append(Operator(B.QUANTIZE, [f], [o], node=op.node, role=QuantRole.INDEX))
-                else:
-                    outs.append(o)
-            op.inputs, op.outputs = ins, outs
-            new_ops.append(op)
-            new_ops.extend(requants)
-            continue
-        if op.role is QuantRole.INDEX:
-            new_ops.append(op)
-            continue
-        report.int8_ops += 1
-        if op.role in _WEIGHT_AXIS:
-            w_pos, axis = _WEIGHT_AXIS[op.role]
-            x_pos = _ACT_INPUT.get(op.role, 0)
-            b_pos = _BIAS_INPUT[op.role]
-            w = g.tensors[op.inputs[w_pos]]
-            wq, wparams = _per_channel_weights(np.asarray(w.data, np.float32), axis,
-                                               per_channel=op.node not in per_tensor_nodes)
-            op.inputs[w_pos] = g.add_tensor(w.name + "/int8", w.shape, "int8", data=wq, quant=wparams)
-            s_in = params[op.inputs[x_pos]].scale[0]
-            if b_pos < len(op.inputs) and op.inputs[b_pos] >= 0:
-                b = g.tensors[op.inputs[b_pos]]
-                bscale = (s_in * wparams.scale).astype(np.float32)
-                bq = np.clip(np.round(np.asarray(b.data, np.float64) / bscale), -2**31, 2**31 - 1).astype(np.int32)
-                op.inputs[b_pos] = g.add_tensor(b.name + "/int32", b.shape, "int32", data=bq,
-                                                quant=QParams(bscale, np.zeros(bscale.shape, np.int64), 0))
+
+def _float_fallback(st: _Int8Pass, op: Operator, dequantized: Dict[int, int], B) -> List[Operator]:
+    """A float op between DEQUANTIZE (of each int8 input, once) and QUANTIZE (of each output);
+    returns the operators that replace ``op``, ``op`` itself among them."""
+    g = st.g
+    before: List[Operator] = []
+    ins = []
+    for i in op.inputs:
+        if i >= 0 and st.is_act(i):
+            if i not in dequantized:
+                f = g.add_tensor(f"{g.tensors[i].name}/dequantized", g.tensors[i].shape, "float32")
+                st.keep_float.add(f)
+                before.append(Operator(B.DEQUANTIZE, [i], [f], node=op.node, role=QuantRole.INDEX))
+                dequantized[i] = f
+            ins.append(dequantized[i])
         else:
-            acts_in = [i for i in op.inputs if i >= 0 and is_act(i)]
-            for pos, i in enumerate(op.inputs):
-                if i < 0:
-                    continue
-                t = g.tensors[i]
-                if t.data is not None and t.dtype == "float32":
-                    if op.role in (QuantRole.SAME, QuantRole.SAME_ALL) and op.outputs and op.outputs[0] in params:
-                        q = params[op.outputs[0]]
-                    else:
-                        q = activation_params(float(np.min(t.data)), float(np.max(t.data)))
-                    op.inputs[pos] = g.add_tensor(t.name + "/int8", t.shape, "int8",
-                                                  data=quantize_values(np.asarray(t.data, np.float32), q), quant=q)
-            if op.role is QuantRole.SAME_ALL and op.outputs and op.outputs[0] in params:
-                target = params[op.outputs[0]]
-                for pos, i in enumerate(op.inputs):
-                    if i >= 0 and i in acts_in and not params[i].same_as(target):
-                        r = g.add_tensor(f"{g.tensors[i].name}/requantized", g.tensors[i].shape, "float32")
-                        params[r] = target
-                        new_ops.append(Operator(B.QUANTIZE, [i], [r], node=op.node, role=QuantRole.INDEX))
-                        op.inputs[pos] = r
-                        report.requantized += 1
-        new_ops.append(op)
-    new_ops.extend(tail)
-    for inner, out in out_requant:
-        q = params[inner]
-        g.tensors[out].dtype = "uint8"
-        g.tensors[out].quant = QParams(q.scale.copy(), q.zero_point + 128)
-    # 4. every other float activation becomes int8 with its parameters
-    for i, q in params.items():
-        t = g.tensors[i]
-        if t.data is None and t.dtype == "float32" and i not in keep_float:
-            t.dtype = "int8"
-            t.quant = q
-    g.operators = _drop_requantize_pairs(new_ops, g)
-    from .lower import _prune
+            ins.append(i)
+    outs, requants = [], []
+    for o in op.outputs:
+        if st.is_act(o):
+            f = g.add_tensor(f"{g.tensors[o].name}/float", g.tensors[o].shape, "float32")
+            st.keep_float.add(f)
+            outs.append(f)
+            # float readers (the next op of a float chain) take f itself; the QUANTIZE serves the
+            # int8 readers and is pruned when there are none
+            dequantized[o] = f
+            requants.append(Operator(B.QUANTIZE, [f], [o], node=op.node, role=QuantRole.INDEX))
+        else:
+            outs.append(o)
+    op.inputs, op.outputs = ins, outs
+    return before + [op] + requants
 
-    _prune(g)
-    return g, report
+
+def _quantize_weights(st: _Int8Pass, op: Operator, per_channel: bool) -> None:
+    """A weighted op (conv, depthwise, fully connected, transpose conv): int8 symmetric weights,
+    int32 bias at input scale × weight scale."""
+    g = st.g
+    w_pos, axis = _WEIGHT_AXIS[op.role]
+    x_pos = _ACT_INPUT.get(op.role, 0)
+    b_pos = _BIAS_INPUT[op.role]
+    w = g.tensors[op.inputs[w_pos]]
+    wq, wparams = _per_channel_weights(np.asarray(w.data, np.float32), axis, per_channel=per_channel)
+    op.inputs[w_pos] = g.add_tensor(w.name + "/int8", w.shape, "int8", data=wq, quant=wparams)
+    s_in = st.params[op.inputs[x_pos]].scale[0]
+    if b_pos < len(op.inputs) and op.inputs[b_pos] >= 0:
+        b = g.tensors[op.inputs[b_pos]]
+        bscale = (s_in * wparams.scale).astype(np.float32)
+        bq = np.clip(np.round(np.asarray(b.data, np.float64) / bscale), -2**31, 2**31 - 1).astype(np.int32)
+        op.inputs[b_pos] = g.add_tensor(b.name + "/int32", b.shape, "int32", data=bq,
+                                        quant=QParams(bscale, np.zeros(bscale.shape, np.int64), 0))
+
+
+def _quantize_constants_and_requantize(st: _Int8Pass, op: Operator, B) -> List[Operator]:
+    """Any other int8 op: float constant inputs become int8 (at the output's parameters where the op
+    keeps them), and a SAME_ALL op's inputs are requantized to its output's; returns the QUANTIZE
+    operators to put before ``op``."""
+    g, params = st.g, st.params
+    before: List[Operator] = []
+    acts_in = [i for i in op.inputs if i >= 0 and st.is_act(i)]
+    for pos, i in enumerate(op.inputs):
+        if i < 0:
+            continue
+        t = g.tensors[i]
+        if t.data is not None and t.dtype == "float32":
+            if op.role in (QuantRole.SAME, QuantRole.SAME_ALL) and op.outputs and op.outputs[0] in params:
+                q = params[op.outputs[0]]
+            else:
+                q = activation_params(float(np.min(t.data)), float(np.max(t.data)))
+            op.inputs[pos] = g.add_tensor(t.name + "/int8", t.shape, "int8",
+                                          data=quantize_values(np.asarray(t.data, np.float32), q), quant=q)
+    if op.role is QuantRole.SAME_ALL and op.outputs and op.outputs[0] in params:
+        target = params[op.outputs[0]]
+        for pos, i in enumerate(op.inputs):
+            if i >= 0 and i in acts_in and not params[i].same_as(target):
+                r = g.add_tensor(f"{g.tensors[i].name}/requantized", g.tensors[i].shape, "float32")
+                params[r] = target
+                before.append(Operator(B.QUANTIZE, [i], [r], node=op.node, role=QuantRole.INDEX))
+                op.inputs[pos] = r
+                st.report.requantized += 1
+    return before
 
 
 def _drop_requantize_pairs(ops: List[Operator], g: Subgraph) -> List[Operator]:
