@@ -202,6 +202,20 @@ def _last_axis_mean(view: GraphView, node: Optional[Node], rank: int) -> bool:
     return axes is not None and len(axes) == 1 and axes[0] in (-1, rank - 1) and node.attr("keepdims", 1) == 1
 
 
+def _absorb_per_channel(view: GraphView, out: str, op_type: str, width: int, neutral: float,
+                        group: List[Node]) -> Tuple[np.ndarray, str]:
+    """A LayerNorm's scale (``Mul``) or shift (``Add``) by a constant of one value or one per channel,
+    when ``out`` is read by that op alone: its values broadcast to ``width`` and the op's output (the op
+    joins ``group``); otherwise ``neutral`` per channel and ``out`` unchanged."""
+    node = _single_user(view, out, op_type)
+    if node is not None:
+        c = view.const(_other(node, out))
+        if c is not None and c.size in (1, width):
+            group.append(node)
+            return np.broadcast_to(c.astype(np.float32).reshape(-1), (width,)).copy(), node.outputs[0]
+    return np.full(width, neutral, np.float32), out
+
+
 def _fuse_layernorm(view: GraphView) -> int:
     count = 0
     for mean in [n for n in view.nodes if n.op_type == "ReduceMean" and n.is_default_domain]:
@@ -235,22 +249,8 @@ def _fuse_layernorm(view: GraphView) -> int:
         group = [mean, sub, sq, var, add_eps, sqrt, div]
         out = div.outputs[0]
         width = shape[-1]
-        gamma = np.ones(width, np.float32)
-        beta = np.zeros(width, np.float32)
-        mul = _single_user(view, out, "Mul")
-        if mul is not None:
-            g = view.const(_other(mul, out))
-            if g is not None and g.size in (1, width):
-                gamma = np.broadcast_to(g.astype(np.float32).reshape(-1), (width,)).copy()
-                group.append(mul)
-                out = mul.outputs[0]
-        add = _single_user(view, out, "Add")
-        if add is not None:
-            b = view.const(_other(add, out))
-            if b is not None and b.size in (1, width):
-                beta = np.broadcast_to(b.astype(np.float32).reshape(-1), (width,)).copy()
-                group.append(add)
-                out = add.outputs[0]
+        gamma, out = _absorb_per_channel(view, out, "Mul", width, 1.0, group)
+        beta, out = _absorb_per_channel(view, out, "Add", width, 0.0, group)
         g_name, b_name = f"{group[-1].name}/gamma", f"{group[-1].name}/beta"
         view.set_constant(g_name, gamma)
         view.set_constant(b_name, beta)
