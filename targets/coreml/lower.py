@@ -65,7 +65,7 @@ def lower(
     is refused with its name.
     """
     from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.mil import Function, Program, get_new_symbol
+    from coremltools.converters.mil.mil import Function, Program
 
     graph = model.graph
     view = folded(model)
@@ -73,30 +73,7 @@ def lower(
     low = Lowering(values=dict(inits), act_ranges=dict(act_ranges or {}))
     onnx_opset = view.default_opset or 13
 
-    input_names: Dict[str, str] = {}
-    placeholders: Dict[str, Any] = {}
-    from onnx import helper
-
-    for vi in graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        shape = [int(d.dim_value) for d in tt.shape.dim]
-        if any(d <= 0 for d in shape):
-            raise UnsupportedModelError(
-                f"input {vi.name!r} has a dynamic dimension {shape}; the Neural Engine needs static shapes "
-                "(fix: --size HxW, or input_shapes={...} in edgekit.build)")
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
-        if dtype.kind != "f":
-            raise UnsupportedModelError(
-                f"input {vi.name!r} is {dtype.name}; the Core ML lowering takes float inputs only "
-                "(fold the embedding/indices into the export, or use the onnxruntime target)")
-        name = low.unique(vi.name)
-        input_names[vi.name] = name
-        dims: List[Any] = list(shape)
-        for axis in flexible or ():
-            dims[axis] = get_new_symbol()
-        placeholders[name] = mb.placeholder(shape=dims)
+    input_names, placeholders = _placeholders(graph, inits, low, flexible)
 
     activation_quant: Dict[str, Tuple[float, int]] = {}
     quantized: Dict[str, Any] = {}
@@ -155,6 +132,39 @@ def lower(
     program = Program()
     program.add_function("main", func)
     return LoweredProgram(program, input_names, output_names, dict(low.origins), activation_quant)
+
+
+def _placeholders(graph: Any, inits: Mapping[str, Any], low: Lowering,
+                  flexible: Optional[Tuple[int, int]]) -> Tuple[Dict[str, str], Dict[str, Any]]:
+    """The MIL placeholders of the graph's (float, static) inputs, ``flexible`` axes as symbols; also
+    each ONNX input name's MIL name.  A dynamic or non-float input is refused with the fix."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import get_new_symbol
+    from onnx import helper
+
+    input_names: Dict[str, str] = {}
+    placeholders: Dict[str, Any] = {}
+    for vi in graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = [int(d.dim_value) for d in tt.shape.dim]
+        if any(d <= 0 for d in shape):
+            raise UnsupportedModelError(
+                f"input {vi.name!r} has a dynamic dimension {shape}; the Neural Engine needs static shapes "
+                "(fix: --size HxW, or input_shapes={...} in edgekit.build)")
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        if dtype.kind != "f":
+            raise UnsupportedModelError(
+                f"input {vi.name!r} is {dtype.name}; the Core ML lowering takes float inputs only "
+                "(fold the embedding/indices into the export, or use the onnxruntime target)")
+        name = low.unique(vi.name)
+        input_names[vi.name] = name
+        dims: List[Any] = list(shape)
+        for axis in flexible or ():
+            dims[axis] = get_new_symbol()
+        placeholders[name] = mb.placeholder(shape=dims)
+    return input_names, placeholders
 
 
 def _emit(spec: Any, node: Node, low: Lowering, opset: int) -> List[Any]:

@@ -86,26 +86,14 @@ class CoreMLTarget(Target):
         from edgekit.runners.coreml.program import load_program
 
         from .ane import neural_engine_report
-        from .compress import WEIGHT_THRESHOLD, activation_ranges, activation_tensors, compress_weights
         from .enumerated import flexible_input, input_shapes, parse_sizes, verify_sizes
         from .image_input import plan_image_input
-        from .lower import W8A8_CONSUMERS, lower
+        from .lower import lower
 
         plan = self.plan(spec)
         scheme, target = plan.compression, plan.deployment
 
-        ranges = None
-        calib_info: Optional[Dict[str, Any]] = None
-        if scheme.needs_calibration:
-            if calibration is None or len(calibration) == 0:
-                raise CalibrationError("coreml w8a8 needs calibration data for its activation ranges: "
-                                       "pass --calib DIR|FILE.npz (or build w8 / palettize, which need none)")
-            used = calibration.for_recipe(spec.recipe.num_samples)
-            tensors = activation_tensors(model, W8A8_CONSUMERS)
-            percentile = 100.0 if spec.recipe.method.value == "minmax" else float(spec.recipe.percentile)
-            ranges = activation_ranges(model, tensors, used.feeds, percentile=percentile)
-            calib_info = {"samples": len(used), "source": used.source, "method": spec.recipe.method.value,
-                          "percentile": percentile, "activations": len(ranges)}
+        ranges, calib_info = _calibrate(model, spec, calibration) if scheme.needs_calibration else (None, None)
 
         sizes = parse_sizes(job.options["enumerated_sizes"] or [])
         shapes: List[List[int]] = []
@@ -127,15 +115,7 @@ class CoreMLTarget(Target):
         else:
             inputs = None
         precision = ct.precision.FLOAT32 if scheme is Compression.FP32 else ct.precision.FLOAT16
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")  # progress bars and deprecation notes; the pipeline reports progress
-            try:
-                mlmodel = ct.convert(lowered.program, convert_to="mlprogram", inputs=inputs,
-                                     minimum_deployment_target=target.ct_target(), compute_precision=precision)
-                mlmodel = compress_weights(mlmodel, scheme)
-            except (ValueError, TypeError, RuntimeError, NotImplementedError) as err:
-                raise ModelError(f"coremltools could not convert the lowered program ({type(err).__name__}: "
-                                 f"{str(err).splitlines()[0] if str(err) else ''}); report this with the model") from None
+        mlmodel = _convert(ct, lowered.program, inputs, target, precision, scheme)
         mlmodel.short_description = "built by edgekit"
         mlmodel.user_defined_metadata["edgekit.compression"] = scheme.value
         mlmodel.user_defined_metadata["edgekit.deployment_target"] = target.value
@@ -170,20 +150,8 @@ class CoreMLTarget(Target):
             details["tensor_input_reason"] = why_tensor
         if plan.note:
             details["note"] = plan.note
-        quantization = None
-        if scheme.precision is Precision.INT8:
-            quantization = {
-                "format": f"coreml-{scheme.value}",
-                "tool": f"coremltools {ct.__version__} (optimize.coreml)",
-                "weights": ({"dtype": "int8", "mode": "linear_symmetric", "granularity": "per_channel"}
-                            if scheme.palette_bits is None else
-                            {"palettization": f"{scheme.palette_bits}-bit k-means lookup table per tensor"}),
-                "weight_threshold": WEIGHT_THRESHOLD,
-            }
-            if scheme is Compression.W8A8:
-                quantization["activations"] = {"dtype": "int8", "granularity": "per_tensor",
-                                               "count": len(lowered.activation_quant)}
-                quantization["calibration"] = calib_info
+        quantization = (_quantization_section(ct, scheme, len(lowered.activation_quant), calib_info)
+                        if scheme.precision is Precision.INT8 else None)
         runtime_options = {k: v for k, v in self.runtime_option_values(spec).items()}
         return Artifact(
             files=files,
@@ -195,3 +163,56 @@ class CoreMLTarget(Target):
             verify_note="the ML Program interpreted by edgekit's numpy reference executor (coreml-reference), "
                         "fp16 rounding where the program computes in fp16",
         )
+
+
+def _calibrate(model: Any, spec: BuildSpec, calibration: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """W8A8's activation ranges from the calibration data, and the manifest's note on how they were taken."""
+    from .compress import activation_ranges, activation_tensors
+    from .lower import W8A8_CONSUMERS
+
+    if calibration is None or len(calibration) == 0:
+        raise CalibrationError("coreml w8a8 needs calibration data for its activation ranges: "
+                               "pass --calib DIR|FILE.npz (or build w8 / palettize, which need none)")
+    used = calibration.for_recipe(spec.recipe.num_samples)
+    tensors = activation_tensors(model, W8A8_CONSUMERS)
+    percentile = 100.0 if spec.recipe.method.value == "minmax" else float(spec.recipe.percentile)
+    ranges = activation_ranges(model, tensors, used.feeds, percentile=percentile)
+    calib_info = {"samples": len(used), "source": used.source, "method": spec.recipe.method.value,
+                  "percentile": percentile, "activations": len(ranges)}
+    return ranges, calib_info
+
+
+def _convert(ct: Any, program: Any, inputs: Optional[List[Any]], target: DeploymentTarget, precision: Any,
+             scheme: Compression) -> Any:
+    """``ct.convert`` of the lowered program then the weight compression, coremltools' chatter silenced
+    and its failures turned into one ModelError."""
+    from .compress import compress_weights
+
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")  # progress bars and deprecation notes; the pipeline reports progress
+        try:
+            mlmodel = ct.convert(program, convert_to="mlprogram", inputs=inputs,
+                                 minimum_deployment_target=target.ct_target(), compute_precision=precision)
+            return compress_weights(mlmodel, scheme)
+        except (ValueError, TypeError, RuntimeError, NotImplementedError) as err:
+            raise ModelError(f"coremltools could not convert the lowered program ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}); report this with the model") from None
+
+
+def _quantization_section(ct: Any, scheme: Compression, activations: int,
+                          calib_info: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The manifest's quantization section of an int8 scheme (weights; W8A8 adds its activations)."""
+    from .compress import WEIGHT_THRESHOLD
+
+    quantization: Dict[str, Any] = {
+        "format": f"coreml-{scheme.value}",
+        "tool": f"coremltools {ct.__version__} (optimize.coreml)",
+        "weights": ({"dtype": "int8", "mode": "linear_symmetric", "granularity": "per_channel"}
+                    if scheme.palette_bits is None else
+                    {"palettization": f"{scheme.palette_bits}-bit k-means lookup table per tensor"}),
+        "weight_threshold": WEIGHT_THRESHOLD,
+    }
+    if scheme is Compression.W8A8:
+        quantization["activations"] = {"dtype": "int8", "granularity": "per_tensor", "count": activations}
+        quantization["calibration"] = calib_info
+    return quantization
