@@ -78,12 +78,80 @@ def save_onnx(model: Any, path: Union[str, os.PathLike]) -> Path:
     onnx = _onnx()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    if model.ByteSize() > _PROTO_LIMIT - (64 << 20):
+    size = model_size(model)
+    if size > _PROTO_LIMIT - (64 << 20):
         onnx.save_model(model, str(p), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=p.name + ".data")
+    elif size > _STREAM_BYTES and not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        # onnx.save_model serializes the whole model into one buffer and copies it into bytes: twice the
+        # weights on top of the model; written a tensor at a time it is the same file for ~one tensor's memory
+        with open(p, "wb") as f:
+            _write_streamed(model, f)
     else:
         onnx.save_model(model, str(p))
     return p
+
+
+def model_size(model: Any) -> int:
+    """About ``model.ByteSize()`` (to within a MiB), without its cost: protobuf's upb backend computes ByteSize by
+    serializing the whole model, i.e. one more transient copy of the weights; here one tensor or node at a time."""
+    g = model.graph
+    return (sum(t.ByteSize() for t in g.initializer) + sum(n.ByteSize() for n in g.node)
+            + sum(t.ByteSize() for t in g.sparse_initializer) + sum(fn.ByteSize() for fn in model.functions) + (1 << 20))
+
+
+#: models above this are written a tensor at a time (save_onnx)
+_STREAM_BYTES = 32 << 20
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | 0x80 if n else low)
+        if not n:
+            return bytes(out)
+
+
+def _is_repeated(fd: Any) -> bool:
+    rep = getattr(fd, "is_repeated", None)  # newer protobuf; older ones only have ``label``
+    return bool(rep) if rep is not None else fd.label == fd.LABEL_REPEATED
+
+
+def _fields(msg: Any, lo: int, hi: int) -> Any:
+    """A message of ``msg``'s type holding only its fields numbered in [lo, hi) (copies; small ones here)."""
+    part = type(msg)()
+    for fd, val in msg.ListFields():
+        if lo <= fd.number < hi:
+            if _is_repeated(fd):
+                getattr(part, fd.name).extend(val)
+            elif fd.type == fd.TYPE_MESSAGE:
+                getattr(part, fd.name).CopyFrom(val)
+            else:
+                setattr(part, fd.name, val)
+    return part
+
+
+def _write_streamed(model: Any, f: Any) -> None:
+    """``model.SerializeToString()`` written piece by piece, the same bytes: protobuf writes fields in field-number
+    order and a length-delimited field is its tag, its length and its payload, so the model is the fields before
+    ``graph``, the graph (the fields before ``initializer``, each initializer, the rest) and the fields after."""
+    graph_no = model.DESCRIPTOR.fields_by_name["graph"].number
+    init_no = model.graph.DESCRIPTOR.fields_by_name["initializer"].number
+    f.write(_fields(model, 0, graph_no).SerializeToString())
+    if model.HasField("graph"):
+        g = model.graph
+        head = _fields(g, 0, init_no).SerializeToString()
+        tail = _fields(g, init_no + 1, 1 << 29).SerializeToString()
+        tag = _varint((init_no << 3) | 2)
+        sizes = [t.ByteSize() for t in g.initializer]
+        total = len(head) + len(tail) + sum(len(tag) + len(_varint(n)) + n for n in sizes)
+        f.write(_varint((graph_no << 3) | 2) + _varint(total) + head)
+        for t, n in zip(g.initializer, sizes):
+            f.write(tag + _varint(n))
+            f.write(t.SerializeToString())
+        f.write(tail)
+    f.write(_fields(model, graph_no + 1, 1 << 29).SerializeToString())
 
 
 def opset_of(model: Any) -> int:
@@ -120,6 +188,18 @@ def onnx_sha256(source: Union[str, os.PathLike, bytes, bytearray, Any]) -> str:
 # loading
 # ---------------------------------------------------------------------------
 
+def _file_passes_checker(onnx: Any, path: Path) -> bool:
+    """True when ``onnx.checker`` accepts the file as it is on disk; False on any failure (then the model is
+    loaded and checked in memory, which names the problem)."""
+    try:
+        if path.stat().st_size >= _PROTO_LIMIT:
+            return False
+        onnx.checker.check_model(str(path))
+        return True
+    except Exception:  # noqa: BLE001 - the in-memory check below reports what is wrong
+        return False
+
+
 def load_onnx(source: ModelSource) -> Any:
     """Read an ONNX model (path, bytes or ModelProto) and check it.
 
@@ -132,6 +212,7 @@ def load_onnx(source: ModelSource) -> Any:
     from google.protobuf.message import DecodeError
 
     what: str
+    checked = False
     if isinstance(source, onnx.ModelProto):
         model, what = source, "the given ModelProto"
     elif isinstance(source, (bytes, bytearray)):
@@ -149,6 +230,9 @@ def load_onnx(source: ModelSource) -> Any:
             raise ModelError(f"model file {p} does not exist; check the path")
         if p.is_dir():
             raise ModelError(f"{p} is a folder; give the path of the .onnx file")
+        # checked from the file before loading: onnx.load holds the file's bytes and the parsed model at once,
+        # and the checker, run after it, would parse a third copy (a failure is reported below, as before)
+        checked = _file_passes_checker(onnx, p)
         try:
             model = onnx.load(str(p), load_external_data=True)
         except (DecodeError, RuntimeError, ValueError) as err:
@@ -174,8 +258,9 @@ def load_onnx(source: ModelSource) -> Any:
     if not model.HasField("graph") or not model.graph.output:
         raise ModelError(f"{what} has no graph or no outputs; it may be truncated — re-export the model")
     try:
-        if model.ByteSize() < _PROTO_LIMIT:
-            onnx.checker.check_model(model)
+        if not checked and model_size(model) < _PROTO_LIMIT:
+            # bytes are checked as given: check_model(proto) would serialize one more copy of the weights
+            onnx.checker.check_model(bytes(source) if isinstance(source, (bytes, bytearray)) else model)
     except onnx.checker.ValidationError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid model"
         raise ModelError(f"{what} fails the ONNX checker: {first}; re-export the model") from None
@@ -353,15 +438,17 @@ def _ort_basic_optimize(model: Any, workdir: Path, notes: List[str]) -> Any:
         return model
     src = workdir / "input.onnx"
     dst = workdir / "basic.onnx"
-    large = model.ByteSize() > _PROTO_LIMIT - (64 << 20)
     save_onnx(model, src)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     so.optimized_model_filepath = str(dst)
     so.log_severity_level = 3
-    if large:
-        so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "basic.onnx.data")
-        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    # the weights stay in basic.onnx.data: shape inference then runs on the light graph (infer_shapes would
+    # otherwise serialize and parse the weights four times); canonicalize reads them back once at the end
+    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "basic.onnx.data")
+    so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    # the session only writes the optimized graph: packed GEMM weights would be one more copy of them, unused
+    so.add_session_config_entry("session.disable_prepacking", "1")
     try:
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     except Exception as err:
@@ -374,7 +461,7 @@ def _ort_basic_optimize(model: Any, workdir: Path, notes: List[str]) -> Any:
             f"onnxruntime cannot load the model: {msg.strip().splitlines()[0]}; "
             "fix the export (check it with onnx.checker.check_model(model, full_check=True)) and re-export"
         ) from None
-    optimized = onnx.load(str(dst), load_external_data=True)
+    optimized = onnx.load(str(dst), load_external_data=False)
     # ORT records its own producer; keep the exporter's metadata for provenance
     optimized.producer_name, optimized.producer_version = model.producer_name, model.producer_version
     del optimized.metadata_props[:]
@@ -464,6 +551,8 @@ def canonicalize(
         if optimize:
             proto = _ort_basic_optimize(proto, Path(tmp), notes)
         proto = _infer_shapes(proto, Path(tmp), notes)
+        # the optimized weights were left in tmp (see _ort_basic_optimize); read them in before tmp goes
+        onnx.external_data_helper.load_external_data_for_model(proto, tmp)
 
     if [vi.name for vi in _real_inputs(proto.graph)] != in_names or [vo.name for vo in proto.graph.output] != out_names:
         raise ModelError(  # would be an edgekit bug: ORT keeps graph IO names
@@ -497,7 +586,7 @@ def canonicalize(
 def _infer_shapes(model: Any, workdir: Path, notes: List[str]) -> Any:
     onnx = _onnx()
     try:
-        if model.ByteSize() > _PROTO_LIMIT - (64 << 20):
+        if model_size(model) > _PROTO_LIMIT - (64 << 20):
             src, dst = workdir / "infer_in.onnx", workdir / "infer_out.onnx"
             save_onnx(model, src)
             onnx.shape_inference.infer_shapes_path(str(src), str(dst), strict_mode=False, data_prop=True)

@@ -194,6 +194,8 @@ def load_check(path: Any, what: str) -> None:
     rt = ort()
     so = rt.SessionOptions()
     so.log_severity_level = 3
+    # only whether it loads: packed GEMM weights would be one more copy of the weights (verify runs it for real)
+    so.add_session_config_entry("session.disable_prepacking", "1")
     try:
         rt.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as err:  # an edgekit bug or an ORT limitation: say which step made it

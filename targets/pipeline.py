@@ -66,6 +66,8 @@ def build_package(model: Any, **options: Any) -> BuildResult:
         src = clock.run("load", stages.load, req)
         req = exporter_meta.apply_defaults(req, src.proto)  # labels / input size from the exporter's metadata
         canon = clock.run("canonicalize", stages.canonicalize_stage, req, src)
+        src = stages.drop_source_weights(req, src)
+        stages.return_freed_memory()
         checked = clock.run("check", stages.check, req, canon)
         data = clock.run("calibrate", stages.calibrate, req, canon, checked)
         with tempfile.TemporaryDirectory(prefix="edgekit-build-") as tmp:

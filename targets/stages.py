@@ -18,7 +18,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -332,6 +332,18 @@ def canonicalize_stage(req: BuildRequest, src: Source) -> Canonical:
     return Canonical(model=canon, postprocess=post, steps=steps)
 
 
+def drop_source_weights(req: BuildRequest, src: Source) -> Source:
+    """The source after canonicalization: the stages after it read only its header (producer, metadata),
+    so a source the build loaded itself keeps no weights (a whole copy of the model, for a large model most
+    of the build's memory).  A ModelProto the caller passed is theirs and is left alone."""
+    if src.proto is req.model:
+        return src
+    del src.proto.graph.initializer[:]
+    header = type(src.proto)()
+    header.CopyFrom(src.proto)  # a fresh message: the old one's memory is freed with it, not kept in its arena
+    return dataclasses.replace(src, proto=header)
+
+
 # ----------------------------------------------------------------- 3. check
 @dataclass(frozen=True)
 class Checked:
@@ -500,12 +512,13 @@ def random_feeds(canon: CanonicalModel, n: int) -> List[Dict[str, np.ndarray]]:
     return feeds
 
 
-def run_reference(model_bytes: bytes, feeds: Sequence[Mapping[str, np.ndarray]],
+def run_reference(model: Union[bytes, str], feeds: Sequence[Mapping[str, np.ndarray]],
                   progress: ProgressFn) -> Tuple[List[Dict[str, np.ndarray]], float]:
-    """The fp32 canonical model through onnxruntime: the yardstick for every target."""
+    """The fp32 canonical model (serialized, or the path of its file) through onnxruntime: the yardstick for
+    every target."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(model_bytes, sess_options=ort.SessionOptions(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model, sess_options=ort.SessionOptions(), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     out, times = [], []
     for i, feed in enumerate(feeds):
@@ -568,7 +581,10 @@ def verify(req: BuildRequest, src: Source, canon: Canonical, checked: Checked, d
     write_package(built.stage, assemble_manifest(req, src, canon, checked, built, runtime_versions=versions).to_json(),
                   staged)
     feeds, labels, source, random_inputs = _verify_feeds(canon, data)
-    reference, ref_latency = run_reference(canon.model.model.SerializeToString(), feeds, req.progress)
+    # from a file: onnxruntime given bytes holds them beside its own copy of the weights while it loads
+    reference, ref_latency = run_reference(str(canon.model.save(workdir / "reference" / "model.onnx")), feeds,
+                                           req.progress)
+    return_freed_memory()  # the reference session's memory, before the artifact's session loads
     runtime = req.target.verify_runtime or req.target.runtime
     candidate, times = [], []
     with _load(staged, runtime=runtime, require_signature=False, **art.verify_options) as m:
@@ -640,6 +656,27 @@ def package(req: BuildRequest, manifest: Manifest, built: Built) -> Tuple[Path, 
     return path, Manifest.from_json(json.loads(text), req.labels)
 
 
+_TRIM: Any = None
+
+
+def return_freed_memory() -> None:
+    """Hand the heap pages a stage freed back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    glibc keeps freed heap memory, and the next stage's big allocations (onnxruntime's weights) are mostly
+    fresh mmaps that cannot reuse it, so without this every stage's garbage adds to the build's peak.
+    """
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
 class StageClock:
     """Runs stages and records how long each took (for the build report)."""
 
@@ -652,3 +689,4 @@ class StageClock:
             return fn(*args)
         finally:
             self.timings.append(StageTiming(name=name, seconds=round(time.perf_counter() - t0, 4)))
+            return_freed_memory()

@@ -47,6 +47,57 @@ def test_stages_run_alone_with_typed_outputs():
     assert gates == {"min_sqnr_db": 60.0} and sources["min_sqnr_db"] == "default floor for fp32"
 
 
+def test_source_weights_dropped_after_canonicalize_but_never_the_callers(tmp_path):
+    """The build frees its own copy of the source's weights once canonicalized (memory), keeps the header the
+    manifest records, and leaves a ModelProto the caller passed as it was."""
+    import onnx
+
+    gm = GM["conv_bn_relu"]
+    req = stages.resolve_request(gm.path, target="onnxruntime", precision="fp32")
+    src = stages.load(req)
+    src.proto.producer_name = "exporter-x"
+    src.proto.metadata_props.add(key="k", value="v")
+    stages.canonicalize_stage(req, src)
+    light = stages.drop_source_weights(req, src)
+    assert len(light.proto.graph.initializer) == 0 and light.sha256 == src.sha256
+    assert light.proto.producer_name == "exporter-x" and {p.key: p.value for p in light.proto.metadata_props} == {"k": "v"}
+
+    theirs = onnx.load(str(gm.path))
+    before = theirs.SerializeToString()
+    out = build(theirs, target="onnxruntime", precision="fp32", output=tmp_path / "m.edgepkg")
+    assert theirs.SerializeToString() == before
+    p = open_package(out)
+    try:
+        assert p.manifest.source.producer == (theirs.producer_name or None)
+    finally:
+        p.close()
+
+
+def test_large_models_are_written_a_tensor_at_a_time_with_the_same_bytes(tmp_path):
+    """save_onnx streams models above 32 MB (memory); the file is byte for byte what onnx.save writes."""
+    import io
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.targets.canonicalize import _write_streamed, model_size, save_onnx
+
+    for gm in GOLDEN_MODELS:
+        m = onnx.load(str(gm.path))
+        buf = io.BytesIO()
+        _write_streamed(m, buf)
+        assert buf.getvalue() == m.SerializeToString(), gm.name
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2560, 4096)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2560])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4096])], [w])
+    big = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="t")
+    big.metadata_props.add(key="k", value="v")
+    assert abs(model_size(big) - big.ByteSize()) <= 1 << 20 and model_size(big) > 32 << 20
+    save_onnx(big, tmp_path / "big.onnx")
+    assert (tmp_path / "big.onnx").read_bytes() == big.SerializeToString()
+
+
 def test_request_is_checked_before_any_long_step():
     gm = GM["conv_bn_relu"]
     with pytest.raises(ConfigError, match="unknown gate"):
