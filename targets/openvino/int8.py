@@ -87,19 +87,94 @@ def refuse_unsupported_recipe(recipe: "Recipe") -> None:
                           + "; change the recipe, or build for the onnxruntime or qnn target")
 
 
+def _ov_ops_by_tensor(ov_model: Any) -> Dict[str, List[str]]:
+    """Tensor name → the friendly names of the OpenVINO ops that output it."""
+    out: Dict[str, List[str]] = {}
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() in ("Result", "Constant"):
+            continue
+        for port in op.outputs():
+            for tensor in port.get_names():
+                out.setdefault(tensor, []).append(op.get_friendly_name())
+    return out
+
+
+def onnx_to_ov_ops(ov_model: Any, onnx_model: Any, keep: Sequence[str]) -> Dict[str, List[str]]:
+    """ONNX node name → the OpenVINO ops that carry it after conversion.
+
+    Friendly names alone miss most of a real network: the frontend names an op after its output tensor
+    when the node is unnamed or feeds a graph output, and conversion fuses patterns (x*HardSigmoid(x) →
+    HSwish, Sigmoid*x → Swish) into one op with a generated name.  Output tensor names survive both, so
+    a node is matched by name (or "name/..."), else by the op that outputs its tensor, else — for a node
+    fused away — by the op that outputs the first downstream tensor still present.
+    """
+    ops = {op.get_friendly_name(): op for op in ov_model.get_ordered_ops()}
+    by_tensor = _ov_ops_by_tensor(ov_model)
+    nodes = dict(iter_nodes(onnx_model.graph))
+    consumers: Dict[str, List[Any]] = {}
+    producer: Dict[str, Any] = {}
+    for node in nodes.values():
+        for t in node.input:
+            consumers.setdefault(t, []).append(node)
+        for t in node.output:
+            producer[t] = node
+    onnx_named = set(nodes) | set(producer)
+
+    def generated(op_name: str) -> bool:  # an op conversion made up (a fusion), not named after the ONNX graph
+        return op_name not in onnx_named and op_name.split("/")[0] not in onnx_named
+
+    out: Dict[str, List[str]] = {}
+    for name in keep:
+        found = {n for n in ops if n == name or n.startswith(name + "/")}
+        node = nodes.get(name)
+        if node is not None and not found:
+            frontier = list(node.output)
+            # a Conv whose BatchNormalization was folded into it: the BN's output names the fused pair
+            while frontier and not any(t in by_tensor for t in frontier):
+                nxt = [c for t in frontier for c in consumers.get(t, [])]
+                if len(nxt) != 1 or nxt[0].op_type != "BatchNormalization":
+                    frontier = []
+                    break
+                frontier = list(nxt[0].output)
+            for hit in (h for t in frontier for h in by_tensor.get(t, [])):
+                found.add(hit)
+                src = ops[hit].input_value(0).get_node()
+                if src.get_type_name() in _WEIGHTED_OV_OPS and generated(src.get_friendly_name()):
+                    found.add(src.get_friendly_name())
+            if not found:
+                # fused away (Add/Clip/Div/Mul → HSwish): the generated op reading this node's surviving input
+                for t in node.input:
+                    for src in by_tensor.get(t, []):
+                        for port in ops[src].outputs():
+                            found.update(c.get_node().get_friendly_name() for c in port.get_target_inputs()
+                                         if generated(c.get_node().get_friendly_name())
+                                         and c.get_node().get_type_name() not in ("Result", "FakeQuantize"))
+        out[name] = sorted(found)
+    return out
+
+
 def ignored_scope(ov_model: Any, onnx_model: Any, recipe: "Recipe") -> Tuple[List[str], List[str], List[str]]:
     """(OpenVINO op names the recipe and the detector tail keep in float, the tail's ONNX nodes,
     recipe names not in the model)."""
     tail = detection_tail(onnx_model)
     keep = [name for name, node in iter_nodes(onnx_model.graph) if recipe.skips(name, node.op_type)] + tail
-    ov_names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()]
-    # the frontend names an op after its ONNX node ("conv_0") or a part of it ("conv_0/WithoutBiases")
     out: Set[str] = set()
-    for name in keep:
-        out.update(n for n in ov_names if n == name or n.startswith(name + "/"))
+    for ops in onnx_to_ov_ops(ov_model, onnx_model, keep).values():
+        out.update(ops)
     known = {name for name, _ in iter_nodes(onnx_model.graph)}
     unmatched = sorted({w for w in list(recipe.nodes) + list(recipe.exclude_nodes) if w not in known})
     return sorted(out), tail, unmatched
+
+
+def quantized_in_scope(ov_model: Any, scope: Sequence[str]) -> List[str]:
+    """Ops of the ignored scope that still read a FakeQuantize'd input (or int8 weights) after compression."""
+    wanted = set(scope)
+    leaks = []
+    for op in ov_model.get_ordered_ops():
+        if op.get_friendly_name() in wanted and op.get_type_name() not in ("FakeQuantize", "Constant"):
+            if any(_fed_by_fake_quantize(op, i) for i in range(op.get_input_size())):
+                leaks.append(op.get_friendly_name())
+    return sorted(leaks)
 
 
 def _advanced(nncf: Any, recipe: "Recipe") -> Any:
@@ -174,6 +249,12 @@ def quantize(
         except (ValueError, TypeError, KeyError, RuntimeError) as err:
             raise CalibrationError(f"NNCF quantization failed: {first_line(err)}; check that the calibration "
                                    "data matches the model inputs") from None
+    leaks = quantized_in_scope(quantized, names)
+    if leaks:
+        # a FakeQuantize shared with an int8 consumer can still feed an op kept in float
+        warnings.warn(f"{len(leaks)} op(s) the recipe keeps in float still read quantized inputs after NNCF: "
+                      f"{', '.join(leaks[:8])}", UserWarning, stacklevel=2)
+    info["ignored_scope_quantized_inputs"] = leaks
     layers = quantized_layers(quantized)
     control = _accuracy_control_request(spec, options)
     if isinstance(control, str):
