@@ -299,7 +299,7 @@ def _labels_from_bytes(raw: bytes, where: str) -> Tuple[str, ...]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PackageError(f"{where}: labels.txt is not UTF-8 (byte {exc.start}); rebuild the package with a UTF-8 labels file") from None
-    return tuple(line.rstrip("\r") for line in text.splitlines() if line.strip())
+    return tuple(line.rstrip("\r") for line in text.split("\n") if line.strip(" \t\r"))  # as the build wrote them
 
 
 def _read_regular(path: Path, max_bytes: int, where: str, what: str) -> bytes:

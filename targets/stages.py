@@ -172,7 +172,9 @@ def read_labels(labels: Any) -> Optional[Tuple[str, ...]]:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{path}: labels file is not UTF-8 (byte {exc.start}); save it as UTF-8") from None
-        return tuple(x.strip() for x in text.splitlines() if x.strip())
+        # one class per "\n"-separated line; only ASCII blanks are trimmed, so a label that is itself a
+        # Unicode space (PaddleOCR dictionaries hold U+3000) keeps its index
+        return tuple(x.strip(" \t\r") for x in text.split("\n") if x.strip(" \t\r"))
     return tuple(str(x) for x in labels)
 
 

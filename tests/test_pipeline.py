@@ -327,3 +327,16 @@ def test_build_warnings_on_the_cli(tmp_path):
     assert proc.returncode == 0 and any("random-normal tensors" in w for w in doc["warnings"])
     assert doc["manifest"]["build"]["warnings"] == doc["warnings"]
     assert "warning:" not in proc.stderr
+
+
+def test_labels_that_are_unicode_spaces_keep_their_index(tmp_path):
+    """PaddleOCR-style dictionaries hold U+3000 as a class: dropping it would shift every label after it."""
+    gm = GM["conv_bn_relu"]
+    names = [f"c{i}" for i in range(10)]
+    names[4] = "\u3000"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(["  c0 "] + names[1:]) + "\n\n", encoding="utf-8")
+    res = build_package(gm.path, target="onnxruntime", precision="fp32", task="classify", labels=labels,
+                        output=tmp_path / "l.edgepkg")
+    with _closing(res.path) as opened:
+        assert list(opened.manifest.labels) == names
