@@ -110,7 +110,7 @@ def main() -> None:
                         m.infer(feeds[k])
                 inner = max(1, int(0.02 / max(1e-5, _once(models["ort-fp32"], feeds["ort-fp32"]))))
                 fns = {k: (lambda m=m, f=feeds[k]: m.infer(f)) for k, m in models.items()}
-                lat = (_best_of if args.stat == "min" else interleaved)(fns, args.rounds, inner)
+                lat = interleaved(fns, args.rounds, inner, stat=args.stat)
             finally:
                 for m in models.values():
                     m.close()
@@ -121,22 +121,6 @@ def main() -> None:
             print(f"{case['name']:<26}" + "".join(f"{1e3 * lat[v[0]]:>10.3f}" for v in VARIANTS)
                   + f"{lat['tfl-fp32'] / base:>8.2f}{lat['tfl-fp16'] / base:>8.2f}{lat['tfl-int8'] / base:>8.2f}   {sq}{extra}",
                   flush=True)
-
-
-def _best_of(fns: Dict[str, Any], rounds: int, inner: int) -> Dict[str, float]:
-    """Like ``_timing.interleaved`` (alternating order), but the fastest round per contender: on a
-    shared machine other processes only ever add time, so the minimum is the steadier figure."""
-    import time
-
-    best = {k: float("inf") for k in fns}
-    order = list(fns.items())
-    for r in range(rounds):
-        for name, fn in (order if r % 2 == 0 else order[::-1]):
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / inner)
-    return best
 
 
 def _once(m: Any, feed: Any) -> float:
