@@ -42,6 +42,7 @@ import numpy as np
 from edgekit.errors import ConfigError, ModelError
 from edgekit.layout import infer_layout, resolve_layout
 from edgekit.manifest import DTYPES, TensorSpec
+from edgekit.package import sha256_file
 from edgekit.preprocess import Layout, LayoutOrder
 
 MIN_OPSET = 13
@@ -166,22 +167,16 @@ def onnx_sha256(source: Union[str, os.PathLike, bytes, bytearray, Any]) -> str:
 
     A ModelProto is hashed in its deterministic serialization.
     """
-    h = hashlib.sha256()
-    if isinstance(source, (bytes, bytearray)):
-        h.update(source)
-    elif isinstance(source, (str, os.PathLike)):
-        p = Path(source)
+    if isinstance(source, (str, os.PathLike)):
         try:
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            return sha256_file(source)
         except FileNotFoundError:
-            raise ModelError(f"model file {p} does not exist; check the path") from None
-    elif hasattr(source, "SerializeToString"):
-        h.update(source.SerializeToString(deterministic=True))
-    else:
-        raise ConfigError(f"cannot hash a {type(source).__name__}; give a path, bytes or an onnx.ModelProto")
-    return h.hexdigest()
+            raise ModelError(f"model file {Path(source)} does not exist; check the path") from None
+    if isinstance(source, (bytes, bytearray)):
+        return hashlib.sha256(source).hexdigest()
+    if hasattr(source, "SerializeToString"):
+        return hashlib.sha256(source.SerializeToString(deterministic=True)).hexdigest()
+    raise ConfigError(f"cannot hash a {type(source).__name__}; give a path, bytes or an onnx.ModelProto")
 
 
 # ---------------------------------------------------------------------------
