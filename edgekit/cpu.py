@@ -6,10 +6,20 @@ onnxruntime's u8s8 int8 kernels saturate (``reduce_range`` is needed only
 without VNNI) and whether OpenVINO can run ``bf16`` (and runs an f32 model
 in bf16 unless told otherwise).
 
-Sources, first that answers: ``/proc/cpuinfo`` (Linux: the ``flags`` line on
-x86, ``Features`` on Arm), ``sysctl`` ``hw.optional.*`` (macOS), else
-numpy's own runtime dispatch table (any OS).  The answer is cached for the
-process; tests replace :func:`cpu_features` to play another CPU.
+What matters is what the CPU running *this process* executes, which is not
+always what the kernel lists: under user-mode emulation (``qemu-x86_64 -cpu
+Haswell``) ``/proc/cpuinfo`` is the host's file, AMX and all, while the
+process gets Haswell.  So on x86-64 the CPUID instruction, run by this
+process (with XGETBV for the register state the OS enabled,
+:mod:`edgekit.cpuid`), wins: it is the CPU and OS the code actually runs on.
+Where it cannot be run, ``/proc/cpuinfo`` counts only for the features that
+numpy's own runtime dispatch table (which also ran CPUID) confirms; a
+feature neither can confirm is not claimed.  Other sources: ``/proc/cpuinfo``
+``Features`` on Arm Linux, ``sysctl`` ``hw.optional.*`` on macOS, numpy's
+table anywhere else.  Never claim a feature the CPU lacks: a missed one costs
+a little speed or accuracy (``reduce_range``), a wrong one crashes or
+saturates.  The answer is cached for the process; tests replace
+:func:`cpu_features` to play another CPU.
 """
 from __future__ import annotations
 
@@ -109,29 +119,46 @@ def parse_cpuinfo(text: str, machine: str) -> CpuFeatures:
         if sep and key.strip().lower() in ("flags", "features"):
             flags.update(value.split())
             break
-    return CpuFeatures(_normalize_machine(machine), frozenset(_map_flags(flags)), "/proc/cpuinfo")
+    machine = _normalize_machine(machine)
+    return CpuFeatures(machine, frozenset(_map_flags(flags, machine)), "/proc/cpuinfo")
 
 
-def _map_flags(flags: Iterable[str]) -> Iterable[str]:
+def _map_flags(flags: Iterable[str], machine: str) -> Iterable[str]:
     have = set(flags)
-    for table in (_X86, _ARM):
-        for name, aliases in table.items():
-            if have.intersection(aliases):
-                yield name
+    # only this architecture's names: an emulated aarch64 process reading an x86 host's file gets nothing
+    table = _ARM if machine.startswith(("arm", "aarch64")) else _X86
+    for name, aliases in table.items():
+        if have.intersection(aliases):
+            yield name
 
 
-def _from_numpy(machine: str) -> Optional[CpuFeatures]:
-    table = None
+def _numpy_table() -> Optional[Dict[str, bool]]:
+    """numpy's runtime dispatch table (it ran CPUID in this process), or None."""
     for mod in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
         try:
             table = getattr(__import__(mod, fromlist=["__cpu_features__"]), "__cpu_features__")
-            break
         except (ImportError, AttributeError):
             continue
-    if not isinstance(table, dict):
+        if isinstance(table, dict):
+            return table
+    return None
+
+
+def _from_numpy(machine: str) -> Optional[CpuFeatures]:
+    table = _numpy_table()
+    if table is None:
         return None
     found = {name for name, key in _NUMPY.items() if table.get(key)}
     return CpuFeatures(machine, frozenset(found), "numpy")
+
+
+def _confirmed_by_numpy(kernel: CpuFeatures) -> CpuFeatures:
+    """The kernel's x86 flags that numpy's table also reports; a flag numpy has no name for is dropped."""
+    table = _numpy_table()
+    if table is None:
+        return kernel  # numpy too old to say: the kernel is all there is
+    kept = {name for name in kernel.features if _NUMPY.get(name) in table and table[_NUMPY[name]]}
+    return CpuFeatures(kernel.machine, frozenset(kept), "/proc/cpuinfo confirmed by numpy")
 
 
 def _from_sysctl(machine: str) -> Optional[CpuFeatures]:
@@ -151,11 +178,19 @@ def _from_sysctl(machine: str) -> Optional[CpuFeatures]:
 @functools.lru_cache(maxsize=None)
 def cpu_features() -> CpuFeatures:
     """This machine's CPU features (cached for the process)."""
+    from .cpuid import read_x86_features
+
     machine = _normalize_machine(platform.machine() or "unknown")
+    if machine == "x86_64":
+        own = read_x86_features()
+        if own is not None:
+            return CpuFeatures(machine, own, "cpuid")
     if sys.platform.startswith("linux"):
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
                 info = parse_cpuinfo(f.read(), machine)
+            if info.features and info.is_x86:
+                return _confirmed_by_numpy(info)
             if info.features or machine not in ("x86_64", "aarch64"):
                 return info
         except OSError:

@@ -170,8 +170,9 @@ def test_this_cpu_is_detected_not_assumed():
             if line.split(":")[0].strip() in ("flags", "Features"):
                 flags = set(line.split(":", 1)[1].split())
                 break
-        assert f.vnni == bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-        assert f.bf16 == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+        # never more than the kernel lists; less under emulation (the process's CPUID wins: tests/test_cpu.py)
+        assert not f.vnni or bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+        assert not f.bf16 or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 # ----------------------------------------------------------------- every runner
