@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -249,24 +249,71 @@ def collect(model: Any, feeds: Iterable[Mapping[str, np.ndarray]], names: Sequen
     return stats
 
 
+#: one tensor's range rule: a method, or (method, percentile)
+Rule = Union[str, RangeMethod, Tuple[Union[str, RangeMethod], float]]
+
+
 def ranges(model: Any, feeds: Sequence[Mapping[str, np.ndarray]], *, method: "str | RangeMethod" = RangeMethod.MINMAX,
-           percentile: float = 99.999, per_tensor: Optional[Mapping[str, "str | RangeMethod"]] = None,
+           percentile: float = 99.999, per_tensor: Optional[Mapping[str, Rule]] = None,
            names: Optional[Sequence[str]] = None) -> Dict[str, Tuple[float, float]]:
     """tensor name → (lo, hi) for every float activation of ``model`` (or ``names``).
 
-    ``per_tensor`` picks another method for some tensors (the recipe's op type /
-    node choice resolved to the tensors those nodes read).
+    ``per_tensor`` picks another rule — a method, or (method, percentile) — for
+    some tensors (:func:`recipe_rules`: the recipe's op-type / node choice
+    resolved to the tensors those nodes output).
     """
     producers = float_tensors(model)
     wanted = list(names) if names is not None else list(producers)
     base = effective_method(RangeMethod.parse(method), len(feeds), stacklevel=2)
-    chosen = {n: base for n in wanted}
-    for n, m in (per_tensor or {}).items():
+    chosen = {n: (base, percentile) for n in wanted}
+    for n, rule in (per_tensor or {}).items():
         if n in chosen:
-            chosen[n] = effective_method(RangeMethod.parse(m), len(feeds), stacklevel=2)
-    need_hist = any(m is not RangeMethod.MINMAX for m in chosen.values())
+            m, pct = rule if isinstance(rule, tuple) else (rule, percentile)
+            chosen[n] = (effective_method(RangeMethod.parse(m), len(feeds), stacklevel=2), float(pct))
+    need_hist = any(m is not RangeMethod.MINMAX for m, _ in chosen.values())
     stats = collect(model, feeds, wanted, histograms=need_hist)
-    return {n: choose(stats[n], chosen[n], percentile=percentile, producer=producers.get(n)) for n in wanted}
+    return {n: choose(stats[n], m, percentile=pct, producer=producers.get(n)) for n, (m, pct) in chosen.items()}
+
+
+def recipe_rules(model: Any, recipe: Any, *, everything: bool = False) -> Dict[str, Tuple[RangeMethod, float]]:
+    """Activation tensor → (method, percentile) for the outputs of every node whose recipe config picks
+    a rule other than the recipe's own (``everything``: for every node output and graph input, e.g. when
+    the quantizer that consumes them cannot compute the recipe's method itself).
+
+    A node's rule covers the tensors it outputs — where its activation
+    quantization sits — and, when its output goes only through a Relu/Clip,
+    that activation's outputs too: quantizers fold such an activation into the
+    producer's range, so the folded tensor is the one that takes the rule.
+    """
+    base = (RangeMethod.parse(recipe.method.value), recipe.percentile)
+
+    def key(node: Any) -> str:  # how a recipe names a node (an unnamed one by its first output)
+        return node.name or (node.output[0] if node.output else node.op_type)
+
+    def rule_of(node: Any) -> Tuple[RangeMethod, float]:
+        method, pct = recipe.range_rule(key(node), node.op_type)
+        return RangeMethod.parse(method.value), float(pct)
+
+    consumers: Dict[str, List[Any]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    out: Dict[str, Tuple[RangeMethod, float]] = {}
+    for node in model.graph.node:
+        rule = rule_of(node)
+        if rule == base:
+            continue
+        for o in (o for o in node.output if o):
+            out[o] = rule
+            readers = consumers.get(o, [])
+            if readers and all(c.op_type in ("Relu", "Clip") for c in readers):
+                out.update({t: rule for c in readers if rule_of(c) == base for t in c.output if t})
+    if everything:
+        inits = {t.name for t in model.graph.initializer}
+        for t in [i.name for i in model.graph.input if i.name not in inits] + \
+                [o for node in model.graph.node for o in node.output if o]:
+            out.setdefault(t, base)
+    return out
 
 
 def describe(r: Mapping[str, Tuple[float, float]]) -> List[Dict[str, Any]]:

@@ -18,8 +18,14 @@ Example recipe file::
     {"method": "percentile", "percentile": 99.99, "num_samples": 300,
      "global_config": {"activation_dtype": "uint8", "weight_dtype": "int8"},
      "op_types": {"Softmax": {"skip": true}},
-     "nodes": {"/head/Gemm": {"activation_dtype": "uint16"}},
+     "nodes": {"/head/Gemm": {"activation_dtype": "uint16"},
+               "/neck/Concat": {"method": "mse"}},
      "exclude_nodes": ["/stem/Conv"]}
+
+``method`` / ``percentile`` inside an op config choose the range rule of the
+activations that op *outputs* (``null``: the recipe's own); every target
+that calibrates per tensor honours them (openvino refuses them: NNCF has one
+range estimator per model).
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ class CalibrationMethod(str, enum.Enum):
     MINMAX = "minmax"  #: the observed min/max
     PERCENTILE = "percentile"  #: clip to the given percentile of |x|
     ENTROPY = "entropy"  #: KL-divergence (TensorRT-style) threshold
+    MSE = "mse"  #: the shrink of the observed range with the least expected squared error
 
 
 class QuantDtype(str, enum.Enum):
@@ -62,6 +69,13 @@ def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f'"{name}" must be true or false, but got {value!r}')
     return value
+
+
+def _percentile(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 < value <= 100.0:
+        raise ConfigError(f'"{name}" must be a number in (0, 100], but got {value!r}')
+    return float(value)
 
 
 def _fields_of(cls: Any, data: Any, where: str, extra: Tuple[str, ...] = ()) -> None:
@@ -95,7 +109,9 @@ class OpConfig:
     ``skip``: keep this op in float.  ``reduce_range``: 7-bit weights, for
     x86 CPUs without VNNI whose u8×s8 int8 kernels saturate 16-bit pair sums;
     None lets the target decide from the device's CPU features (VNNI), never
-    from the architecture name alone.
+    from the architecture name alone.  ``method`` / ``percentile``: the range
+    rule for the activations this op outputs (None: the recipe's ``method`` /
+    ``percentile``) — e.g. MSE for a head whose outliers min-max would keep.
     """
 
     activation_dtype: QuantDtype = QuantDtype.UINT8
@@ -104,6 +120,8 @@ class OpConfig:
     symmetric_activations: bool = False
     skip: bool = False
     reduce_range: Optional[bool] = None
+    method: Optional[CalibrationMethod] = None
+    percentile: Optional[float] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -115,6 +133,10 @@ class OpConfig:
         _bool(self.skip, "skip")
         if self.reduce_range is not None:
             _bool(self.reduce_range, "reduce_range")
+        if self.method is not None:
+            object.__setattr__(self, "method", coerce_enum(self.method, CalibrationMethod, "method"))
+        if self.percentile is not None:
+            object.__setattr__(self, "percentile", _percentile(self.percentile, "percentile"))
 
     def to_json(self) -> Dict[str, Any]:
         return {f.name: getattr(getattr(self, f.name), "value", getattr(self, f.name)) for f in fields(self)}
@@ -167,10 +189,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", coerce_enum(self.method, CalibrationMethod, "method"))
-        p = self.percentile
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0.0 < p <= 100.0:
-            raise ConfigError(f'"percentile" must be a number in (0, 100], but got {p!r}')
-        object.__setattr__(self, "percentile", float(p))
+        object.__setattr__(self, "percentile", _percentile(self.percentile, "percentile"))
         n = self.num_samples
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f'"num_samples" must be a positive integer, but got {n!r}')
@@ -180,6 +199,12 @@ class Recipe:
         object.__setattr__(self, "nodes", _op_map(self.nodes, "nodes"))
         object.__setattr__(self, "exclude_nodes", _str_tuple(self.exclude_nodes, "exclude_nodes"))
         object.__setattr__(self, "exclude_op_types", _str_tuple(self.exclude_op_types, "exclude_op_types"))
+        for where, cfg in self.configs():
+            # a percentile under another rule would be silently unused: say so instead
+            if cfg.percentile is not None and (cfg.method or self.method) is not CalibrationMethod.PERCENTILE:
+                raise ConfigError(f'"{where}.percentile" needs method \'percentile\', but the method '
+                                  f"there is {(cfg.method or self.method).value!r}; set \"method\": \"percentile\" "
+                                  "or drop the percentile")
 
     # MappingProxyType is unhashable; hash what identifies the recipe instead.
     def __hash__(self) -> int:
@@ -191,6 +216,16 @@ class Recipe:
         if node_name in self.exclude_nodes or op_type in self.exclude_op_types:
             cfg = replace(cfg, skip=True)
         return cfg
+
+    def range_rule(self, node_name: str, op_type: str) -> Tuple[CalibrationMethod, float]:
+        """(method, percentile) for the activations one node outputs: its config's, else the recipe's."""
+        cfg = self.config_for(node_name, op_type)
+        return cfg.method or self.method, cfg.percentile if cfg.percentile is not None else self.percentile
+
+    @property
+    def per_op_methods(self) -> bool:
+        """Whether some op type or node picks its own range rule."""
+        return any(cfg.method is not None or cfg.percentile is not None for _, cfg in self.configs())
 
     def skips(self, node_name: str, op_type: str) -> bool:
         return self.config_for(node_name, op_type).skip

@@ -42,8 +42,35 @@ def ort_method(recipe: "Recipe") -> Any:
 
     from edgekit.quantize.recipe import CalibrationMethod
 
+    # onnxruntime has no MSE calibrator: it collects min/max and edgekit's ranges override every tensor
     return {CalibrationMethod.MINMAX: OrtMethod.MinMax, CalibrationMethod.PERCENTILE: OrtMethod.Percentile,
-            CalibrationMethod.ENTROPY: OrtMethod.Entropy}[recipe.method]
+            CalibrationMethod.ENTROPY: OrtMethod.Entropy, CalibrationMethod.MSE: OrtMethod.MinMax}[recipe.method]
+
+
+def range_overrides(model: Any, recipe: "Recipe", feeds: Sequence[Mapping[str, Any]],
+                    overrides: Mapping[str, List[Dict[str, Any]]]) -> Dict[str, List[Dict[str, Any]]]:
+    """``overrides`` plus ``rmin``/``rmax`` for every activation whose range rule onnxruntime's calibrator
+    does not compute: outputs of nodes the recipe gives their own ``method``/``percentile`` (and every
+    activation when the recipe's method is one onnxruntime lacks, MSE), from :mod:`edgekit.quantize.ranges`.
+    A tensor's other overrides (type, symmetry) are kept; ``model`` must be the graph handed to the quantizer.
+    """
+    from edgekit.quantize.ranges import float_tensors, ranges, recipe_rules
+    from edgekit.quantize.recipe import CalibrationMethod
+
+    rules = recipe_rules(model, recipe, everything=recipe.method is CalibrationMethod.MSE)
+    out = {k: list(v) for k, v in overrides.items()}
+    if not rules:
+        return out
+    import numpy as np
+
+    floats = float_tensors(model)  # Shape/index outputs take no activation range
+    found = ranges(model, feeds, method=recipe.method.value, percentile=recipe.percentile, per_tensor=rules,
+                   names=sorted(t for t in rules if t in floats))
+    for tensor, (lo, hi) in found.items():
+        entry = dict(out[tensor][0]) if out.get(tensor) else {}
+        entry.update(rmin=np.float32(lo), rmax=np.float32(hi))
+        out[tensor] = [entry]
+    return out
 
 
 @dataclass

@@ -181,7 +181,7 @@ class TestRecipe:
             r.op_types["Gemm"] = OpConfig()  # type: ignore[index]
 
     @pytest.mark.parametrize("kwargs, message", [
-        ({"method": "x"}, "\"method\" must be one of {'minmax', 'percentile', 'entropy'}, but got 'x'"),
+        ({"method": "x"}, "\"method\" must be one of {'minmax', 'percentile', 'entropy', 'mse'}, but got 'x'"),
         ({"percentile": 0}, '"percentile" must be a number in (0, 100], but got 0'),
         ({"percentile": 101.0}, '"percentile" must be a number in (0, 100]'),
         ({"num_samples": 0}, '"num_samples" must be a positive integer, but got 0'),

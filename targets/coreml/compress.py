@@ -52,41 +52,15 @@ def activation_tensors(model: Any, consumers: Iterable[str]) -> List[str]:
 
 
 def activation_ranges(model: Any, tensors: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]],
-                      percentile: float = 100.0) -> Dict[str, Tuple[float, float]]:
-    """(low, high) of each tensor over ``feeds``, from the fp32 model on onnxruntime.
-
-    ``percentile`` < 100 clips outliers (the recipe's setting), taken over all
-    samples' values of a tensor.
-    """
-    import onnx
-    import onnxruntime as ort
+                      recipe: Any = None) -> Dict[str, Tuple[float, float]]:
+    """(low, high) of each tensor over ``feeds``, from the fp32 model on onnxruntime, by the shared
+    range rules (:mod:`edgekit.quantize.ranges`): the recipe's method and percentile, its per-op
+    choices for the tensors those ops output, natural ranges of bounded ops (min-max without a recipe)."""
+    from edgekit.quantize.ranges import ranges, recipe_rules
+    from edgekit.quantize.recipe import Recipe
 
     if not feeds:
         raise CalibrationError("W8A8 needs calibration data for its activation ranges: pass --calib DIR|FILE.npz")
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    graph_outputs = {o.name for o in probe.graph.output}
-    inputs = {i.name for i in probe.graph.input}
-    for name in tensors:
-        if name not in graph_outputs and name not in inputs:
-            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    fetch = [t for t in tensors if t not in inputs]
-    values: Dict[str, List[np.ndarray]] = {t: [] for t in tensors}
-    for feed in feeds:
-        outs = sess.run(fetch, dict(feed)) if fetch else []
-        for name, v in zip(fetch, outs):
-            values[name].append(np.asarray(v, np.float32).reshape(-1))
-        for name in tensors:
-            if name in inputs:
-                values[name].append(np.asarray(feed[name], np.float32).reshape(-1))
-    ranges: Dict[str, Tuple[float, float]] = {}
-    for name, chunks in values.items():
-        allv = np.concatenate(chunks)
-        if percentile >= 100.0:
-            ranges[name] = (float(allv.min()), float(allv.max()))
-        else:
-            ranges[name] = (float(np.percentile(allv, 100.0 - percentile)), float(np.percentile(allv, percentile)))
-    return ranges
+    recipe = recipe if recipe is not None else Recipe()
+    return ranges(model, [dict(f) for f in feeds], method=recipe.method.value, percentile=recipe.percentile,
+                  per_tensor=recipe_rules(model, recipe), names=list(tensors))

@@ -175,10 +175,9 @@ def _calibrate(model: Any, spec: BuildSpec, calibration: Any) -> Tuple[Dict[str,
                                "pass --calib DIR|FILE.npz (or build w8 / palettize, which need none)")
     used = calibration.for_recipe(spec.recipe.num_samples)
     tensors = activation_tensors(model, W8A8_CONSUMERS)
-    percentile = 100.0 if spec.recipe.method.value == "minmax" else float(spec.recipe.percentile)
-    ranges = activation_ranges(model, tensors, used.feeds, percentile=percentile)
+    ranges = activation_ranges(model, tensors, used.feeds, spec.recipe)
     calib_info = {"samples": len(used), "source": used.source, "method": spec.recipe.method.value,
-                  "percentile": percentile, "activations": len(ranges)}
+                  "percentile": spec.recipe.percentile, "activations": len(ranges)}
     return ranges, calib_info
 
 

@@ -6,9 +6,9 @@ symmetric → ``PERFORMANCE``), per-channel weights, the range estimator
 ignored scope (``exclude_nodes``, ``exclude_op_types``, per-op ``skip``, and a
 detector's decode tail).  NNCF applies one setting to the whole model, so a
 per-op or per-node setting other than ``skip`` is refused with one error,
-as is a field NNCF has no equivalent for (entropy ranges, 16-bit or uint8
-weights).  With labelled ``--val`` data and ``--max-accuracy-drop`` on a
-classifier, ``nncf.quantize_with_accuracy_control`` reverts layers to float
+as is a field NNCF has no equivalent for (entropy or MSE ranges, a
+per-op range ``method``, 16-bit or uint8 weights).  With labelled ``--val``
+data and ``--max-accuracy-drop`` on a classifier, ``nncf.quantize_with_accuracy_control`` reverts layers to float
 until the top-1 drop is within the budget.
 """
 from __future__ import annotations
@@ -76,15 +76,28 @@ def refuse_unsupported_recipe(recipe: "Recipe") -> None:
         problems.append(f"global_config.activation_dtype={g.activation_dtype.value!r} (NNCF quantizes to 8 bits)")
     if g.weight_dtype is not QuantDtype.INT8:
         problems.append(f"global_config.weight_dtype={g.weight_dtype.value!r} (NNCF weights are int8)")
-    if recipe.method is CalibrationMethod.ENTROPY:
-        problems.append("method='entropy' (NNCF has no KL range estimator; use minmax or percentile)")
+    method, _ = _range_rule(recipe)
+    if method in (CalibrationMethod.ENTROPY, CalibrationMethod.MSE):
+        problems.append(f"method={method.value!r} (NNCF has no {'KL' if method is CalibrationMethod.ENTROPY else 'MSE'} "
+                        "range estimator; use minmax or percentile)")
     for where, table in (("op_types", recipe.op_types), ("nodes", recipe.nodes)):
         for key, cfg in table.items():
-            if not cfg.skip and cfg != g:
+            if cfg.skip:
+                continue
+            if (cfg.method, cfg.percentile) != (g.method, g.percentile):
+                problems.append(f"{where}.{key}.method (NNCF has one range estimator per model; per-op range rules "
+                                "work on the onnxruntime, qnn, tensorrt, tflite and coreml targets)")
+            elif cfg != g:
                 problems.append(f"{where}.{key} (NNCF applies one setting to the whole model; only skip works per op)")
     if problems:
         raise ConfigError("the openvino target cannot honour recipe field(s): " + "; ".join(problems)
                           + "; change the recipe, or build for the onnxruntime or qnn target")
+
+
+def _range_rule(recipe: "Recipe") -> Tuple[Any, float]:
+    """The whole model's (method, percentile): global_config's own, else the recipe's."""
+    g = recipe.global_config
+    return g.method or recipe.method, g.percentile if g.percentile is not None else recipe.percentile
 
 
 def _ov_ops_by_tensor(ov_model: Any) -> Dict[str, List[str]]:
@@ -192,10 +205,11 @@ def _advanced(nncf: Any, recipe: "Recipe") -> Any:
     if g.reduce_range is not None:
         # NNCF's overflow fix is reduce_range: 7-bit weights for x86 CPUs without VNNI
         kwargs["overflow_fix"] = OverflowFix.ENABLE if g.reduce_range else OverflowFix.DISABLE
-    if recipe.method is CalibrationMethod.PERCENTILE:
+    method, percentile = _range_rule(recipe)
+    if method is CalibrationMethod.PERCENTILE:
         stat = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE,
                                              aggregator_type=AggregatorType.MEAN,
-                                             quantile_outlier_prob=1.0 - recipe.percentile / 100.0)
+                                             quantile_outlier_prob=1.0 - percentile / 100.0)
         kwargs["activations_range_estimator_params"] = RangeEstimatorParameters(min=stat, max=stat)
     return AdvancedQuantizationParameters(**kwargs)
 
@@ -237,7 +251,7 @@ def quantize(
         "target_device": nncf_device.value,
         "fast_bias_correction": options["fast_bias_correction"],
         "model_type": model_type.value if model_type else None,
-        "range_estimator": recipe.method.value,
+        "range_estimator": _range_rule(recipe)[0].value,
         "calibration": used.summary(),
         "calibration_samples_given": n,
         "ignored_scope": names,

@@ -107,6 +107,7 @@ def calibrate(
     calibration: "CalibrationSet",
     method: str = "minmax",
     percentile: float = 99.999,
+    per_tensor: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, float]:
     """Activation amax (the |x| that maps to ±127) per tensor, from the fp32 graph on onnxruntime.
 
@@ -123,7 +124,7 @@ def calibrate(
     if not feeds:
         raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
     try:
-        found = ranges(model, feeds, method=method, percentile=percentile, names=names)
+        found = ranges(model, feeds, method=method, percentile=percentile, names=names, per_tensor=per_tensor)
     except CalibrationError:
         raise
     except Exception as err:  # the loader checked shapes; anything else is a data/model mismatch
@@ -245,8 +246,11 @@ def insert_qdq(
     g = out.graph
     nodes, acts, skipped = plan(out, recipe, keep_float)
     report = QdqReport(skipped_nodes=sorted(skipped))
+    from edgekit.quantize.ranges import recipe_rules
+
     writer = _QdqWriter(g, calibrate(src, acts, calibration, method=recipe.method.value,
-                                     percentile=recipe.percentile), int8_weights, report)
+                                     percentile=recipe.percentile, per_tensor=recipe_rules(src, recipe)),
+                        int8_weights, report)
     consumers: Dict[str, int] = {}
     for node in g.node:
         for name in node.input:

@@ -8,7 +8,7 @@ index.  The builtin kernels run with ``experimental_preserve_all_tensors``
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -16,24 +16,39 @@ from edgekit.errors import CalibrationError
 
 from .ir import Subgraph
 
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.quantize.ranges import TensorStats
+
 Range = Tuple[float, float]
 
 
-#: histogram bins per tensor for percentile calibration
-BINS = 2048
-
-
 def collect_ranges(model: bytes, graph: Subgraph, feeds: Iterable[Mapping[str, np.ndarray]],
-                   progress: Optional[Callable[[int], None]] = None,
-                   percentile: Optional[float] = None) -> Dict[int, Range]:
-    """Per float tensor (min, max) over the feeds; with ``percentile`` (the recipe's
-    ``method: percentile``) each range is clipped to that percentile of ``|x|``, from a
-    second pass that histograms ``|x|`` over ``[0, max|x|]``."""
+                   progress: Optional[Callable[[int], None]] = None, *, method: str = "minmax",
+                   percentile: float = 99.999, rules: Optional[Mapping[int, Tuple[Any, float]]] = None
+                   ) -> Dict[int, Range]:
+    """Per float tensor (lo, hi) over the feeds, by the shared range rules of
+    :mod:`edgekit.quantize.ranges`: ``method`` / ``percentile`` for every tensor, ``rules``
+    (tensor index → (method, percentile): the recipe's per-op choices) for some.  Min-max is the
+    observed range; the histogram rules (percentile, entropy, mse) take a second pass that fills
+    each tensor's histogram over its observed range, only for the tensors that need one."""
+    from edgekit.quantize.ranges import RangeMethod, choose, effective_method
+
     feeds = list(feeds)
-    ranges = _minmax(model, graph, feeds, progress)
-    if percentile is None:
-        return ranges
-    return _clip_to_percentile(model, feeds, ranges, percentile)
+    stats = _minmax(model, graph, feeds, progress)
+    base = (effective_method(RangeMethod.parse(method), len(feeds), stacklevel=2), float(percentile))
+    chosen = {i: base for i in stats}
+    for i, (m, pct) in (rules or {}).items():
+        if i in chosen:
+            chosen[i] = (effective_method(RangeMethod.parse(m), len(feeds), stacklevel=2), float(pct))
+    need = [i for i, (m, _) in chosen.items() if m is not RangeMethod.MINMAX and stats[i].hi > stats[i].lo]
+    if need:
+        interp, inputs = _interpreter(model)
+        for feed in feeds:
+            _feed(interp, inputs, feed)
+            for i in need:
+                stats[i].update_hist(interp.get_tensor(i))
+    return {i: (s.lo, s.hi) if chosen[i][0] is RangeMethod.MINMAX else choose(s, chosen[i][0], percentile=chosen[i][1])
+            for i, s in stats.items()}
 
 
 def _interpreter(model: bytes) -> Tuple[Any, Dict[str, Any]]:
@@ -60,44 +75,24 @@ def _feed(interp: Any, inputs: Mapping[str, Any], feed: Mapping[str, np.ndarray]
     interp.invoke()
 
 
-def _clip_to_percentile(model: bytes, feeds: List[Mapping[str, np.ndarray]], ranges: Dict[int, Range],
-                        percentile: float) -> Dict[int, Range]:
-    interp, inputs = _interpreter(model)
-    top = {i: max(abs(lo), abs(hi)) for i, (lo, hi) in ranges.items()}
-    hist = {i: np.zeros(BINS, np.int64) for i in ranges if top[i] > 0}
-    for feed in feeds:
-        _feed(interp, inputs, feed)
-        for i, h in hist.items():
-            h += np.histogram(np.abs(interp.get_tensor(i)), bins=BINS, range=(0.0, top[i]))[0]
-    out = dict(ranges)
-    for i, h in hist.items():
-        cdf = np.cumsum(h) / max(int(h.sum()), 1)
-        k = int(np.searchsorted(cdf, percentile / 100.0))
-        thr = top[i] * min(k + 1, BINS) / BINS
-        lo, hi = ranges[i]
-        out[i] = (max(lo, -thr), min(hi, thr))
-    return out
-
-
 def _minmax(model: bytes, graph: Subgraph, feeds: List[Mapping[str, np.ndarray]],
-            progress: Optional[Callable[[int], None]]) -> Dict[int, Range]:
+            progress: Optional[Callable[[int], None]]) -> Dict[int, "TensorStats"]:
+    from edgekit.quantize.ranges import TensorStats
+
     interp, inputs = _interpreter(model)
-    watched = [t.index for t in graph.tensors if t.data is None and t.dtype == "float32"]
-    lo: Dict[int, float] = {i: np.inf for i in watched}
-    hi: Dict[int, float] = {i: -np.inf for i in watched}
+    stats = {t.index: TensorStats(t.name) for t in graph.tensors if t.data is None and t.dtype == "float32"}
     n = 0
     for feed in feeds:
         _feed(interp, inputs, feed)
-        for i in watched:
+        for i, st in stats.items():
             a = interp.get_tensor(i)
             if a.size:
-                lo[i] = min(lo[i], float(np.min(a)))
-                hi[i] = max(hi[i], float(np.max(a)))
+                st.lo = min(st.lo, float(np.min(a)))
+                st.hi = max(st.hi, float(np.max(a)))
+            st.samples += 1
         n += 1
         if progress is not None:
             progress(n)
     if n == 0:
         raise CalibrationError("int8 needs calibration data: pass --calib DIR|FILE.npz")
-    return {i: (lo[i], hi[i]) for i in watched if np.isfinite(lo[i])}
-
-
+    return {i: st for i, st in stats.items() if np.isfinite(st.lo)}

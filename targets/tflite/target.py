@@ -112,23 +112,18 @@ class TfliteTarget(Target):
 
     def _int8(self, lowered: Any, fp32: bytes, spec: BuildSpec, calibration: Optional["CalibrationSet"],
               io_dtype: str, details: Dict[str, Any]) -> Tuple["Subgraph", Dict[str, Any]]:
-        import warnings
-
         from edgekit.quantize.calibration import CalibrationSet
-        from edgekit.quantize.recipe import CalibrationMethod, Recipe
+        from edgekit.quantize.recipe import Recipe
 
         from .calibrate import collect_ranges
         from .quantize import quantize_int8
 
         recipe: Recipe = spec.recipe if spec.recipe is not None else Recipe()
         used, given = CalibrationSet.required(calibration, recipe.num_samples)
-        percentile = recipe.percentile if recipe.method is CalibrationMethod.PERCENTILE else None
-        if recipe.method is CalibrationMethod.ENTROPY:
-            warnings.warn("the tflite target calibrates with min/max or percentile ranges; the recipe's method "
-                          "'entropy' is not applied (min/max used)", UserWarning, stacklevel=3)
         refuse_unsupported_recipe(recipe)
-        ranges = collect_ranges(fp32, lowered.graph, used.feeds, percentile=percentile)
         nodes = lowered.view.nodes
+        ranges = collect_ranges(fp32, lowered.graph, used.feeds, method=recipe.method.value,
+                                percentile=recipe.percentile, rules=_tensor_rules(lowered.graph, nodes, recipe))
         from ..graph import detection_tail
 
         # a YOLO-style decode tail (pixel boxes joined with 0..1 scores) stays float, as on every target
@@ -147,7 +142,7 @@ class TfliteTarget(Target):
         details["float_ops"] = report.float_ops
         return graph, {
             "format": "tflite-int8",
-            "method": "percentile" if percentile is not None else "minmax",
+            "method": recipe.method.value,
             "tool": "edgekit.targets.tflite (TFLite quantization spec: int8 per-tensor activations, per-channel "
                     "symmetric weights, int32 bias)",
             "recipe": recipe.to_json(),
@@ -160,6 +155,21 @@ class TfliteTarget(Target):
             "per_tensor_weight_nodes": sorted(per_tensor),
             "symmetric_activation_nodes": sorted(symmetric),
         }
+
+
+def _tensor_rules(graph: "Subgraph", nodes: Any, recipe: Any) -> Dict[int, Tuple[str, float]]:
+    """Tensor index → (method, percentile) for the outputs of operators lowered from a node the recipe
+    gives its own range rule (by its name, or — for a fused node — by a source node's name)."""
+    base = (recipe.method, recipe.percentile)
+    by_node: Dict[str, Tuple[Any, float]] = {}
+    for n in nodes:
+        for name in (n.name, *n.fused_from):
+            rule = recipe.range_rule(name, n.op_type)
+            if rule != base:
+                by_node[n.name] = rule
+                break
+    return {o: (by_node[op.node][0].value, by_node[op.node][1]) for op in graph.operators if op.node in by_node
+            for o in op.outputs}
 
 
 def refuse_unsupported_recipe(recipe: Any) -> None:
