@@ -8,8 +8,9 @@ detector's decode tail).  NNCF applies one setting to the whole model, so a
 per-op or per-node setting other than ``skip`` is refused with one error,
 as is a field NNCF has no equivalent for (entropy or MSE ranges, a
 per-op range ``method``, 16-bit or uint8 weights).  With labelled ``--val``
-data and ``--max-accuracy-drop`` on a classifier, ``nncf.quantize_with_accuracy_control`` reverts layers to float
-until the top-1 drop is within the budget.
+data and ``--max-accuracy-drop`` on a classifier,
+``nncf.quantize_with_accuracy_control`` reverts layers to float until the
+top-1 drop is within the budget.
 """
 from __future__ import annotations
 
