@@ -18,11 +18,12 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type
 
 from . import _jsontypes as jt
 from ._jsontypes import meta
+from ._record import record
 from .errors import ManifestError, RegistryError
 
 SCHEMA = "edgekit.manifest/1"
@@ -61,7 +62,7 @@ class _JsonView(collections.abc.Mapping):
 
 
 # ----------------------------------------------------------------- tensors
-@dataclass(frozen=True)
+@record
 class QuantParams:
     """Affine quantization of an integer tensor: real = (q - zero_point) * scale."""
 
@@ -72,7 +73,7 @@ class QuantParams:
         return {"scale": float(self.scale), "zero_point": int(self.zero_point)}
 
 
-@dataclass(frozen=True)
+@record
 class TensorSpec:
     """One model input or output as the artifact sees it."""
 
@@ -95,7 +96,7 @@ class TensorSpec:
 
 
 # ----------------------------------------------------------------- source and target
-@dataclass(frozen=True)
+@record
 class SourceInfo:
     """The source model the package was built from."""
 
@@ -109,7 +110,7 @@ class SourceInfo:
     metadata_props: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record
 class TargetDetails(_JsonView):
     """Per-target facts about the artifact (``manifest.target.details``).
 
@@ -126,153 +127,50 @@ class TargetDetails(_JsonView):
         return []
 
 
-@dataclass(frozen=True)
-class PlacedNode(_JsonView):
-    node: str
-    op_type: str
-    extra: Mapping[str, Any] = field(default_factory=dict, metadata=meta(extra=True))
+#: typed details per target name: classes registered by plug-ins, and the built-in targets' classes, which
+#: live in edgekit._target_details and are defined only when a package of that target is read (or the schema
+#: is written): a device runs one target, and defining the others' classes cost it time at every start
+_DETAILS: Dict[str, Type[TargetDetails]] = {}
+_BUILTIN_DETAILS = {"qnn": "QnnDetails", "tensorrt": "TensorrtDetails", "coreml": "CoremlDetails"}
+#: the classes of edgekit._target_details, importable from here as before (PEP 562 __getattr__ below)
+_DETAILS_NAMES = ("PlacedNode", "QnnPlacement", "QnnDetails", "TensorrtDetails", "CoremlIoNames", "CoremlImageInput",
+                  "CoremlShape", "AneRisk", "NeuralEngineReport", "CoremlDetails")
 
 
-@dataclass(frozen=True)
-class QnnPlacement(_JsonView):
-    """Which nodes the QNN EP placed on the HTP."""
+def _builtin_details(target: str) -> Optional[Type[TargetDetails]]:
+    name = _BUILTIN_DETAILS.get(target)
+    if name is None:
+        return None
+    from . import _target_details
 
-    total_nodes: int
-    htp_nodes: int
-    cpu_nodes: Tuple[PlacedNode, ...] = ()
-    all_on_npu: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict, metadata=meta(extra=True))
-
-
-@dataclass(frozen=True)
-class QnnDetails(TargetDetails):
-    """qnn target: the context binary the runner loads and the HTP it was compiled for."""
-
-    context_binary: Optional[str] = None
-    context_binaries: Tuple[str, ...] = ()
-    htp_arch: Optional[int] = None
-    soc_model: Optional[int] = None
-    soc: Optional[str] = None
-    placement: Optional[QnnPlacement] = None
+    cls: Type[TargetDetails] = getattr(_target_details, name)
+    _DETAILS.setdefault(target, cls)
+    return cls
 
 
-@dataclass(frozen=True)
-class TensorrtDetails(TargetDetails):
-    """tensorrt target: the build profile the device builds its engine with.
+def __getattr__(name: str) -> Any:
+    if name in _DETAILS_NAMES:
+        from . import _target_details
 
-    The profile's own fields are checked by ``edgekit.runners.tensorrt.profile.BuildProfile``
-    when a runner reads it (it belongs to the runner's format).
-    """
-
-    build_profile: Optional[Mapping[str, Any]] = None
-    trt_version: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class CoremlIoNames(_JsonView):
-    """Manifest tensor name → Core ML feature name (MIL names are C identifiers)."""
-
-    inputs: Mapping[str, str] = field(default_factory=dict)
-    outputs: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CoremlImageInput(_JsonView):
-    """An input the .mlpackage takes as a Core ML image (a CVPixelBuffer / CGImage on the device).
-
-    Core ML computes ``pixel * scale + bias[c]`` from the 8-bit pixels in
-    ``color_layout`` order, at ``height`` x ``width``; that is the manifest
-    input ``input`` (the preprocessed NCHW float tensor).  Runners fed the
-    manifest tensor recover the pixels as ``(tensor - bias[c]) / scale``.
-    """
-
-    input: str
-    feature: str
-    color_layout: str = field(metadata=meta(choices=("RGB", "BGR", "GRAYSCALE")))
-    scale: float
-    bias: Tuple[float, ...]
-    height: int = field(metadata=meta(minimum=1))
-    width: int = field(metadata=meta(minimum=1))
-
-
-@dataclass(frozen=True)
-class CoremlShape(_JsonView):
-    """One enumerated input shape; ``sqnr_db`` is its check vs onnxruntime (the default is the verified one)."""
-
-    shape: Tuple[int, ...] = field(metadata=meta(minimum=1))
-    default: bool = False
-    sqnr_db: Optional[float] = None
-
-
-@dataclass(frozen=True)
-class AneRisk(_JsonView):
-    """A layer of the ML Program that may leave the Neural Engine, and why."""
-
-    layer: str
-    op: str
-    reason: str
-    onnx_node: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class NeuralEngineReport(_JsonView):
-    checked_ops: int
-    at_risk: Tuple[AneRisk, ...] = ()
-    rules: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class CoremlDetails(TargetDetails):
-    """coreml target: the ML Program's scheme, its IO (tensor or image input) and the Neural Engine report."""
-
-    compression: Optional[str] = None
-    deployment_target: Optional[str] = None
-    ml_program_opset: Optional[str] = None
-    compute_precision: Optional[str] = None
-    io_names: Optional[CoremlIoNames] = None
-    input_type: str = field(default="tensor", metadata=meta(choices=("tensor", "image")))
-    image_input: Optional[CoremlImageInput] = None
-    #: the input shapes Core ML accepts (enumerated shapes); empty when the input is static
-    enumerated_shapes: Tuple[CoremlShape, ...] = ()
-    neural_engine: Optional[NeuralEngineReport] = None
-
-    def inspect_lines(self) -> List[str]:
-        lines = [f"coreml     {self.compression}, deployment target {self.deployment_target} "
-                 f"(ML Program {self.ml_program_opset}), computes in {self.compute_precision}"]
-        img = self.image_input
-        if img is not None:
-            bias = ", ".join(f"{b:.6g}" for b in img.bias)
-            lines.append(f"input      {img.input}: Core ML image {img.feature!r} ({img.color_layout} {img.height}x{img.width} "
-                         f"pixel buffer); Core ML computes pixel * {img.scale:.6g} + [{bias}]")
-        else:
-            lines.append("input      tensor (MLMultiArray)")
-        if self.enumerated_shapes:
-            lines.append("shapes     " + ", ".join(
-                f"{list(s.shape)}" + (" (default)" if s.default else f" {s.sqnr_db:.1f} dB" if s.sqnr_db is not None else "")
-                for s in self.enumerated_shapes))
-        ane = self.neural_engine
-        if ane is not None:
-            lines.append(f"neural engine  {len(ane.at_risk)} of {ane.checked_ops} layers at risk of running off the ANE")
-            for r in ane.at_risk:
-                onnx = f", ONNX node {r.onnx_node}" if r.onnx_node else ""
-                lines.append(f"    {r.layer} ({r.op}{onnx}): {r.reason}")
-        return lines
-
-
-_DETAILS: Dict[str, Type[TargetDetails]] = {"qnn": QnnDetails, "tensorrt": TensorrtDetails, "coreml": CoremlDetails}
+        return getattr(_target_details, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_details(target: str, cls: Type[TargetDetails]) -> None:
     """Declare the typed details of a (plug-in) target; a duplicate name is an error."""
     if not (isinstance(cls, type) and issubclass(cls, TargetDetails)):
         raise TypeError(f"{cls!r} must subclass edgekit.manifest.TargetDetails")
-    if target in _DETAILS and _DETAILS[target] is not cls:
-        raise RegistryError(f"target details for {target!r} are already registered ({_DETAILS[target].__name__})")
+    current = _DETAILS.get(target) or _builtin_details(target)
+    if current is not None and current is not cls:
+        raise RegistryError(f"target details for {target!r} are already registered ({current.__name__})")
     _DETAILS[target] = cls
 
 
 def details_type(target: str) -> Type[TargetDetails]:
-    return _DETAILS.get(target, TargetDetails)
+    found = _DETAILS.get(target)
+    if found is None:
+        found = _builtin_details(target)
+    return found or TargetDetails
 
 
 def make_details(target: str, values: Mapping[str, Any], where: str = "target details") -> TargetDetails:
@@ -287,6 +185,8 @@ def _details_schema(defs: Dict[str, Any]) -> Dict[str, Any]:
 
 def _typed_details_rules(defs: Dict[str, Any]) -> List[Dict[str, Any]]:
     """``if target.name == X then details is XDetails`` for each registered details class."""
+    for target in _BUILTIN_DETAILS:
+        _builtin_details(target)
     return [{"if": {"properties": {"name": {"const": name}}, "required": ["name"]},
              "then": {"properties": {"details": jt.schema_value(cls, defs)}}}
             for name, cls in sorted(_DETAILS.items())]
@@ -299,7 +199,7 @@ _DETAILS_CODEC = jt.Codec(
 )
 
 
-@dataclass(frozen=True)
+@record
 class TargetInfo:
     """The target the artifact was built for and the runtime that runs it."""
 
@@ -314,7 +214,7 @@ class TargetInfo:
 
 
 # ----------------------------------------------------------------- quantization, artifact, support
-@dataclass(frozen=True)
+@record
 class QuantizationInfo(_JsonView):
     """How an integer artifact was quantized; the keys beyond these vary by target."""
 
@@ -325,7 +225,7 @@ class QuantizationInfo(_JsonView):
     extra: Mapping[str, Any] = field(default_factory=dict, metadata=meta(extra=True))
 
 
-@dataclass(frozen=True)
+@record
 class ArtifactInfo:
     """The artifact's files under ``model/``; ``entry`` is the one the runner opens."""
 
@@ -333,14 +233,16 @@ class ArtifactInfo:
     files: Tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class UnsupportedRecord:
+    """A node the target cannot run, and why."""
+
     node: str
     op_type: str
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class SupportInfo(_JsonView):
     """The target's support check (every node and dim it cannot handle; empty when built)."""
 
@@ -353,7 +255,7 @@ class SupportInfo(_JsonView):
 
 
 # ----------------------------------------------------------------- verification
-@dataclass(frozen=True)
+@record
 class OutputCheck:
     """Parity of one output over all samples (see edgekit.quantize.parity)."""
 
@@ -367,7 +269,7 @@ class OutputCheck:
     top5_agreement: Optional[float] = None
 
 
-@dataclass(frozen=True)
+@record
 class PartCheck:
     """Parity of one checked part: an output, or a slice of one (detection boxes / class scores)."""
 
@@ -379,7 +281,7 @@ class PartCheck:
     max_abs: float
 
 
-@dataclass(frozen=True)
+@record
 class DetectionAgreement:
     """Decoded detections of the artifact matched with fp32's (same class, IoU ≥ threshold)."""
 
@@ -393,14 +295,16 @@ class DetectionAgreement:
     score_error: Optional[float] = None
 
 
-@dataclass(frozen=True)
+@record
 class LatencyInfo:
+    """Median latency (ms) of the artifact and of the fp32 reference during verification."""
+
     artifact_median: Optional[float] = None
     fp32_reference_median: Optional[float] = None
     note: Optional[str] = None
 
 
-@dataclass(frozen=True)
+@record
 class Verification(_JsonView):
     """The artifact checked against the fp32 source on held-out samples."""
 
@@ -436,13 +340,15 @@ class Verification(_JsonView):
 
 
 # ----------------------------------------------------------------- build report
-@dataclass(frozen=True)
+@record
 class StageTiming:
+    """Wall time of one build stage."""
+
     name: str
     seconds: float = field(metadata=meta(minimum=0.0))
 
 
-@dataclass(frozen=True)
+@record
 class BuildReport:
     """How the package was built: stage timings, warnings, the build host."""
 
@@ -514,7 +420,7 @@ _POST_CODEC = jt.Codec(parse=_parse_post, dump=_dump_post, schema=_post_schema)
 
 
 # ----------------------------------------------------------------- the manifest
-@dataclass(frozen=True)
+@record
 class Manifest:
     """``manifest.json`` of a package, typed.
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+from ._record import record as frozen_record  # `record` is this module's name for integrity records
 from .errors import ConfigError, EdgekitError, ManifestError, PackageError
 from .manifest import Manifest, dumps, parse_manifest
 
@@ -63,7 +64,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, In
                OverflowError, ValueError, RuntimeError, UnicodeDecodeError, KeyError)
 
 
-@dataclass(frozen=True)
+@frozen_record
 class PackageLimits:
     """Bounds on what opening a package may write or allocate; refusals name the limit.
 
@@ -204,7 +205,7 @@ def load_json(raw: bytes, what: str, where: str, limits: PackageLimits = DEFAULT
 
 
 # ----------------------------------------------------------------------------- integrity record
-@dataclass(frozen=True)
+@frozen_record
 class IntegrityRecord:
     """``integrity.json``: sha256 and size per file (the manifest included); its digest names the package."""
 

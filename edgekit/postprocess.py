@@ -23,7 +23,7 @@ Geometry comes from preprocessing as a duck-typed *transform* (see
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from enum import Enum
 from typing import (
     Any,
@@ -43,6 +43,7 @@ from typing import (
 import numpy as np
 
 from ._validate import choices
+from ._record import record
 from .errors import ConfigError, InputError, ManifestError
 
 __all__ = [
@@ -243,7 +244,7 @@ def _validate(cfg: Any) -> None:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class ClassifyConfig:
     """Classification: softmax if needed, then the ``top_k`` best classes.
 
@@ -262,7 +263,7 @@ class ClassifyConfig:
         _validate(self)
 
 
-@dataclass(frozen=True)
+@record
 class DetectConfig:
     """Object detection: decode, confidence filter, greedy NMS.
 
@@ -288,7 +289,7 @@ class DetectConfig:
         _validate(self)
 
 
-@dataclass(frozen=True)
+@record
 class SegmentConfig:
     """Semantic segmentation: per-pixel argmax over the class scores.
 
@@ -310,7 +311,7 @@ class SegmentConfig:
         _validate(self)
 
 
-@dataclass(frozen=True)
+@record
 class RawConfig:
     """No postprocessing: the result carries the output tensors."""
 
@@ -443,7 +444,7 @@ def _label(labels: Optional[Sequence[str]], index: int) -> Optional[str]:
     return None
 
 
-@dataclass(frozen=True)
+@record
 class Classification:
     """One class of a classification: index, label (if labels are known), score."""
 
@@ -457,7 +458,7 @@ class Classification:
 
 # Results hold arrays, so eq=False (array == array has no truth value) and the
 # raw outputs stay out of repr.
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class ClassifyResult:
     """The ``top_k`` classes, best first; ``.label/.index/.score`` are the top-1."""
 
@@ -486,7 +487,7 @@ class ClassifyResult:
         }
 
 
-@dataclass(frozen=True)
+@record
 class Detection:
     """One object: ``box`` is (x1, y1, x2, y2) in original-image pixels."""
 
@@ -499,7 +500,7 @@ class Detection:
         return {"box": list(self.box), "score": self.score, "class_id": self.class_id, "label": self.label}
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class DetectResult:
     """Detections after NMS, best first."""
 
@@ -516,7 +517,7 @@ class DetectResult:
         return {"task": Task.DETECT.value, "detections": [d.to_dict() for d in self.detections]}
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class SegmentResult:
     """``mask`` is an ``(H, W)`` int32 array of class ids: original image size when the
     transform can map masks (image inputs), else model resolution.  Original pixels
@@ -545,7 +546,7 @@ class SegmentResult:
         return data
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class RawResult:
     """The output tensors, untouched."""
 

@@ -32,14 +32,17 @@ import io
 import math
 import numbers
 import os
-from dataclasses import dataclass
+import sys
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from ._validate import choices, coerce_enum
+from ._record import record
 from .errors import ConfigError, InputError, ManifestError
 
 __all__ = [
@@ -66,9 +69,34 @@ __all__ = [
     "KNOWN_OPS",
 ]
 
-# Pillow >= 9.1 moved the filter / transpose constants into enums; 9.0 only has
-# the module-level names.  Both spellings resolve to the same integers.
-_Resampling = getattr(Image, "Resampling", Image)
+
+def _pil() -> Any:
+    """``PIL.Image``, imported on the first image this process decodes or resizes.
+
+    Not at import: Pillow costs a device service 15-60 ms at every start, and a
+    model fed tensors (or arrays at the model's size) never needs it.
+    """
+    from PIL import Image
+
+    return Image
+
+
+def _pil_image_type() -> Optional[type]:
+    """``PIL.Image.Image`` if Pillow is loaded; a PIL image cannot exist before that, so nothing is imported."""
+    module = sys.modules.get("PIL.Image")
+    return None if module is None else module.Image
+
+
+def _resampling(name: str) -> int:
+    # Pillow >= 9.1 moved the filter / transpose constants into enums; 9.0 only has
+    # the module-level names.  Both spellings resolve to the same integers.
+    image = _pil()
+    return getattr(getattr(image, "Resampling", image), name)
+
+
+def _transpose(im: Image.Image, orientation: int) -> Image.Image:
+    image = _pil()
+    return im.transpose(getattr(getattr(image, "Transpose", image), _EXIF_TRANSPOSE[orientation]))
 
 
 # -- device-side input limits (a hostile or careless input costs one line, not the device's memory) --
@@ -133,9 +161,6 @@ def _check_npy_header(fp: Any, name: str) -> None:
     if need > available:
         raise InputError(f"{name} claims shape {tuple(shape)} ({need} bytes) but holds {available}; "
                          "the file is truncated — save it again with numpy.save")
-
-
-_Transpose = getattr(Image, "Transpose", Image)
 
 
 # --------------------------------------------------------------------------- enums
@@ -233,7 +258,7 @@ def _float_tuple(field: str, value: Any, positive: bool = False) -> Tuple[float,
 # --------------------------------------------------------------------------- steps
 
 
-@dataclass(frozen=True)
+@record
 class Color:
     """Convert the image to RGB, BGR or single-channel gray (ITU-R 601 luma, as Pillow's "L")."""
 
@@ -247,7 +272,7 @@ class Color:
         return 1 if self.mode is ColorMode.GRAY else 3
 
 
-@dataclass(frozen=True)
+@record
 class Resize:
     """Resize to ``height`` x ``width`` model-input pixels.
 
@@ -278,7 +303,7 @@ class Resize:
         return (self.height, self.width)
 
 
-@dataclass(frozen=True)
+@record
 class Normalize:
     """``y = (x * scale - mean) / std`` per channel, ``x`` the 0..255 pixel.
 
@@ -316,7 +341,7 @@ class Normalize:
         return self.scale / std, -mean / std
 
 
-@dataclass(frozen=True)
+@record
 class Layout:
     """Output layout; the output always gets a leading batch dimension of 1."""
 
@@ -326,7 +351,7 @@ class Layout:
         object.__setattr__(self, "order", coerce_enum(self.order, LayoutOrder, "order"))
 
 
-@dataclass(frozen=True)
+@record
 class Dtype:
     """Output element type.
 
@@ -631,7 +656,7 @@ def default_image_steps(
 # --------------------------------------------------------------------------- geometry
 
 
-@dataclass(frozen=True)
+@record
 class Transform:
     """Where the model-input pixels came from in the original image.
 
@@ -796,21 +821,21 @@ class Preprocessed(NamedTuple):
 # it would change the result from point sampling to averaging) nor for area (which
 # is a box filter already).
 _FILTERS = {
-    Interpolation.NEAREST: (_Resampling.NEAREST, None),
-    Interpolation.BILINEAR: (_Resampling.BILINEAR, 3.0),
-    Interpolation.BICUBIC: (_Resampling.BICUBIC, 3.0),
-    Interpolation.AREA: (_Resampling.BOX, None),
+    Interpolation.NEAREST: ("NEAREST", None),
+    Interpolation.BILINEAR: ("BILINEAR", 3.0),
+    Interpolation.BICUBIC: ("BICUBIC", 3.0),
+    Interpolation.AREA: ("BOX", None),
 }
 
 _ORIENTATION_TAG = 0x0112
-_EXIF_TRANSPOSE = {
-    2: _Transpose.FLIP_LEFT_RIGHT,
-    3: _Transpose.ROTATE_180,
-    4: _Transpose.FLIP_TOP_BOTTOM,
-    5: _Transpose.TRANSPOSE,
-    6: _Transpose.ROTATE_270,
-    7: _Transpose.TRANSVERSE,
-    8: _Transpose.ROTATE_90,
+_EXIF_TRANSPOSE = {  # EXIF orientation -> the Pillow transpose that shows the picture upright
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
 }
 _JPEG_FORMATS = ("JPEG", "MPO")
 _DECODE_HINT = "pass a JPEG/PNG/BMP/WebP/TIFF image or a .npy tensor"
@@ -879,7 +904,7 @@ def _high_depth(im: Image.Image, name: str) -> Image.Image:
             f"{name} has values {vmin:g}..{vmax:g}, outside its {lo:g}..{hi:g} range ({why}); "
             "scale it into that range, or convert it to 8 bits yourself; edgekit does not clip images silently"
         )
-    return Image.fromarray(((arr - lo) * (255.0 / (hi - lo))).astype(np.float32))
+    return _pil().fromarray(((arr - lo) * (255.0 / (hi - lo))).astype(np.float32))
 
 
 class Preprocessor:
@@ -958,7 +983,8 @@ class Preprocessor:
                 return self._run_tensor(_load_npy(io.BytesIO(data), "the given .npy bytes"))
             self._require_image("the given bytes")
             return self._run_encoded(io.BytesIO(data), "the given bytes")
-        if isinstance(source, Image.Image):
+        pil_image = _pil_image_type()
+        if pil_image is not None and isinstance(source, pil_image):
             self._require_image("the given PIL image")
             try:
                 source.load()
@@ -968,7 +994,7 @@ class Preprocessor:
             orientation = _orientation(im)
             im = _high_depth(im, "the given PIL image")
             if orientation != 1:
-                im = im.transpose(_EXIF_TRANSPOSE[orientation])
+                im = _transpose(im, orientation)
             return self._run_pil(im, im.size, (1.0, 1.0))
         raise InputError(
             f"cannot preprocess a {type(source).__name__}; pass an image path, encoded image bytes, "
@@ -985,9 +1011,10 @@ class Preprocessor:
             )
 
     def _run_encoded(self, fp: Any, name: str) -> Preprocessed:
+        image = _pil()
         try:
-            im = Image.open(fp)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            im = image.open(fp)
+        except (image.UnidentifiedImageError, OSError, SyntaxError, ValueError, image.DecompressionBombError) as exc:
             raise InputError(f"{name} is not an image Pillow can decode ({exc}); {_DECODE_HINT}") from None
         with im:
             orientation = 1
@@ -1003,7 +1030,7 @@ class Preprocessor:
             _check_pixels(im.size, name)  # after draft: the pixels libjpeg/Pillow will actually decode
             try:
                 im.load()
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            except (OSError, SyntaxError, ValueError, image.DecompressionBombError) as exc:
                 raise InputError(f"{name} could not be decoded ({exc}); {_DECODE_HINT}") from None
             if im.format not in _JPEG_FORMATS:
                 orientation = _orientation(im)
@@ -1011,7 +1038,7 @@ class Preprocessor:
                     w0, h0 = h0, w0
             im = _high_depth(im, name)
             if orientation != 1:
-                im = im.transpose(_EXIF_TRANSPOSE[orientation])
+                im = _transpose(im, orientation)
             return self._run_pil(im, (w0, h0), factor)
 
     def _draft(self, im: Image.Image, original: Tuple[int, int], swap: bool) -> Tuple[Image.Image, Tuple[float, float]]:
@@ -1055,7 +1082,7 @@ class Preprocessor:
         # Fast path: already the right channels and no resampling -> no PIL round trip.
         if channels == self._channels and channels in (1, 3) and not self._needs_resample((w0, h0)):
             return self._finish(arr, Transform.identity((w0, h0)), None)
-        return self._run_pil(Image.fromarray(np.ascontiguousarray(arr)), (w0, h0), (1.0, 1.0))
+        return self._run_pil(_pil().fromarray(np.ascontiguousarray(arr)), (w0, h0), (1.0, 1.0))
 
     def _run_pil(self, im: Image.Image, original: Tuple[int, int], factor: Tuple[float, float]) -> Preprocessed:
         # "F": a 16-bit or float gray image already on the 0..255 scale (_high_depth); it is
@@ -1070,9 +1097,10 @@ class Preprocessor:
         box = (g.box[0] / fx, g.box[1] / fy, g.box[2] / fx, g.box[3] / fy)
         full = box == (0.0, 0.0, float(im.size[0]), float(im.size[1]))
         if not (full and im.size == g.size):
-            resample, gap = _FILTERS[self._resize.interpolation]
-            if resample == _Resampling.BOX and (g.size[0] > box[2] - box[0] or g.size[1] > box[3] - box[1]):
-                resample = _Resampling.BILINEAR
+            name, gap = _FILTERS[self._resize.interpolation]
+            if name == "BOX" and (g.size[0] > box[2] - box[0] or g.size[1] > box[3] - box[1]):
+                name = "BILINEAR"
+            resample = _resampling(name)
             im = im.resize(g.size, resample, box=None if full else box, reducing_gap=gap)
         return self._finish(self._pixels(im, high_depth), g.transform, g)
 
