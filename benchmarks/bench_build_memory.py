@@ -1,6 +1,6 @@
 """Peak memory of `edgekit build` for a large model, as a multiple of the model's size.
 
-    python benchmarks/bench_build_memory.py [--mb 200] [--target onnxruntime] [--precision fp32] [--json]
+    python benchmarks/bench_build_memory.py [--mb 200] [--target onnxruntime] [--precision fp32] [--stages] [--json]
 
 Makes the model itself (a chain of MatMul/Relu layers with random fp32
 weights totalling ``--mb`` MB, saved as one .onnx file), then runs
@@ -10,6 +10,11 @@ way beside it, is a process that only imports the same libraries and loads
 the model once with ``onnx.load`` (the least any build must hold), so the
 report separates what the pipeline adds from what reading the model costs.
 Goal: build peak ≤ 3 × the model's size.  Prints figures; asserts nothing.
+
+``--stages`` runs the build once more with a thread sampling the process's
+resident set (``/proc/self/statm``, every 2 ms; tracemalloc does not see
+onnxruntime's allocations) and reports, per build stage, the RSS when the
+stage started and the highest RSS seen while it ran: which stage holds what.
 """
 from __future__ import annotations
 
@@ -31,6 +36,46 @@ import sys
 import numpy, onnx, onnxruntime, edgekit.targets.pipeline  # the build's imports
 m = onnx.load(sys.argv[1])
 """
+
+#: the build in-process with an RSS sampler around each stage (StageClock.run): --stages
+STAGES = """
+import json, os, sys, threading, time
+from pathlib import Path
+import edgekit
+from edgekit.targets import stages
+
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page
+peak = [0]
+def sample():
+    while True:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.002)
+threading.Thread(target=sample, daemon=True).start()
+rows = []
+run = stages.StageClock.run
+def measured(self, name, fn, *args):
+    start = rss()
+    peak[0] = start
+    try:
+        return run(self, name, fn, *args)
+    finally:
+        rows.append([name, start, max(peak[0], rss()), rss()])
+stages.StageClock.run = measured
+edgekit.build(sys.argv[1], target=sys.argv[2], precision=sys.argv[3], output=sys.argv[4])
+print(json.dumps(rows))
+"""
+
+
+def stage_peaks(model: Path, target: str, precision: str, output: Path, env: dict) -> list:
+    """[(stage, RSS at start, peak RSS during, RSS after)] of one in-process build (needs /proc)."""
+    out = subprocess.run([sys.executable, "-c", STAGES, str(model), target, precision, str(output)],
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def make_model(path: Path, mb: int) -> int:
@@ -78,6 +123,7 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=200)
     ap.add_argument("--target", default="onnxruntime")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--stages", action="store_true", help="also report each stage's peak RSS (Linux)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgekit-bench-mem-"))
@@ -103,6 +149,10 @@ def main() -> None:
         }
         if rc != 0:
             report["build_error"] = err
+        if args.stages:
+            rows = stage_peaks(model, args.target, args.precision, work / "staged.edgepkg", env)
+            report["stages"] = [{"stage": n, "start_over_model": round(a / size, 2), "peak_over_model": round(p / size, 2),
+                                 "end_over_model": round(e / size, 2)} for n, a, p, e in rows]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -112,6 +162,9 @@ def main() -> None:
     print(f"model: {size / mb:.0f} MB ({args.target} {args.precision})")
     print(f"  edgekit build peak RSS   {build / mb:7.0f} MB  = {build / size:4.2f}× the model  ({build_s:.0f} s, rc {rc})  goal ≤ 3×")
     print(f"  baseline (imports + onnx.load) {base / mb:5.0f} MB  = {base / size:4.2f}× the model")
+    for row in report.get("stages", []):
+        print(f"  stage {row['stage']:<16} start {row['start_over_model']:4.2f}×  peak {row['peak_over_model']:4.2f}×  "
+              f"end {row['end_over_model']:4.2f}×")
     if rc != 0:
         print(err)
 

@@ -5,14 +5,16 @@
 ``__delattr__``).  The device side defines about fifty such records (the
 manifest's sections, pre/postprocessing steps, package limits), and compiling
 them was the largest part of ``import edgekit`` — paid by every service start
-on a device.  ``record`` lets dataclasses compile only ``__init__`` and the
-frozen guards, and gives every record the same three functions below, which
-read the class's fields when called and return what the generated ones would:
-equality of same-class instances over the ``compare`` fields, the hash of
-those (``hash=`` honoured), and ``Name(field=value, ...)`` over the ``repr``
-fields.  The classes stay ordinary frozen dataclasses (``fields``,
-``replace``, ``asdict``, ``FrozenInstanceError``, subclasses declared with
-``@dataclass(frozen=True)``).
+on a device.  ``record`` lets dataclasses compile ``__init__`` alone and gives
+every record the same five functions below, which read the class's fields
+when called and do what the generated ones do: equality of same-class
+instances over the ``compare`` fields (compared as tuples), the hash of those
+(``hash=`` honoured), ``Name(field=value, ...)`` over the ``repr`` fields, and
+``FrozenInstanceError`` on any assignment or deletion after ``__init__``.  The
+classes stay frozen dataclasses to every tool (``fields``, ``replace``,
+``asdict``, pickling, ``__dataclass_params__.frozen``), so a subclass declared
+with ``@dataclass(frozen=True)`` extends one as usual.  tests/test_record.py
+compares them with standard twins.
 """
 from __future__ import annotations
 
@@ -56,8 +58,19 @@ def _repr(self: Any) -> str:
     return f"{self.__class__.__qualname__}({fields})"
 
 
+def _setattr(self: Any, name: str, value: Any) -> None:
+    # __init__ sets each field once; anything after that is an assignment to a frozen record
+    if name in self.__dict__ or name not in self.__dataclass_fields__:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+    object.__setattr__(self, name, value)
+
+
+def _delattr(self: Any, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
 def record(cls: Optional[T] = None, *, eq: bool = True) -> Any:
-    """``@dataclass(frozen=True)`` with shared ``__eq__``/``__hash__``/``__repr__`` (see the module doc).
+    """``@dataclass(frozen=True)`` with shared methods (see the module doc).
 
     ``@record(eq=False)`` is ``@dataclass(frozen=True, eq=False)``: identity equality and hash (records that
     hold arrays).
@@ -65,7 +78,16 @@ def record(cls: Optional[T] = None, *, eq: bool = True) -> Any:
 
     def wrap(c: T) -> T:
         own = set(c.__dict__)  # methods the class body defines itself are kept, as dataclasses does
-        out: Type[Any] = dataclasses.dataclass(frozen=True, eq=False, repr=False)(c)
+        if any(dataclasses.is_dataclass(b) for b in c.__mro__[1:]):
+            # extends a (frozen) dataclass: dataclasses requires the same frozen flag, so the standard guards
+            out: Type[Any] = dataclasses.dataclass(frozen=True, eq=False, repr=False)(c)
+        else:
+            # only __init__ is compiled (assigning through _setattr); the frozen guards are shared, and the
+            # class declares itself frozen so that a subclass written as @dataclass(frozen=True) is accepted
+            out = dataclasses.dataclass(eq=False, repr=False)(c)
+            out.__setattr__ = _setattr
+            out.__delattr__ = _delattr
+            out.__dataclass_params__.frozen = True
         if eq and "__eq__" not in own:
             out.__eq__ = _eq
             if "__hash__" not in own:

@@ -19,15 +19,15 @@ the call or the environment, never from a package (see
 """
 from __future__ import annotations
 
-import difflib
 import enum
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ._record import record  # frozen dataclasses that are cheap to define (import time on devices)
 from .errors import ConfigError
 
 #: ``threads`` above this is a mistake (``--threads 100000`` once made 26k threads and 16 GB):
@@ -63,7 +63,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@record
 class Option:
     """One option: its name, type and the values it takes.
 
@@ -208,7 +208,7 @@ def _choices_of(opt: Option) -> Optional[List[Any]]:
     return None
 
 
-@dataclass(frozen=True)
+@record
 class OptionSchema:
     """The options of one runner (or target): ``owner`` names it in errors (``"openvino runner"``)."""
 
@@ -301,6 +301,8 @@ class OptionSchema:
         return [o.describe() for o in self.options]
 
     def _unknown(self, unknown: Sequence[str], source: str, also_known: Iterable[str]) -> ConfigError:
+        import difflib  # only for an error's suggestion: not on every load's import path
+
         candidates = list(self._by_name) + [n for n in also_known if n not in self._by_name]
         parts = []
         for key in unknown:

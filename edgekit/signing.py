@@ -25,10 +25,10 @@ import binascii
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from ._record import record  # frozen dataclasses that are cheap to define (import time on devices)
 from .errors import ConfigError, PackageError, RuntimeMissingError, SignatureError
 
 SIGNATURE_SCHEMA = "edgekit.signature/1"
@@ -67,7 +67,7 @@ def _pem_body(text: bytes, label: str, where: str) -> bytes:
         raise ConfigError(f"{where}: the PEM block is not valid base64; the key file is damaged") from None
 
 
-@dataclass(frozen=True)
+@record
 class PublicKey:
     """An ed25519 public key: 32 raw bytes and where it came from."""
 
@@ -128,7 +128,7 @@ def _read_key_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-@dataclass(frozen=True)
+@record
 class PrivateKey:
     """An ed25519 private key (32-byte seed)."""
 
@@ -231,7 +231,7 @@ def parse_signatures(doc: Any, where: str) -> List[Tuple[str, bytes, str]]:
     return out
 
 
-@dataclass(frozen=True)
+@record
 class TrustPolicy:
     """Which keys a device trusts and whether it refuses unsigned packages."""
 
