@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -26,6 +27,7 @@ from typing import Any, Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "samples" / "real_models"))
 
+import data as _data  # noqa: E402
 import fetch as _fetch  # noqa: E402
 import registry  # noqa: E402
 import suite  # noqa: E402
@@ -86,7 +88,12 @@ def timing(name: str, samples: int) -> Dict[str, Any]:
 
     model = next(m for m in registry.MODELS if m.name == name)
     calib = suite.CalibrationCache(Path("/tmp/edgekit-bench-int8") / "calibration")
-    kw = suite.build_kwargs(model, calib.get(model.calibration))
+    if model.calibration == "people":  # enough scenes for `samples` calibration feeds after the held-out fifth
+        folder = _data.people_folder(Path("/tmp/edgekit-bench-int8") / f"people-{samples}",
+                                     count=int(samples * 1.25 + 0.5))
+    else:
+        folder = calib.get(model.calibration)
+    kw = suite.build_kwargs(model, folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         req = stages.resolve_request(_fetch.fetch_one(name), target="onnxruntime", precision="int8", **kw)
@@ -97,7 +104,7 @@ def timing(name: str, samples: int) -> Dict[str, Any]:
         data = stages.calibrate(req, canon, checked)
     n_params = sum(int(__import__("numpy").prod(t.dims)) for t in canon.model.model.graph.initializer)
     cfg = _mixed.MixedPrecisionConfig()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     twin, _ = int8_stage.build_twin(canon, data, data.spec.recipe)
     t_twin = time.perf_counter() - t0
     score = int8_stage._scorer(checked, canon)
@@ -105,20 +112,18 @@ def timing(name: str, samples: int) -> Dict[str, Any]:
     feeds = int8_stage._evenly(judge.feeds, cfg.samples)
     rep = _sens.analyse(twin, feeds, score=score, time_budget_s=cfg.time_budget_s)
     t_sens = time.perf_counter() - t0
-    names = [x.name for x in twin.layers]
-    ref = twin.run_all(feeds, ())
-
-    def twin_db(k: int) -> float:
-        keep = set(rep.ranked[:k])
-        return score(ref, twin.run_all(feeds, [n for n in names if n not in keep]))
-
-    k, db, tried = _mixed.bisect_count(twin_db, stages.DEFAULT_MIN_SQNR_DB[stages.Precision.INT8] + cfg.margin_db,
-                                       cfg.budget(len(names)))
-    total = time.perf_counter() - t0
+    floor = stages.DEFAULT_MIN_SQNR_DB[stages.Precision.INT8]
+    order, k, tried = int8_stage.plan(twin, rep, feeds, score, floor + cfg.margin_db, cfg)
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    macs = {x.name: x.macs for x in twin.layers}
     return {"model": name, "params": n_params, "calibration_samples": len(data.calibration),
-            "layers": len(names), "sweep_samples": rep.samples, "ranges_and_twin_s": round(t_twin, 1),
+            "layers": len(twin.layers), "points": len(twin.points), "points_measured": len(rep.point_db),
+            "sweep_samples": rep.samples, "ranges_and_twin_s": round(t_twin, 1),
             "sensitivity_s": round(t_sens, 1), "sensitivity_plus_search_s": round(total, 1),
-            "twin_all_int8_db": round(rep.all_int8_db, 2), "float_layers_for_floor": k, "twin_db": round(db, 2),
+            "process_cpu_s": round(cpu, 1), "cores": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
+            "twin_all_int8_db": round(rep.all_int8_db, 2), "float_layers_for_floor": k,
+            "twin_db": round(dict(tried)[k], 2) if k in dict(tried) else None,
+            "int8_mac_share": _mixed.int8_mac_share(macs, [c.name for c in order[:k]]),
             "twin_evaluations": len(tried)}
 
 

@@ -161,8 +161,8 @@ def of_twin(twin: Any, feeds: Sequence[Mapping[str, np.ndarray]], *, threshold_d
             quantized: Optional[Sequence[str]] = None) -> DivergenceReport:
     """The twin with ``quantized`` layers (all by default) against the twin with none (= fp32)."""
     on = set(quantized if quantized is not None else [x.name for x in twin.layers])
-    flags_off = {f: np.array(False) for f in twin.flags.values()}
-    flags_on = {f: np.array(name in on) for name, f in twin.flags.items()}
+    flags_off = twin.flag_feed(())
+    flags_on = twin.flag_feed(on)
     tensors = graph_tensors(twin.source, twin.float_tensors)
     return layerwise(session_runner(twin.model, extra_feeds=flags_off), session_runner(twin.model, extra_feeds=flags_on),
                      tensors, feeds, threshold_db=threshold_db,

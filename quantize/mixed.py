@@ -1,19 +1,22 @@
 """Automatic mixed precision: which layers an int8 build keeps in float to meet its floor.
 
-The search runs on the switchable twin (:mod:`edgekit.quantize.sensitivity`):
-layers ranked most damaging first, bisection over how many of the top ones
-stay in float (the twin's SQNR grows, near enough, with each layer taken out of
-int8) for the fewest that meet the floor plus a margin.  The target then builds
-that mix for real — its own mechanism keeps the layers in float, through the
-recipe's ``exclude_nodes`` every target honours — and its verification is the
-verdict; when the real build still misses, more layers follow
-(:func:`next_count`) until the floor holds or the float budget is spent.
+The search runs on the switchable twin (:mod:`edgekit.quantize.sensitivity`).
+Layers are taken in the order of :func:`benefit_order` — the int8 noise a
+layer's return to float removes per unit of what it costs in speed (its
+multiply-accumulates, plus the int8↔float conversions it adds or saves at its
+edges), so cheap, damaging layers go first and float layers gather into
+contiguous regions — and a bisection over how many of the first ones stay in
+float finds the fewest that meet the floor plus a margin on the twin.  The
+target then builds that mix for real — its own mechanism keeps the layers in
+float, through the recipe's ``exclude_nodes`` every target honours — and its
+verification is the verdict; when the real build still misses, more layers
+follow (:func:`next_count`) until the gates hold or the float budget is spent.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from edgekit.errors import ConfigError
 
@@ -75,6 +78,97 @@ class MixedPrecisionConfig:
 
     def budget(self, n_layers: int) -> int:
         return max(1, math.ceil(self.max_float_share * n_layers)) if n_layers else 0
+
+
+#: a float↔int8 boundary costs about this many multiply-accumulates per element of the tensor crossing it
+#: (a reorder/FakeQuantize or a Q/DQ pair is one memory-bound pass over the tensor; a float FMA is a
+#: fraction of a cycle, so one element converted is worth a few tens of MACs) ...
+BOUNDARY_MACS_PER_ELEMENT = 16.0
+#: ... plus a fixed price per boundary (one more kernel to launch and schedule)
+BOUNDARY_FIXED_MACS = 20_000.0
+
+
+def noise_ratio(db: Optional[float]) -> float:
+    """Noise power over signal power for an SQNR in dB (0 for an unmeasured layer)."""
+    return 0.0 if db is None else 10.0 ** (-float(db) / 10.0)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One layer in the order the search keeps layers in float."""
+
+    name: str
+    #: share of the all-int8 output noise this pick removes (points no int8 layer touches any more)
+    benefit: float
+    #: multiply-accumulates plus the boundary conversions it adds (or saves, when it joins float neighbours)
+    cost: float
+    #: the additive model's SQNR with this layer and every earlier pick in float (dB)
+    predicted_db: float
+
+
+def benefit_order(layers: Sequence[Tuple[str, int]], point_db: Mapping[str, float],
+                  layer_points: Mapping[str, Sequence[str]], all_int8_db: float,
+                  point_size: Mapping[str, int] = {}, *, per_element: float = BOUNDARY_MACS_PER_ELEMENT,
+                  per_boundary: float = BOUNDARY_FIXED_MACS) -> List[Choice]:
+    """Every layer, in the order a speed-aware search should keep them in float.
+
+    The noise model: each quantization point (an activation tensor, a weight;
+    :class:`edgekit.quantize.sensitivity.Twin`) adds its own noise, measured
+    alone (``point_db``) and scaled so that the points add up to the measured
+    all-int8 noise; a tensor's noise goes only when *every* layer touching it
+    is float.  A layer's benefit is its share of the noise still left on its
+    points — a point's noise split evenly among the layers still int8 around
+    it, so the last layer to free a tensor gets the rest of it; its cost is
+    its MACs (float MACs are what makes a mix slower than int8) plus, for each
+    tensor it touches, the conversion that tensor then needs or no longer needs
+    (a boundary is a tensor with float and int8 layers around it).  Greedy:
+    the best benefit per cost next, re-evaluated after every pick — so a
+    zero-MAC op between float layers costs nothing and follows them, and float
+    layers gather into contiguous regions.  ``layers``: (name, MACs).
+    """
+    n_all = noise_ratio(all_int8_db)
+    raw = {p: noise_ratio(db) for p, db in point_db.items()}
+    total = sum(raw.values())
+    scale = n_all / total if total > 0 else 0.0
+    noise = {p: v * scale for p, v in raw.items()}
+    touching: Dict[str, Set[str]] = {}
+    for name, _ in layers:
+        for p in layer_points.get(name, ()):
+            touching.setdefault(p, set()).add(name)
+    macs = {name: float(max(0, m)) for name, m in layers}
+    floats: Set[str] = set()
+    left = sum(noise.get(p, 0.0) for p in touching)
+    pending = [name for name, _ in layers]
+    out: List[Choice] = []
+
+    def boundary(p: str, fl: Set[str]) -> bool:
+        t = touching[p]
+        return bool(t & fl) and bool(t - fl)
+
+    def credit(n: str) -> float:
+        return sum(noise.get(p, 0.0) / len(touching[p] - floats) for p in layer_points.get(n, ()))
+
+    def cost(n: str) -> float:
+        c = macs[n]
+        after = floats | {n}
+        for p in layer_points.get(n, ()):
+            if not p.startswith("t:"):
+                continue
+            change = int(boundary(p, after)) - int(boundary(p, floats))
+            c += change * (per_element * point_size.get(p, 0) + per_boundary)
+        return max(1.0, c)
+
+    while pending:
+        scored = {n: (credit(n), cost(n)) for n in pending}
+        best = max(pending, key=lambda n: (scored[n][0] / scored[n][1], scored[n][0], -scored[n][1]))
+        floats.add(best)
+        pending.remove(best)
+        freed = sum(noise.get(p, 0.0) for p in layer_points.get(best, ()) if not (touching[p] - floats)
+                    and touching[p] - (floats - {best}) == {best})
+        left = max(0.0, left - freed)
+        out.append(Choice(best, freed / n_all if n_all > 0 else 0.0, scored[best][1],
+                          200.0 if left <= 0 else float(min(200.0, -10.0 * math.log10(left)))))
+    return out
 
 
 #: evaluate(number of top-ranked layers kept in float) → the twin's SQNR (dB)

@@ -3,25 +3,27 @@
 The twin is the fp32 graph with, around every quantizable layer, 8-bit
 fake-quantization of what an int8 build quantizes there — its float
 activation inputs and outputs (affine uint8 over the calibrated range) and
-its weight (symmetric int8 per output channel) — each behind a
-``Where(flag, quantized, float)`` whose boolean ``flag`` is a graph input of
-its own.  One onnxruntime session then evaluates *any* mix of int8 and float
-layers by feeding flags: no rebuild per layer, which is what makes a
-sensitivity sweep over a hundred layers take seconds.  With every flag off
-the twin computes exactly the fp32 model.
+its weight (symmetric int8 per output channel) — each behind an
+``If(flag, quantized, float)`` whose boolean ``flag`` is a graph input of its
+own, one per quantization point (a tensor, a weight).  One onnxruntime
+session then evaluates *any* mix of int8 and float layers by feeding flags: no
+rebuild per layer, which is what makes a sensitivity sweep over a hundred
+layers take seconds.  With every flag off the twin computes exactly the fp32
+model.
 
-:func:`analyse` measures, on a subset of the calibration feeds and within a
-time budget, for each layer the output SQNR with that layer alone quantized
-(its own damage) and with every layer but it quantized (what keeping it in
-float buys), and ranks the layers most damaging first.  Real targets place
-their quantizers their own way, so the ranking guides which layers to keep in
+:func:`analyse` measures, on a subset of the held-out feeds and within a time
+budget, the output SQNR with each quantization point alone quantized; a
+layer's damage (alone, and what keeping it in float buys) follows by adding
+point noises, and the mixed-precision order is built on the same additive
+model (:func:`edgekit.quantize.mixed.benefit_order`).  Real targets place
+their quantizers their own way, so the figures guide which layers to keep in
 float; the target's own build and verification stay the verdict
 (:mod:`edgekit.quantize.mixed`).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -54,9 +56,11 @@ class LayerSensitivity:
     name: str
     op_type: str
     macs: int
-    #: the model with only this layer quantized (None when the time budget ran out first)
+    #: the model with only this layer quantized: its quantization points' noises added (quantization noise
+    #: of separate points adds, near enough); None when the time budget ran out before any was measured
     alone_db: Optional[float]
-    #: the model with every layer but this one quantized (None when the time budget ran out first)
+    #: the model with every layer but this one quantized: the all-int8 noise less the points only this
+    #: layer turns on; None when unmeasured
     kept_float_db: Optional[float]
 
     def to_json(self) -> Dict[str, Any]:
@@ -75,6 +79,12 @@ class SensitivityReport:
     seconds: float
     #: True when the time budget cut a column short
     truncated: bool = False
+    #: quantization point → the model's SQNR with that point alone quantized (measured points only)
+    point_db: Mapping[str, float] = field(default_factory=dict)
+    #: layer → its quantization points (what turning it int8 turns on)
+    layer_points: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
+    #: point → elements per sample (tensors), 0 for weights or unknown shapes
+    point_size: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ranked(self) -> List[str]:
@@ -86,7 +96,8 @@ class SensitivityReport:
 
     def to_json(self, top: int = 20) -> Dict[str, Any]:
         return {"all_int8_sqnr_db": round(self.all_int8_db, 2), "samples": self.samples,
-                "seconds": round(self.seconds, 2), "layers_analysed": len(self.layers), "truncated": self.truncated,
+                "seconds": round(self.seconds, 2), "layers_analysed": len(self.layers),
+                "points_measured": len(self.point_db), "points": len(self.point_size), "truncated": self.truncated,
                 "ranked": [x.to_json() for x in self.layers[:top]]}
 
     def table(self, top: int = 15) -> str:
@@ -197,7 +208,17 @@ def fake_quant_weight(w: np.ndarray, axis: Optional[int]) -> np.ndarray:
 
 
 class Twin:
-    """The switchable fake-quantized model; ``run(feed, quantized)`` with any set of layer names."""
+    """The switchable fake-quantized model; ``run(feed, quantized)`` with any set of layer names.
+
+    The switches are per *quantization point*, not per layer: one per
+    activation tensor a layer reads or writes (``t:NAME``) and one per layer
+    weight (``w:LAYER``).  A layer in int8 turns on its weight and every
+    tensor it touches; a tensor stays float only when every layer touching it
+    is float — as on the targets, where an int8 layer's input and output are
+    quantized whatever precision its neighbour runs in.  :meth:`run_points`
+    switches points directly: what makes the per-point sensitivity, and the
+    additive noise model the mixed-precision order is built on, possible.
+    """
 
     def __init__(self, model: Any, act_ranges: Mapping[str, Tuple[float, float]], layers: Sequence[Layer]) -> None:
         import onnx
@@ -213,7 +234,18 @@ class Twin:
         new_nodes: List[Any] = []
         made: Set[str] = set()
         extra_inits: List[Any] = []
-        self.flags: Dict[str, str] = {}
+        #: quantization point → its boolean graph input
+        self.points: Dict[str, str] = {}
+        #: layer → the points it turns on when quantized
+        self.layer_points: Dict[str, Tuple[str, ...]] = {}
+        #: point → elements per sample (tensors; 0 when unknown) — what a conversion at it costs
+        shapes = _shapes(model)
+
+        def flag(point: str) -> str:
+            if point not in self.points:
+                self.points[point] = f"__ek_flag_{len(self.points)}"
+                g.input.append(helper.make_tensor_value_info(self.points[point], TensorProto.BOOL, []))
+            return self.points[point]
 
         def qparams(t: str) -> Tuple[str, str]:
             lo, hi = act_ranges[t]
@@ -226,7 +258,7 @@ class Twin:
                                     numpy_helper.from_array(np.array(zp, np.uint8), z_name)])
             return s_name, z_name
 
-        def select(flag: str, t: str, out: str, params: Optional[Tuple[str, str]], wq: Optional[str] = None) -> Any:
+        def select(flag_name: str, t: str, out: str, params: Optional[Tuple[str, str]], wq: Optional[str] = None) -> Any:
             """If(flag): the quantized value, else the float one; only the taken branch runs."""
             if params is not None:
                 then_nodes = [helper.make_node("QuantizeLinear", [t, *params], [f"{out}__q"]),
@@ -237,62 +269,89 @@ class Twin:
                                        [helper.make_tensor_value_info(f"{out}__t", TensorProto.FLOAT, None)])
             else_g = helper.make_graph([helper.make_node("Identity", [t], [f"{out}__e"])], f"{out}__else", [],
                                        [helper.make_tensor_value_info(f"{out}__e", TensorProto.FLOAT, None)])
-            return helper.make_node("If", [flag], [out], then_branch=then_g, else_branch=else_g)
+            return helper.make_node("If", [flag_name], [out], then_branch=then_g, else_branch=else_g)
 
+        # a tensor a layer writes is quantized once, at its producer, for every reader; one written by
+        # another op (or a graph input) once, before the first layer that reads it
+        layer_written = {o for node in g.node if node.name in by_name for o in node.output if o in act_ranges}
+        quantized_as: Dict[str, str] = {}
         for idx, node in enumerate(g.node):
-            layer = by_name.get(node.name)
-            if layer is None:
+            if node.name not in by_name:
                 new_nodes.append(node)
                 continue
-            flag = f"__ek_flag_{len(self.flags)}"
-            self.flags[node.name] = flag
-            g.input.append(helper.make_tensor_value_info(flag, TensorProto.BOOL, []))
+            pts: List[str] = []
             for j, t in enumerate(list(node.input)):
                 if not t:
                     continue
-                sel = f"{t}__ek_sel{idx}"
                 if t in act_ranges:
-                    new_nodes.append(select(flag, t, sel, qparams(t)))
-                    node.input[j] = sel
+                    pts.append(f"t:{t}")
+                    if t not in layer_written:
+                        if t not in quantized_as:
+                            quantized_as[t] = f"{t}__ek_q"
+                            new_nodes.append(select(flag(f"t:{t}"), t, quantized_as[t], qparams(t)))
+                        node.input[j] = quantized_as[t]
                 elif j == 1 and node.op_type in WEIGHTED and t in inits and \
                         inits[t].data_type == TensorProto.FLOAT:
                     w = numpy_helper.to_array(inits[t])
-                    wq = f"{t}__ek_wq{idx}"
+                    wq, sel = f"{t}__ek_wq{idx}", f"{t}__ek_sel{idx}"
                     extra_inits.append(numpy_helper.from_array(fake_quant_weight(w, _weight_axis(node, w.ndim)), wq))
-                    new_nodes.append(select(flag, t, sel, None, wq))
+                    new_nodes.append(select(flag(f"w:{node.name}"), t, sel, None, wq))
                     node.input[j] = sel
+                    pts.append(f"w:{node.name}")
             raw_outs = []
             for j, o in enumerate(list(node.output)):
                 if o in act_ranges:
                     raw = f"{o}__ek_raw"
                     node.output[j] = raw
                     raw_outs.append((raw, o))
+                    pts.append(f"t:{o}")
             new_nodes.append(node)
             for raw, o in raw_outs:  # the layer's output takes the tensor's calibrated range
-                new_nodes.append(select(flag, raw, o, qparams(o)))
+                new_nodes.append(select(flag(f"t:{o}"), raw, o, qparams(o)))
+            for pt in pts:
+                flag(pt)
+            self.layer_points[node.name] = tuple(dict.fromkeys(pts))
         del g.node[:]
         g.node.extend(new_nodes)
         g.initializer.extend(extra_inits)
         # Q/DQ of a tensor must follow its producer: the appended Q/DQ pairs were added lazily, so sort
         _toposort(g)
+        self.point_size = {p: (int(np.prod(shapes[p[2:]])) if p.startswith("t:") and p[2:] in shapes else 0)
+                           for p in self.points}
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        # the basic level keeps Q/DQ as exact quantize → dequantize arithmetic (no fused int8 kernels)
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # hundreds of short runs back to back: threads that spin between them burn a core they then do not
+        # use (measured on YOLOv8n: half the CPU time per run, the same wall time on an idle host)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.model, self.source, self.float_tensors = m, model, dict(act_ranges)
         self.session = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         self._inputs = {i.name for i in self.session.get_inputs()}
 
+    def active_points(self, quantized: Iterable[str]) -> Set[str]:
+        """The points a set of int8 layers turns on."""
+        return {p for n in quantized for p in self.layer_points.get(n, ())}
+
+    def flag_feed(self, quantized: Iterable[str] = (), *, points: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:
+        """The flag inputs for int8 ``quantized`` layers (or exactly ``points``)."""
+        on = set(points) if points is not None else self.active_points(quantized)
+        return {f: np.array(p in on) for p, f in self.points.items()}
+
     def run(self, feed: Mapping[str, np.ndarray], quantized: Iterable[str]) -> Dict[str, np.ndarray]:
-        on = set(quantized)
-        flags = {f: np.array(name in on) for name, f in self.flags.items()}
-        values = self.session.run(self.outputs, {**{k: v for k, v in feed.items() if k in self._inputs}, **flags})
-        return dict(zip(self.outputs, values))
+        return self._run(feed, self.flag_feed(quantized))
 
     def run_all(self, feeds: Sequence[Mapping[str, np.ndarray]], quantized: Iterable[str]) -> Outputs:
-        q = set(quantized)
-        return [self.run(f, q) for f in feeds]
+        flags = self.flag_feed(quantized)
+        return [self._run(f, flags) for f in feeds]
+
+    def run_points(self, feeds: Sequence[Mapping[str, np.ndarray]], points: Iterable[str]) -> Outputs:
+        flags = self.flag_feed(points=points)
+        return [self._run(f, flags) for f in feeds]
+
+    def _run(self, feed: Mapping[str, np.ndarray], flags: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        values = self.session.run(self.outputs, {**{k: v for k, v in feed.items() if k in self._inputs}, **flags})
+        return dict(zip(self.outputs, values))
 
 
 def _toposort(g: Any) -> None:
@@ -317,15 +376,23 @@ def _toposort(g: Any) -> None:
 
 
 # ----------------------------------------------------------------- the sweep
-def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: ScoreFn = weakest_output_sqnr,
-            time_budget_s: float = 120.0, reference: Optional[Outputs] = None,
-            kept_float_top: int = 16) -> SensitivityReport:
-    """Rank the twin's layers by the damage each does quantized alone, in bounded time.
+def _db(noise: float) -> float:
+    if noise <= 0.0:
+        return 200.0
+    return float(min(200.0, -10.0 * np.log10(noise)))
 
-    Each evaluation runs every feed once; the "kept in float" column is
-    measured for the ``kept_float_top`` most damaging layers only (the ones a
-    mixed-precision search can pick).  When the evaluations would exceed the budget the feeds are cut to fit (never below 2) and, if
-    still over, the "kept in float" column stops where the budget ends.
+
+def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: ScoreFn = weakest_output_sqnr,
+            time_budget_s: float = 120.0, reference: Optional[Outputs] = None) -> SensitivityReport:
+    """Measure every quantization point's damage alone, in bounded time; rank the layers most damaging first.
+
+    One evaluation per point (each activation tensor a layer touches, each
+    layer weight), every feed once.  A layer's "alone" figure adds its points'
+    noises; its "kept in float" figure takes from the all-int8 noise the
+    points no other layer turns on.  When the evaluations would exceed the
+    budget the feeds are cut to fit (never below 2) and, if still over, the
+    points left (those of the lightest layers: they are measured heaviest
+    first) stay unmeasured.
     """
     t0 = time.perf_counter()
     feeds = list(feeds)
@@ -334,7 +401,8 @@ def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: Sco
     t1 = time.perf_counter()
     all_q = twin.run_all(feeds, names)
     per_eval = max(1e-6, time.perf_counter() - t1)
-    evals = len(names) + min(len(names), kept_float_top) + 1
+    points = list(twin.points)
+    evals = len(points) + 1
     if per_eval * evals > time_budget_s and len(feeds) > 2:
         keep = max(2, int(len(feeds) * time_budget_s / (per_eval * evals)))
         idx = sorted({(k * len(feeds)) // keep for k in range(keep)})
@@ -342,28 +410,40 @@ def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: Sco
         ref = [ref[i] for i in idx]
         all_q = [all_q[i] for i in idx]
     all_db = score(ref, all_q)
-    alone: Dict[str, float] = {}
-    truncated = False
+    touching: Dict[str, List[str]] = {}
+    for n in names:
+        for p in twin.layer_points.get(n, ()):
+            touching.setdefault(p, []).append(n)
     by_macs = {x.name: x.macs for x in twin.layers}
-    # the heaviest layers first: when the budget runs out, the unmeasured ones are the cheap ones
-    for n in sorted(names, key=lambda n: -by_macs[n]):
+    # the heaviest layers' points first: when the budget runs out, the unmeasured ones are the cheap ones
+    order = sorted(points, key=lambda p: (-max((by_macs[n] for n in touching.get(p, [])), default=0),
+                                          -twin.point_size.get(p, 0)))
+    point_db: Dict[str, float] = {}
+    truncated = False
+    for p in order:
+        if p not in touching:
+            continue
         if time.perf_counter() - t0 > time_budget_s:
             truncated = True
             break
-        alone[n] = score(ref, twin.run_all(feeds, (n,)))
+        point_db[p] = score(ref, twin.run_points(feeds, (p,)))
+    noise = {p: 10.0 ** (-db / 10.0) for p, db in point_db.items()}
+    n_all = 10.0 ** (-all_db / 10.0)
+    alone: Dict[str, Optional[float]] = {}
     kept: Dict[str, Optional[float]] = {}
-    # measured layers most damaging first; unmeasured ones (budget spent) after them, in graph order
-    order = sorted(alone, key=lambda n: alone[n]) + [n for n in names if n not in alone]
-    for i, n in enumerate(order):  # most damaging first: those are the ones whose column matters
-        if i >= kept_float_top:
-            kept[n] = None
+    for n in names:
+        mine = [p for p in twin.layer_points.get(n, ()) if p in noise]
+        if not mine:
+            alone[n] = kept[n] = None
             continue
-        if n not in alone or time.perf_counter() - t0 > time_budget_s:
-            truncated = True
-            kept[n] = None
-            continue
-        kept[n] = score(ref, twin.run_all(feeds, [x for x in names if x != n]))
+        alone[n] = _db(sum(noise[p] for p in mine))
+        only_mine = sum(noise[p] for p in mine if touching.get(p) == [n])
+        kept[n] = _db(max(n_all - only_mine, n_all * 1e-3))
+    ranked = sorted((n for n in names if alone[n] is not None), key=lambda n: alone[n]) + \
+        [n for n in names if alone[n] is None]
     by = {x.name: x for x in twin.layers}
-    rows = tuple(LayerSensitivity(n, by[n].op_type, by[n].macs, alone.get(n), kept[n]) for n in order)
+    rows = tuple(LayerSensitivity(n, by[n].op_type, by[n].macs, alone[n], kept[n]) for n in ranked)
     return SensitivityReport(layers=rows, all_int8_db=all_db, samples=len(feeds),
-                             seconds=time.perf_counter() - t0, truncated=truncated)
+                             seconds=time.perf_counter() - t0, truncated=truncated or len(point_db) < len(touching),
+                             point_db=point_db, layer_points=dict(twin.layer_points),
+                             point_size=dict(twin.point_size))

@@ -1,10 +1,11 @@
 """The int8 stages the pipeline runs after verify: mixed precision when the floor is missed, then speed.
 
 :func:`mixed_precision` is a no-op unless the build is int8, has calibration
-data, and its first build misses its SQNR floor (an accuracy budget alone is
-left to the target's own accuracy control, OpenVINO's, and to the gate).  Then it ranks the layers on the
-switchable twin (:mod:`edgekit.quantize.sensitivity`), picks the fewest
-most-damaging layers to keep in float (:mod:`edgekit.quantize.mixed`) and
+data, and its first build misses one of its gates (the SQNR floor, an accuracy
+budget, a task metric's floor).  Then it measures the layers on the switchable
+twin (:mod:`edgekit.quantize.sensitivity`), orders them by benefit per cost
+and picks the fewest first ones that meet the floor on the twin
+(:mod:`edgekit.quantize.mixed`) and
 rebuilds through the target with those layers in the recipe's
 ``exclude_nodes`` — the node exclusion every target honours with its own
 mechanism (Q/DQ placement for onnxruntime, TensorRT and QNN, NNCF's ignored
@@ -61,12 +62,6 @@ def gates_hold(req: Any, verified: Any) -> bool:
     return True
 
 
-def sqnr_holds(req: Any, verified: Any) -> bool:
-    """The SQNR floor alone: the search aims at it (an accuracy budget is the target's own accuracy control)."""
-    floor = stages.effective_gates(req)[0]["min_sqnr_db"]
-    return float(verified.parity.weakest.sqnr_db) >= floor
-
-
 def _evenly(items: Sequence[Any], n: int) -> List[Any]:
     if len(items) <= n:
         return list(items)
@@ -100,11 +95,33 @@ def _scorer(checked: Any, canon: Any) -> _sens.ScoreFn:
     return score
 
 
+def plan(twin: _sens.Twin, report: _sens.SensitivityReport, feeds: Sequence[Mapping[str, np.ndarray]],
+         score: _sens.ScoreFn, target_db: float,
+         config: _mixed.MixedPrecisionConfig) -> Tuple[List[_mixed.Choice], int, List[Tuple[int, float]]]:
+    """The order layers go float in, and the fewest first ones that reach ``target_db`` on the twin."""
+    # kept in float in order of benefit per cost, not of damage: a damaging layer that is cheap (few MACs,
+    # next to float neighbours) goes before a heavy one whose float kernel would eat int8's speed
+    order = _mixed.benefit_order([(x.name, x.macs) for x in twin.layers], report.point_db, report.layer_points,
+                                 report.all_int8_db, report.point_size)
+    ranked = [c.name for c in order]
+    names = [x.name for x in twin.layers]
+    ref = twin.run_all(feeds, ())
+
+    def twin_db(k: int) -> float:
+        keep = set(ranked[:k])
+        return score(ref, twin.run_all(feeds, [n for n in names if n not in keep]))
+
+    k, _, tried = _mixed.bisect_count(twin_db, target_db, config.budget(len(ranked)))
+    return order, k, tried
+
+
 def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, verified: Any,
                     workdir: Path, config: _mixed.MixedPrecisionConfig, explain: bool = False) -> Int8Outcome:
     """Keep the most sensitive layers in float until the gates hold (see the module docstring)."""
     needed = req.precision is Precision.INT8 and data.calibration is not None and len(data.calibration) > 0
-    if not needed or (not config.enabled and not explain) or (sqnr_holds(req, verified) and not explain):
+    # the search starts when any gate fails (SQNR floor, accuracy budget, a task metric's floor) and stops
+    # when all of them hold: SQNR alone would ship a detector that lost its recall
+    if not needed or (not config.enabled and not explain) or (gates_hold(req, verified) and not explain):
         return Int8Outcome(built, verified)
     recipe = data.spec.recipe
     req.progress("sensitivity", 0, 0)
@@ -115,21 +132,14 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     judge = data.verification if data.verification is not None and len(data.verification) else data.calibration
     feeds = _evenly(judge.feeds, config.samples)
     report = _sens.analyse(twin, feeds, score=score, time_budget_s=config.time_budget_s)
-    if not config.enabled or sqnr_holds(req, verified):
+    if not config.enabled or gates_hold(req, verified):
         return Int8Outcome(built, verified, report, twin)
 
     gates, sources = stages.effective_gates(req)
     floor, default_floor = gates["min_sqnr_db"], sources["min_sqnr_db"] != "user"
-    ranked = report.ranked
+    order, k, tried = plan(twin, report, feeds, score, floor + config.margin_db, config)
+    ranked = [c.name for c in order]
     budget = config.budget(len(ranked))
-    names = [x.name for x in twin.layers]
-    ref = twin.run_all(feeds, ())
-
-    def twin_db(k: int) -> float:
-        keep = set(ranked[:k])
-        return score(ref, twin.run_all(feeds, [n for n in names if n not in keep]))
-
-    k, k_db, tried = _mixed.bisect_count(twin_db, floor + config.margin_db, budget)
     first = _mixed.Attempt(0, float(verified.parity.weakest.sqnr_db), report.all_int8_db, False)
     attempts: List[_mixed.Attempt] = [first]
     best: Tuple[float, Any, Any, int] = (first.sqnr_db, built, verified, 0)
@@ -164,13 +174,11 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     record = {
         "floor_db": floor,
         "float_precision": "fp32",
-        "kept_float": [{"layer": n, "op_type": by[n].op_type, "macs": by[n].macs,
-                        "reason": (f"rank {i + 1} of {len(ranked)} by damage: quantized alone "
-                                   + (f"{by[n].alone_db:.1f} dB" if by[n].alone_db is not None else "not measured")
-                                   + (f", whole model with it in float "
-                                                                  f"{by[n].kept_float_db:.1f} dB"
-                                                                  if by[n].kept_float_db is not None else ""))}
-                       for i, n in enumerate(kept)],
+        "selection": "benefit per cost: share of the int8 output noise removed per float MAC, "
+                     "int8/float boundaries counted",
+        "kept_float": [{"layer": c.name, "op_type": by[c.name].op_type, "macs": by[c.name].macs,
+                        "reason": _reason(i, len(ranked), c, by[c.name])}
+                       for i, c in enumerate(order[:k_best])],
         "float_layers": len(kept),
         "quantizable_layers": len(ranked),
         "int8_mac_share": _mixed.int8_mac_share({x.name: x.macs for x in report.layers}, kept),
@@ -185,6 +193,14 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     art = b.artifact
     art = dataclasses.replace(art, quantization={**(art.quantization or {}), "mixed_precision": record})
     return Int8Outcome(dataclasses.replace(b, artifact=art), v, report, twin)
+
+
+def _reason(i: int, n: int, choice: _mixed.Choice, row: _sens.LayerSensitivity) -> str:
+    alone = f"{row.alone_db:.1f} dB" if row.alone_db is not None else "not measured"
+    kept = f", whole model with it in float {row.kept_float_db:.1f} dB" if row.kept_float_db is not None else ""
+    return (f"pick {i + 1} of {n} by benefit per cost: frees {100 * choice.benefit:.1f}% of the int8 noise "
+            f"for {choice.cost:,.0f} MAC-equivalents (model with the picks so far in float ~{choice.predicted_db:.1f} "
+            f"dB); quantized alone ~{alone}{kept}")
 
 
 # ----------------------------------------------------------------- speed
