@@ -516,11 +516,14 @@ def canonicalize(
     *,
     optimize: bool = True,
     layout: Optional[str] = None,
+    rewrites: Sequence[str] = (),
 ) -> CanonicalModel:
     """Fix shapes, fold constants and BatchNorm, and describe the IO (see the module docstring).
 
     ``model`` may be a path, bytes or ModelProto (never modified in place).
     ``optimize=False`` skips the onnxruntime pass (shape inference still runs).
+    ``rewrites``: quantization-friendly rewrites to run last (:mod:`targets.rewrites`; int8 builds pass
+    ``rewrites.DEFAULT``); each one that fires is a note, so the manifest says what ran.
     """
     onnx = _onnx()
     notes: List[str] = []
@@ -559,6 +562,15 @@ def canonicalize(
         notes.append(f"named {unnamed} unnamed node(s) '<op_type>_<index>' so recipes and reports can refer to them")
     for left in _unfolded_batchnorms(proto):
         notes.append(f"BatchNormalization {left} was not folded (its Conv output has other consumers)")
+    if rewrites:
+        from .rewrites import describe, rewrite
+
+        proto, fired = rewrite(proto, rewrites)
+        if fired:
+            notes.extend(describe(fired))
+            del proto.graph.value_info[:]  # shapes of the new tensors (and none of the removed ones)
+            with tempfile.TemporaryDirectory(prefix="edgekit-canon-") as tmp:
+                proto = _infer_shapes(proto, Path(tmp), notes)
 
     inputs = tuple(_spec(vi, f"input {vi.name!r}", layouts.get(vi.name)) for vi in _real_inputs(proto.graph))
     outputs = tuple(_spec(vo, f"output {vo.name!r}", None) for vo in proto.graph.output)

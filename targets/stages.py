@@ -323,7 +323,10 @@ class Canonical:
 
 def canonicalize_stage(req: BuildRequest, src: Source) -> Canonical:
     layout = next((s.order.value for s in req.steps if isinstance(s, _pre.Layout)), None)
-    canon = canonicalize(src.proto, input_shapes=req.input_shapes, size=req.size, layout=layout)
+    from . import rewrites  # quantization-friendly, fp32-exact rewrites: only int8 builds pay for them
+
+    canon = canonicalize(src.proto, input_shapes=req.input_shapes, size=req.size, layout=layout,
+                         rewrites=rewrites.DEFAULT if req.precision is Precision.INT8 else ())
     steps = tuple(req.steps)
     input_layout = None
     if len(canon.inputs) == 1:  # image steps feed one input: its layout, and a tensor that fits it

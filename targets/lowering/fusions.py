@@ -8,6 +8,7 @@ tensors nobody else reads, and replaces it in the view with one node:
 * SiLU:         ``x * Sigmoid(x)``                          → ``edgekit.fused::SiLU``
 * HardSigmoid:  ``Clip(x + 3, 0, 6) / 6``                    → ``HardSigmoid(alpha=1/6, beta=0.5)``
 * HardSwish:    ``x * HardSigmoid(x; 1/6, 0.5)``             → ``HardSwish``
+  (paddle2onnx's ``x * Clip(x + 3, 0, 6) / 6`` becomes ``x * HardSigmoid(x)`` first)
 * GELU:         ``x * 0.5 * (1 + Erf(x / sqrt 2))`` (any order of the
   multiplications) and the tanh approximation               → ``edgekit.fused::Gelu(approximate)``
 * LayerNorm:    ``ReduceMean, Sub, Pow 2 | Mul, ReduceMean, Add eps, Sqrt, Div
@@ -78,6 +79,38 @@ def _fuse_hardsigmoid_clip(view: GraphView) -> int:
         view.replace([add, clip, tail], Node(tail.name, "HardSigmoid", [x], [tail.outputs[0]],
                                              attrs={"alpha": 1.0 / 6.0, "beta": 0.5},
                                              fused_from=(add.name, clip.name, tail.name)))
+        count += 1
+    return count
+
+
+def fuse_hardswish_clip_pair(view: GraphView) -> int:
+    """``x * Clip(x + 3, 0, 6) / 6`` (paddle2onnx's HardSwish; ``* (1/6)`` too) → ``x * HardSigmoid(x)``,
+    which :func:`_fuse_hardswish` then makes one HardSwish; the pair is standard ONNX at any opset, so the
+    int8 rewrites (:mod:`targets.rewrites`) write it back to the graph as it is."""
+    count = 0
+    for add in [n for n in view.nodes if n.op_type == "Add" and n.is_default_domain]:
+        const_in = next((i for i in add.inputs if view.is_const(i)), None)
+        if const_in is None or not all_close_to(view.const(const_in), 3.0):
+            continue
+        x = _other(add, const_in)
+        clip = _single_user(view, add.outputs[0], "Clip")
+        if clip is None or not (all_close_to(view.const(clip.input(1)), 0.0)
+                                and all_close_to(view.const(clip.input(2)), 6.0)):
+            continue
+        mul = _single_user(view, clip.outputs[0], "Mul")
+        if mul is None or _other(mul, clip.outputs[0]) != x:
+            continue
+        tail = view.only_consumer(mul.outputs[0])
+        if tail is None or not tail.is_default_domain or not (
+                (tail.op_type == "Div" and tail.input(0) == mul.outputs[0]
+                 and all_close_to(view.const(tail.input(1)), 6.0))
+                or (tail.op_type == "Mul" and all_close_to(view.const(_other(tail, mul.outputs[0])), 1.0 / 6.0))):
+            continue
+        gate = clip.outputs[0]  # now HardSigmoid(x) = Clip(x + 3, 0, 6) / 6
+        view.replace([add, clip], Node(clip.name, "HardSigmoid", [x], [gate], attrs={"alpha": 1.0 / 6.0, "beta": 0.5},
+                                       fused_from=(add.name, clip.name)))
+        view.replace([mul, tail], Node(mul.name, "Mul", [gate if i == gate else x for i in mul.inputs],
+                                       [tail.outputs[0]], fused_from=(mul.name, tail.name)))
         count += 1
     return count
 
@@ -296,6 +329,7 @@ def find_squeeze_excite(view: GraphView) -> List[SqueezeExcite]:
 #: the fusions in the order they run (HardSigmoid before HardSwish: the latter consumes the former)
 FUSIONS: Tuple[Tuple[str, Callable[[GraphView], int]], ...] = (
     ("hardsigmoid", _fuse_hardsigmoid_clip),
+    ("hardswish_clip", fuse_hardswish_clip_pair),
     ("hardswish", _fuse_hardswish),
     ("silu", _fuse_silu),
     ("gelu", _fuse_gelu),
