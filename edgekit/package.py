@@ -30,7 +30,6 @@ follow the umask.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+from ._digest import sha256_hex
 from ._record import record as frozen_record  # `record` is this module's name for integrity records
 from .errors import ConfigError, EdgekitError, ManifestError, PackageError
 from .manifest import Manifest, dumps, parse_manifest
@@ -98,6 +98,8 @@ DEFAULT_LIMITS = PackageLimits()
 
 
 def sha256_file(path: PathLike, chunk: int = _CHUNK) -> str:
+    import hashlib  # whole files: OpenSSL's sha256; not imported by a load of a cached package (edgekit._digest)
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:
@@ -214,7 +216,7 @@ class IntegrityRecord:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.raw).hexdigest()
+        return sha256_hex(self.raw)
 
     @property
     def total_bytes(self) -> int:
@@ -326,6 +328,8 @@ def _hash_regular(path: Path, rel: str, size: int, where: str) -> str:
         fd = os.open(str(path), os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY)
     except OSError as exc:
         raise PackageError(f"{where}: cannot read {rel!r} ({exc.strerror}); re-copy the package") from None
+    import hashlib  # whole files: OpenSSL's sha256
+
     h = hashlib.sha256()
     n = 0
     with os.fdopen(fd, "rb") as f:
@@ -461,8 +465,8 @@ def _open_directory(path: Path, policy: Any, limits: PackageLimits) -> OpenedPac
                 raise PackageError(f"{where}: file {name!r} was changed ({actual} bytes, the integrity record says "
                                    f"{size}); re-copy or rebuild the package")
             data = _read_regular(path / name, size, where, name)
-            if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
-                raise _changed(name, hashlib.sha256(data).hexdigest(), sha, where)
+            if len(data) != size or sha256_hex(data) != sha:
+                raise _changed(name, sha256_hex(data), sha, where)
             raw[name] = data
     manifest = _parse_checked(raw[MANIFEST], raw.get(LABELS), record, where, limits)
     for rel, (sha, size) in sorted(record.files.items()):
@@ -556,6 +560,8 @@ def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, sha: str, s
     """Stream one member to ``dest``, hashing; stop at the first byte beyond the declared size."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(str(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_BINARY, 0o666)
+    import hashlib  # whole files: OpenSSL's sha256
+
     h = hashlib.sha256()
     n = 0
     with os.fdopen(fd, "wb") as out, zf.open(info) as src:
@@ -817,7 +823,7 @@ def write_package(staging: Path, manifest: Dict[str, Any], output: PathLike, *, 
     labels = _labels_from_bytes((staging / LABELS).read_bytes(), str(staging)) if LABELS in files else None
     parse_manifest(load_json(text, MANIFEST, "the new package"), labels)  # never write what we cannot read
     record_files = dict(files)
-    record_files[MANIFEST] = (hashlib.sha256(text).hexdigest(), len(text))
+    record_files[MANIFEST] = (sha256_hex(text), len(text))
     record = IntegrityRecord.render(record_files)
     members: List[Tuple[str, Union[bytes, Path]]] = [(MANIFEST, text), (INTEGRITY, record)]
     if sign_key is not None:
@@ -874,7 +880,7 @@ def seal_directory(path: PathLike) -> Path:
     path = Path(path)
     files = _staged_files(path)
     text = (path / MANIFEST).read_bytes()
-    files[MANIFEST] = (hashlib.sha256(text).hexdigest(), len(text))
+    files[MANIFEST] = (sha256_hex(text), len(text))
     (path / INTEGRITY).write_bytes(IntegrityRecord.render(files))
     if (path / SIGNATURE).exists():
         (path / SIGNATURE).unlink()

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from ._digest import sha256_hex
 from ._record import record  # frozen dataclasses that are cheap to define (import time on devices)
 from .errors import ConfigError, PackageError, RuntimeMissingError, SignatureError
 
@@ -81,7 +81,7 @@ class PublicKey:
     @property
     def key_id(self) -> str:
         """First 16 hex digits of sha256 of the raw key: short, stable, shown in errors."""
-        return hashlib.sha256(self.raw).hexdigest()[:16]
+        return sha256_hex(self.raw)[:16]
 
     def to_pem(self) -> bytes:
         b64 = base64.encodebytes(_SPKI_PREFIX + self.raw).decode("ascii").replace("\n", "")
