@@ -308,10 +308,14 @@ def recipe_rules(model: Any, recipe: Any, *, everything: bool = False) -> Dict[s
             readers = consumers.get(o, [])
             if readers and all(c.op_type in ("Relu", "Clip") for c in readers):
                 out.update({t: rule for c in readers if rule_of(c) == base for t in c.output if t})
+    inits = {t.name for t in model.graph.initializer}
+    g = recipe.global_config  # graph inputs have no node: the whole model's rule
+    in_rule = (RangeMethod.parse((g.method or recipe.method).value),
+               float(g.percentile if g.percentile is not None else recipe.percentile))
+    if in_rule != base or everything:
+        out.update({i.name: in_rule for i in model.graph.input if i.name not in inits})
     if everything:
-        inits = {t.name for t in model.graph.initializer}
-        for t in [i.name for i in model.graph.input if i.name not in inits] + \
-                [o for node in model.graph.node for o in node.output if o]:
+        for t in (o for node in model.graph.node for o in node.output if o):
             out.setdefault(t, base)
     return out
 

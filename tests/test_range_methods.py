@@ -117,6 +117,9 @@ def test_rules_resolve_to_the_tensors_nodes_output(canon):
     assert R.recipe_rules(canon, PER_NODE) == {"t1": (R.RangeMethod.PERCENTILE, 90.0)}
     everything = R.recipe_rules(canon, Recipe(method="mse"), everything=True)
     assert set(everything) == {"x", "t0", "t1", "y"} and {m for m, _ in everything.values()} == {R.RangeMethod.MSE}
+    # a rule in global_config is every node's and the graph input's
+    whole = R.recipe_rules(canon, Recipe(global_config=OpConfig(method="entropy")))
+    assert whole == {t: (R.RangeMethod.ENTROPY, 99.999) for t in ("x", "t0", "t1", "y")}
     # a Relu after the node is folded into its range by quantizers: it takes the node's rule too
     relu = onnx.ModelProto()
     relu.CopyFrom(canon)
