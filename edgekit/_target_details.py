@@ -5,7 +5,7 @@ classes only when it reads a package of that target (a qnn device never
 needs the Core ML ones); :func:`edgekit.manifest.details_type` imports this
 module on demand, and ``edgekit.manifest.QnnDetails`` etc. still resolve.
 """
-from __future__ import annotations
+# no `from __future__ import annotations` here: field types are read by the loader (see edgekit.manifest)
 
 from dataclasses import field
 from typing import Any, List, Mapping, Optional, Tuple

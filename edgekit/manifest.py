@@ -13,7 +13,8 @@ Compatibility: reading ignores keys a section does not declare, except in
 the sections that are open by nature (target details, quantization record,
 support report), which keep them in ``extra`` and write them back.
 """
-from __future__ import annotations
+# no `from __future__ import annotations` here: the loader (edgekit._jsontypes) reads these classes' field types, and annotations
+# evaluated once at import cost less than typing.get_type_hints compiling every string at each load (~2 ms)
 
 import collections.abc
 import dataclasses
