@@ -356,6 +356,8 @@ def build(
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Quantization recipe JSON."),
     min_sqnr: Optional[float] = typer.Option(None, "--min-sqnr", help="Fail the build below this SQNR (dB)."),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="Fail above this drop (points)."),
+    min_recall: Optional[float] = typer.Option(
+        None, "--min-recall", help="--task detect: fail below this recall vs fp32's detections (0-1; default floor per precision)."),
     allow_gate_failure: bool = typer.Option(False, "--allow-gate-failure", help="Keep the package even if a gate fails."),
     require_npu: bool = typer.Option(False, "--require-npu", help="Fail if any node would leave the NPU (qnn target)."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output .edgepkg (or a directory)."),
@@ -386,7 +388,7 @@ def build(
     steps = _preprocess_steps(model, preprocess_file, calib, val, size=size, resize=resize,
                               interpolation=interpolation, color=color, mean=mean, std=std, scale=scale, layout=layout)
     build_options = _key_values(build_option or [], "--build-option")  # the target's schema checks them
-    gates = {"min_sqnr_db": min_sqnr, "max_accuracy_drop": max_accuracy_drop}
+    gates = {"min_sqnr_db": min_sqnr, "max_accuracy_drop": max_accuracy_drop, "min_recall": min_recall}
     with _Progress(not as_json) as bar:
         result = build_package(
             model,

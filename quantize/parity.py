@@ -39,6 +39,9 @@ from edgekit.errors import GateError, ModelError
 
 SQNR_CAP_DB = 200.0  #: stored instead of +inf (exact match); −SQNR_CAP_DB instead of −inf
 MATCH_IOU = 0.5  #: a decoded detection matches fp32's at this IoU or more, with the same class
+#: a default recall floor judges a detector only when fp32 found at least this many boxes: below it one
+#: borderline box moves recall by more than the floor's margin (a user's --min-recall always applies)
+MIN_RECALL_DETECTIONS = 20
 
 
 def _r(x: Optional[float], nd: int = 6) -> Optional[float]:
@@ -391,22 +394,50 @@ def compare_outputs(
     )
 
 
+def recall_judged(report: ParityReport, recall_floor: bool) -> bool:
+    """Whether a recall gate judges this report: a detector's, and for the default floor enough fp32 boxes."""
+    d = report.detection
+    return d is not None and (not recall_floor or d.reference_detections >= MIN_RECALL_DETECTIONS)
+
+
+def _recall_failures(report: ParityReport, min_recall: float, recall_floor: bool) -> List[str]:
+    d = report.detection
+    if d is None:
+        return [] if recall_floor else [
+            "the min_recall gate could not be evaluated: it judges decoded detections (give --task detect, "
+            "or drop --min-recall)"]
+    if not recall_judged(report, recall_floor) or d.recall >= min_recall:
+        return []
+    what = "the default floor" if recall_floor else "required"
+    return [f"decoded detections: recall {d.recall:.3f} vs fp32 ({d.matched} of {d.reference_detections} fp32 "
+            f"detections matched at IoU ≥ {d.iou_threshold:g} with the same class; precision {d.precision:.3f}) "
+            f"< {what} {min_recall:.2f}; to accept it pass --min-recall {math.floor(d.recall * 100) / 100:.2f} "
+            "(or lower), or build at a higher precision"]
+
+
 def check_gates(
     report: ParityReport,
     min_sqnr_db: Optional[float] = None,
     max_accuracy_drop: Optional[float] = None,
     *,
     floor: bool = False,
+    min_recall: Optional[float] = None,
+    recall_floor: bool = False,
 ) -> List[str]:
     """Raise :class:`GateError` with the figures and the overriding flag when a gate fails.
 
     The SQNR gate judges the weakest checked part (one line: its figure, the
     gate, and ``--min-sqnr`` to override; ``floor`` says the gate is the
-    precision's default floor).  An accuracy gate that cannot be evaluated
-    (no labelled samples) is an error, never a pass.  Returns [] when every
-    gate passed.
+    precision's default floor).  The recall gate judges a detector's decoded
+    detections against fp32's (``--min-recall``; ``recall_floor``: the
+    default floor, which needs :data:`MIN_RECALL_DETECTIONS` fp32 boxes to
+    judge).  An accuracy or recall gate that cannot be evaluated (no
+    labelled samples; not a detector) is an error, never a pass.  Returns []
+    when every gate passed.
     """
     failures: List[str] = []
+    if min_recall is not None:
+        failures += _recall_failures(report, min_recall, recall_floor)
     if min_sqnr_db is not None:
         weak = report.weakest
         if weak.sqnr_db < min_sqnr_db:

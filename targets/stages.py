@@ -46,7 +46,7 @@ from edgekit.package import LABELS, MANIFEST, check_output, write_package
 from edgekit.quantize.calibration import CalibrationSet, load_feeds
 from edgekit.quantize.mixed import MixedPrecisionConfig
 from edgekit.quantize.ranges import recipe_for_samples
-from edgekit.quantize.parity import ParityReport, check_gates, compare_outputs
+from edgekit.quantize.parity import MIN_RECALL_DETECTIONS, ParityReport, check_gates, compare_outputs, recall_judged
 from edgekit.quantize.recipe import Recipe
 
 from .base import Artifact, BuildSpec, Precision, SupportReport, Target
@@ -62,7 +62,7 @@ RECIPE_FILE = "recipe.json"
 RANDOM_VERIFY_SAMPLES = 8
 #: below this many verification samples the figures are rough: the build says so
 MIN_VERIFY_SAMPLES = 32
-GATES = ("min_sqnr_db", "max_accuracy_drop")
+GATES = ("min_sqnr_db", "max_accuracy_drop", "min_recall")
 
 #: the SQNR floor (dB) of the weakest checked part when the user sets none.  Measured by
 #: benchmarks/quality_floors.py on the 11 golden models (tests/models, random-normal calibration and
@@ -76,6 +76,21 @@ DEFAULT_MIN_SQNR_DB: Mapping[Precision, float] = {
     Precision.FP16: 30.0,
     Precision.BF16: 30.0,
     Precision.INT8: 25.0,
+}
+
+#: a detector's floor on recall vs fp32 (its decoded detections matched with fp32's at IoU ≥ 0.5, same
+#: class) when the user sets no --min-recall; it judges once fp32 found MIN_RECALL_DETECTIONS boxes
+#: (edgekit.quantize.parity).  Measured (benchmarks/bench_detect_recall.py; golden yolo_head on 12
+#: random-normal feeds, 300+ boxes; Ultralytics YOLOv8n 320² on 64 held-out scenes, 95 boxes):
+#:   fp32 1.000 everywhere; fp16 0.99–1.00, bf16 0.99;
+#:   int8: golden 0.96–0.97 on every target; YOLOv8n 0.97–0.99 with its stem and decode tail kept out
+#:   of int8 (targets/graph.py), 0.86–0.93 without (the broken builds this floor exists to stop).
+#: Like the SQNR floors, a line against broken artifacts, not a quality target: set --min-recall for that.
+DEFAULT_MIN_RECALL: Mapping[Precision, float] = {
+    Precision.FP32: 0.98,
+    Precision.FP16: 0.95,
+    Precision.BF16: 0.95,
+    Precision.INT8: 0.90,
 }
 
 
@@ -207,6 +222,8 @@ def read_gates(gates: Optional[Mapping[str, Optional[float]]]) -> Dict[str, floa
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ConfigError(f'gate "{k}" must be a number, but got {v!r}')
+        if k == "min_recall" and not 0.0 <= v <= 1.0:
+            raise ConfigError(f'gate "min_recall" must be a fraction in [0, 1], but got {v!r}')
         out[k] = float(v)
     return out
 
@@ -276,7 +293,7 @@ def resolve_request(model: Any, *, target: Optional[str] = None, device: Optiona
         )
     rt, bo = split_options(tgt, profile, runtime_options, build_options)
     steps = read_steps(preprocess)
-    return BuildRequest(
+    req = BuildRequest(
         model=model, target=tgt, profile=profile, precision=prec, recipe=read_recipe(recipe), steps=steps,
         postprocess=read_postprocess(task, postprocess), labels=read_labels(labels), gates=read_gates(gates),
         runtime_options=rt, build_options=bo, calibration=calibration, validation=validation,
@@ -285,6 +302,8 @@ def resolve_request(model: Any, *, target: Optional[str] = None, device: Optiona
         progress=progress or _no_progress, mixed_precision=MixedPrecisionConfig.parse(mixed_precision),
         explain=bool(explain),
     )
+    check_task_gates(req.task, req.gates)
+    return req
 
 
 def _resize_size(steps: Sequence[Any]) -> Optional[Tuple[int, int]]:
@@ -618,22 +637,47 @@ def verify(req: BuildRequest, src: Source, canon: Canonical, checked: Checked, d
 
 # ----------------------------------------------------------------- 7. gate
 def effective_gates(req: BuildRequest) -> Tuple[Dict[str, float], Dict[str, str]]:
-    """The user's gates plus the default SQNR floor of the precision when the user set none."""
+    """The user's gates plus the precision's default floors where the user set none: SQNR for every
+    build, recall for a detector (``--task detect``)."""
     gates = dict(req.gates)
     sources = {k: "user" for k in gates}
     if "min_sqnr_db" not in gates:
         gates["min_sqnr_db"] = DEFAULT_MIN_SQNR_DB[req.precision]
         sources["min_sqnr_db"] = f"default floor for {req.precision.value}"
+    if "min_recall" not in gates and req.task == "detect":
+        gates["min_recall"] = DEFAULT_MIN_RECALL[req.precision]
+        sources["min_recall"] = f"default floor for {req.precision.value} detection"
     return gates, sources
+
+
+def check_effective_gates(req: BuildRequest, parity: ParityReport) -> None:
+    """Every gate of :func:`effective_gates` on one verification; :class:`GateError` (one line) when one fails.
+    The gate stage and the int8 mixed-precision search judge a build through this one function."""
+    gates, sources = effective_gates(req)
+    check_gates(parity, min_sqnr_db=gates.get("min_sqnr_db"), max_accuracy_drop=gates.get("max_accuracy_drop"),
+                floor=sources["min_sqnr_db"] != "user", min_recall=gates.get("min_recall"),
+                recall_floor=sources.get("min_recall", "user") != "user")
+
+
+def check_task_gates(task: str, gates: Mapping[str, float]) -> None:
+    """A gate the task cannot evaluate is refused before any long step."""
+    if "min_recall" in gates and task != "detect":
+        raise ConfigError(f"the min_recall gate judges decoded detections, but the task is {task!r}; "
+                          "give --task detect, or drop --min-recall")
 
 
 def gate(req: BuildRequest, verified: Verified) -> Verification:
     """Apply the gates to the weakest checked part; a failure raises unless ``allow_gate_failure``."""
     gates, sources = effective_gates(req)
     record = dict(verified.record, gates=gates, gate_sources=sources)
+    if "min_recall" in gates and sources["min_recall"] != "user" and verified.parity.detection is not None \
+            and not recall_judged(verified.parity, recall_floor=True):
+        warnings.warn(
+            f"the default recall floor ({gates['min_recall']:.2f}) did not judge this detector: fp32 found only "
+            f"{verified.parity.detection.reference_detections} box(es) on the verification samples (it needs "
+            f"{MIN_RECALL_DETECTIONS}); give more images with --val, or set --min-recall", stacklevel=2)
     try:
-        check_gates(verified.parity, min_sqnr_db=gates.get("min_sqnr_db"),
-                    max_accuracy_drop=gates.get("max_accuracy_drop"), floor=sources["min_sqnr_db"] != "user")
+        check_effective_gates(req, verified.parity)
         record["passed"] = True
     except GateError as exc:
         if not req.allow_gate_failure:
