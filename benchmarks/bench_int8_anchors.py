@@ -147,6 +147,10 @@ def row(model: Any, target: str, out_dir: Path, calib: "suite.CalibrationCache",
         mp = (pkgs["int8"].manifest.get("quantization") or {}).get("mixed_precision") or {}
         r.update(float_layers=mp.get("float_layers", 0), quantizable_layers=mp.get("quantizable_layers"),
                  int8_mac_share=mp.get("int8_mac_share", 1.0 if not mp else None),
+                 first_build_db=(mp.get("attempts") or [{"sqnr_db": None}])[0]["sqnr_db"],
+                 weakest=pkgs["int8"].manifest["verification"].get("weakest"),
+                 detection=pkgs["int8"].manifest["verification"].get("detection"),
+                 speed_check=(pkgs["int8"].manifest.get("quantization") or {}).get("speed"),
                  package_verified_db=pkgs["int8"].manifest["verification"]["min_sqnr_db"],
                  package_passed=pkgs["int8"].manifest["verification"]["passed"])
         src_proto = onnx.load(str(source), load_external_data=False)
@@ -181,7 +185,10 @@ def fmt(r: Dict[str, Any]) -> str:
     if "error" in r:
         return f"{head} FAILED {r['error']}"
     share = r.get("int8_mac_share")
-    return (f"{head} int8 {r['sqnr_db']:6.1f} dB vs anchor {r['anchor_sqnr_db']:6.1f} dB | "
+    first = r.get("first_build_db")
+    return (f"{head} verified {first if first is not None else r['package_verified_db']:.1f} → "
+            f"{r['package_verified_db']:.1f} dB {'pass' if r['package_passed'] else 'MISS'} | "
+            f"held-out int8 {r['sqnr_db']:6.1f} dB vs anchor {r['anchor_sqnr_db']:6.1f} dB | "
             f"int8 {r['int8_ms']:.2f} ms, anchor {r['anchor_ms']:.2f} ms (×{r['int8_vs_anchor']:.2f}), "
             f"fp32 {r['fp32_ms']:.2f} ms (int8/fp32 ×{r['int8_vs_fp32']:.2f}) | "
             f"{r['float_layers']}/{r.get('quantizable_layers') or '-'} float"

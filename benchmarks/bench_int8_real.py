@@ -113,7 +113,7 @@ def timing(name: str, samples: int) -> Dict[str, Any]:
     rep = _sens.analyse(twin, feeds, score=score, time_budget_s=cfg.time_budget_s)
     t_sens = time.perf_counter() - t0
     floor = stages.DEFAULT_MIN_SQNR_DB[stages.Precision.INT8]
-    order, k, tried = int8_stage.plan(twin, rep, feeds, score, floor + cfg.margin_db, cfg)
+    order, k, tried, _ = int8_stage.plan(twin, rep, feeds, score, floor + cfg.margin_db, cfg)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     macs = {x.name: x.macs for x in twin.layers}
     return {"model": name, "params": n_params, "calibration_samples": len(data.calibration),
@@ -122,7 +122,7 @@ def timing(name: str, samples: int) -> Dict[str, Any]:
             "sensitivity_s": round(t_sens, 1), "sensitivity_plus_search_s": round(total, 1),
             "process_cpu_s": round(cpu, 1), "cores": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
             "twin_all_int8_db": round(rep.all_int8_db, 2), "float_layers_for_floor": k,
-            "twin_db": round(dict(tried)[k], 2) if k in dict(tried) else None,
+            "twin_db": round(tried[k], 2) if k in tried else None,
             "int8_mac_share": _mixed.int8_mac_share(macs, [c.name for c in order[:k]]),
             "twin_evaluations": len(tried)}
 

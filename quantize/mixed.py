@@ -9,8 +9,9 @@ contiguous regions — and a bisection over how many of the first ones stay in
 float finds the fewest that meet the floor plus a margin on the twin.  The
 target then builds that mix for real — its own mechanism keeps the layers in
 float, through the recipe's ``exclude_nodes`` every target honours — and its
-verification is the verdict; when the real build still misses, more layers
-follow (:func:`next_count`) until the gates hold or the float budget is spent.
+verification is the verdict; when the real build still misses, the twin is asked for what the
+build fell short (:func:`retarget`) and more layers follow, until the gates hold
+or the float budget is spent.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class MixedPrecisionConfig:
     """
 
     enabled: bool = True
-    max_float_share: float = 0.5
+    max_float_share: float = 0.75
     max_builds: int = 4
     samples: int = 16
     time_budget_s: float = 180.0
@@ -175,8 +176,9 @@ def benefit_order(layers: Sequence[Tuple[str, int]], point_db: Mapping[str, floa
 EvalFn = Callable[[int], float]
 
 
-def bisect_count(evaluate: EvalFn, target_db: float, max_count: int) -> Tuple[int, float, List[Tuple[int, float]]]:
-    """The fewest top-ranked layers in float for which the twin reaches ``target_db``.
+def bisect_count(evaluate: EvalFn, target_db: float, max_count: int,
+                 min_count: int = 0) -> Tuple[int, float, List[Tuple[int, float]]]:
+    """The fewest top-ranked layers in float (at least ``min_count``) for which the twin reaches ``target_db``.
 
     Returns (count, its SQNR, every (count, SQNR) tried).  When even
     ``max_count`` misses, returns ``max_count`` (the closest the budget allows).
@@ -191,12 +193,13 @@ def bisect_count(evaluate: EvalFn, target_db: float, max_count: int) -> Tuple[in
         tried.append((k, db))
         return db
 
-    if ev(0) >= target_db:
-        return 0, tried[0][1], tried
+    lo = min(min_count, max_count)
+    if ev(lo) >= target_db:
+        return lo, ev(lo), tried
     hi_db = ev(max_count)
     if hi_db < target_db:
         return max_count, hi_db, tried
-    lo, hi = 0, max_count
+    hi = max_count
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if ev(mid) >= target_db:
@@ -206,9 +209,14 @@ def bisect_count(evaluate: EvalFn, target_db: float, max_count: int) -> Tuple[in
     return hi, ev(hi), tried
 
 
-def next_count(k: int, max_count: int) -> int:
-    """After a real build missed with ``k`` layers in float: half as many again (at least one more)."""
-    return min(max_count, max(k + 1, math.ceil(k * 1.5)))
+def retarget(twin_db_at_k: float, real_db: float, floor_db: float, margin_db: float) -> float:
+    """The twin SQNR to aim for after a real build at the twin's ``twin_db_at_k`` reached ``real_db``.
+
+    The twin is a model of the target, not the target: where the real build fell short of the floor by
+    some dB, the twin has to be asked for that much more (and at least the margin more, so a build that
+    failed on another gate — recall, accuracy — still moves on).
+    """
+    return twin_db_at_k + max(floor_db - real_db, 0.0) + max(margin_db, 0.5)
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,9 @@ def _scorer(checked: Any, canon: Any) -> _sens.ScoreFn:
 
 def plan(twin: _sens.Twin, report: _sens.SensitivityReport, feeds: Sequence[Mapping[str, np.ndarray]],
          score: _sens.ScoreFn, target_db: float,
-         config: _mixed.MixedPrecisionConfig) -> Tuple[List[_mixed.Choice], int, List[Tuple[int, float]]]:
-    """The order layers go float in, and the fewest first ones that reach ``target_db`` on the twin."""
+         config: _mixed.MixedPrecisionConfig) -> Tuple[List[_mixed.Choice], int, Dict[int, float], Any]:
+    """The order layers go float in, the fewest first ones that reach ``target_db`` on the twin, every
+    (count → twin SQNR) measured, and the (cached) measurement itself for later re-aims."""
     # kept in float in order of benefit per cost, not of damage: a damaging layer that is cheap (few MACs,
     # next to float neighbours) goes before a heavy one whose float kernel would eat int8's speed
     order = _mixed.benefit_order([(x.name, x.macs) for x in twin.layers], report.point_db, report.layer_points,
@@ -105,12 +106,16 @@ def plan(twin: _sens.Twin, report: _sens.SensitivityReport, feeds: Sequence[Mapp
     names = [x.name for x in twin.layers]
     ref = twin.run_all(feeds, ())
 
-    def twin_db(k: int) -> float:
-        keep = set(ranked[:k])
-        return score(ref, twin.run_all(feeds, [n for n in names if n not in keep]))
+    tried: Dict[int, float] = {}
 
-    k, _, tried = _mixed.bisect_count(twin_db, target_db, config.budget(len(ranked)))
-    return order, k, tried
+    def twin_db(k: int) -> float:
+        if k not in tried:
+            keep = set(ranked[:k])
+            tried[k] = score(ref, twin.run_all(feeds, [n for n in names if n not in keep]))
+        return tried[k]
+
+    k, _, _ = _mixed.bisect_count(twin_db, target_db, config.budget(len(ranked)))
+    return order, k, tried, twin_db
 
 
 def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, verified: Any,
@@ -135,7 +140,7 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
 
     gates, sources = stages.effective_gates(req)
     floor, default_floor = gates["min_sqnr_db"], sources["min_sqnr_db"] != "user"
-    order, k, tried = plan(twin, report, feeds, score, floor + config.margin_db, config)
+    order, k, tried, twin_db = plan(twin, report, feeds, score, floor + config.margin_db, config)
     ranked = [c.name for c in order]
     budget = config.budget(len(ranked))
     first = _mixed.Attempt(0, float(verified.parity.weakest.sqnr_db), report.all_int8_db, False)
@@ -155,13 +160,15 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
             b = stages.target_build(req, canon, data_k, wd)
             v = stages.verify(req, src, canon, checked, data_k, b, wd)
         ok = gates_hold(req, v)
-        known = dict(tried)
-        attempts.append(_mixed.Attempt(k, float(v.parity.weakest.sqnr_db), known.get(k), ok))
-        if v.parity.weakest.sqnr_db > best[0] or ok:
-            best = (float(v.parity.weakest.sqnr_db), b, v, k)
+        real = float(v.parity.weakest.sqnr_db)
+        attempts.append(_mixed.Attempt(k, real, tried.get(k), ok))
+        if real > best[0] or ok:
+            best = (real, b, v, k)
         if ok or k >= budget:
             break
-        k = _mixed.next_count(k, budget)
+        # aim the twin higher by what the real build fell short, and take the fewest layers that reach it
+        aim = _mixed.retarget(twin_db(k), real, floor, config.margin_db)
+        k = max(k + 1, _mixed.bisect_count(twin_db, aim, budget, min_count=k + 1)[0])
     passed = attempts[-1].passed
     if not passed and not req.allow_gate_failure:
         raise GateError(_mixed.failure_message(floor, attempts, ranked, budget, len(ranked),
@@ -181,7 +188,7 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
         "quantizable_layers": len(ranked),
         "int8_mac_share": _mixed.int8_mac_share({x.name: x.macs for x in report.layers}, kept),
         "attempts": [a.to_json() for a in attempts],
-        "twin_search": [{"float_layers": kk, "twin_sqnr_db": round(db, 2)} for kk, db in sorted(tried)],
+        "twin_search": [{"float_layers": kk, "twin_sqnr_db": round(db, 2)} for kk, db in sorted(tried.items())],
         "passed": passed,
         "sensitivity": report.to_json(),
     }

@@ -170,7 +170,12 @@ def test_bisection_finds_the_fewest_float_layers_and_reports_the_budget_when_sho
     k, db, _ = M.bisect_count(ev, 100.0, 20)
     assert (k, db) == (20, 70.0)
     assert M.bisect_count(ev, 5.0, 20)[0] == 0
-    assert [M.next_count(k, 10) for k in (1, 2, 4, 9, 10)] == [2, 3, 6, 10, 10]
+    calls.clear()
+    k, db, _ = M.bisect_count(ev, 25.0, 20, min_count=8)  # after a real build at 7: at least 8, already enough
+    assert (k, db) == (8, 34.0) and calls == [8]
+    # the real build fell 3 dB short at a twin of 26 dB: aim the twin 3 dB (plus the margin) higher
+    assert M.retarget(26.0, 22.0, 25.0, 1.0) == 30.0
+    assert M.retarget(26.0, 27.0, 25.0, 0.0) == 26.5  # passed SQNR, failed another gate: still moves on
 
 
 def test_benefit_order_takes_damage_per_float_mac_and_keeps_float_regions_contiguous():
