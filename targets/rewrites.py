@@ -20,9 +20,12 @@ the real-model suite by ``benchmarks/bench_rewrites.py``):
 * ``hardsigmoid`` / ``hardswish_clip``: ``Clip(x + 3, 0, 6) / 6`` →
   ``HardSigmoid(x; 1/6, 0.5)`` and ``x * Clip(x + 3, 0, 6) / 6`` →
   ``x * HardSigmoid(x)`` — the lowering's own patterns
-  (:mod:`targets.lowering.fusions`), here written back as standard ONNX;
-* ``hardswish``: ``x * HardSigmoid(x; 1/6, 0.5)`` → ``HardSwish`` where the
-  opset has it (14+): one op, one output range.
+  (:mod:`targets.lowering.fusions`), here written back as standard ONNX.
+
+Not done: ``x * HardSigmoid(x)`` → ``HardSwish``.  onnxruntime's quantizer
+pre-pass inlines HardSwish back into that pair, OpenVINO fuses the pair into
+HSwish itself, and TFLite's int8 HARD_SWISH measured slower and less accurate
+than the pair.
 
 Constant-foldable shape subgraphs (``Shape → Gather → Concat → Reshape`` on
 static shapes) are already folded by the canonicalizer's onnxruntime pass
@@ -36,7 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from .lowering.fusions import _fuse_hardsigmoid_clip, _fuse_hardswish, fuse_hardswish_clip_pair
+from .lowering.fusions import _fuse_hardsigmoid_clip, fuse_hardswish_clip_pair
 from .lowering.graph import GraphView, Node
 
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -251,16 +254,10 @@ def _scale_bias_into_consumer(edit: _Edit) -> int:
     return count
 
 
-def _hardswish(edit: _Edit) -> int:
-    """``x * HardSigmoid(x)`` → HardSwish where the opset has the op (14+)."""
-    return _fuse_hardswish(edit.view) if edit.view.default_opset >= 14 else 0
-
-
 #: the rewrites in the order they run; each runs until it finds nothing more
 REWRITES: Tuple[Tuple[str, Callable[[_Edit], int]], ...] = (
     ("hardsigmoid", lambda e: _fuse_hardsigmoid_clip(e.view)),
     ("hardswish_clip", lambda e: fuse_hardswish_clip_pair(e.view)),
-    ("hardswish", _hardswish),
     ("scale_bias_into_producer", _scale_bias_into_producer),
     ("scale_bias_into_consumer", _scale_bias_into_consumer),
 )
@@ -344,7 +341,6 @@ def describe(counts: Dict[str, int]) -> List[str]:
     words = {
         "hardsigmoid": "Clip(x+3,0,6)/6 → HardSigmoid",
         "hardswish_clip": "x*Clip(x+3,0,6)/6 → x*HardSigmoid(x)",
-        "hardswish": "x*HardSigmoid(x) → HardSwish",
         "scale_bias_into_producer": "constant scale/shift folded into the Conv/Gemm/MatMul before it",
         "scale_bias_into_consumer": "constant scale/shift folded into the Conv/Gemm/MatMul after it",
     }
