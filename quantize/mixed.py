@@ -107,6 +107,26 @@ class Choice:
     predicted_db: float
 
 
+def point_noise(point_db: Mapping[str, float], points: Sequence[str], all_int8_db: float) -> Dict[str, float]:
+    """Each point's noise (power relative to the signal), adding up to the measured all-int8 noise.
+
+    Measured points keep their proportions; when the time budget left some unmeasured, the all-int8
+    noise the measured ones do not explain is spread evenly over those (unknown is not noiseless).
+    """
+    n_all = noise_ratio(all_int8_db)
+    raw = {p: noise_ratio(point_db[p]) for p in points if p in point_db}
+    missing = [p for p in points if p not in point_db]
+    measured = sum(raw.values())
+    if not missing or measured >= n_all:
+        scale = n_all / measured if measured > 0 else 0.0
+        out = {p: v * scale for p, v in raw.items()}
+        out.update({p: 0.0 for p in missing})
+        return out
+    out = dict(raw)
+    out.update({p: (n_all - measured) / len(missing) for p in missing})
+    return out
+
+
 def benefit_order(layers: Sequence[Tuple[str, int]], point_db: Mapping[str, float],
                   layer_points: Mapping[str, Sequence[str]], all_int8_db: float,
                   point_size: Mapping[str, int] = {}, *, per_element: float = BOUNDARY_MACS_PER_ELEMENT,
@@ -114,31 +134,26 @@ def benefit_order(layers: Sequence[Tuple[str, int]], point_db: Mapping[str, floa
     """Every layer, in the order a speed-aware search should keep them in float.
 
     The noise model: each quantization point (an activation tensor, a weight;
-    :class:`edgekit.quantize.sensitivity.Twin`) adds its own noise, measured
-    alone (``point_db``) and scaled so that the points add up to the measured
-    all-int8 noise; a tensor's noise goes only when *every* layer touching it
-    is float.  A layer's benefit is its share of the noise still left on its
-    points — a point's noise split evenly among the layers still int8 around
-    it, so the last layer to free a tensor gets the rest of it; its cost is
-    its MACs (float MACs are what makes a mix slower than int8) plus, for each
-    tensor it touches, the conversion that tensor then needs or no longer needs
-    (a boundary is a tensor with float and int8 layers around it).  Greedy:
-    the best benefit per cost next, re-evaluated after every pick — so a
-    zero-MAC op between float layers costs nothing and follows them, and float
-    layers gather into contiguous regions.  ``layers``: (name, MACs).
+    :class:`edgekit.quantize.sensitivity.Twin`) adds its own noise
+    (:func:`point_noise`), and a tensor's noise goes only when *every* layer
+    touching it is float.  A move is one layer, or one layer with the int8
+    layers that share its tensors (what it takes to free them); its benefit is
+    the noise it frees, its cost the float MACs it adds (float MACs are what
+    makes a mix slower than int8) plus the conversions it adds or saves: a
+    boundary is a tensor with float and int8 layers around it.  Greedy: the
+    move with the best benefit per cost next, re-evaluated after every move —
+    so float layers gather into contiguous regions and cheap, damaging layers
+    go first.  ``layers``: (name, MACs).
     """
     n_all = noise_ratio(all_int8_db)
-    raw = {p: noise_ratio(db) for p, db in point_db.items()}
-    total = sum(raw.values())
-    scale = n_all / total if total > 0 else 0.0
-    noise = {p: v * scale for p, v in raw.items()}
     touching: Dict[str, Set[str]] = {}
     for name, _ in layers:
         for p in layer_points.get(name, ()):
             touching.setdefault(p, set()).add(name)
+    noise = point_noise(point_db, list(touching), all_int8_db)
     macs = {name: float(max(0, m)) for name, m in layers}
     floats: Set[str] = set()
-    left = sum(noise.get(p, 0.0) for p in touching)
+    left = sum(noise.values())
     pending = [name for name, _ in layers]
     out: List[Choice] = []
 
@@ -146,29 +161,38 @@ def benefit_order(layers: Sequence[Tuple[str, int]], point_db: Mapping[str, floa
         t = touching[p]
         return bool(t & fl) and bool(t - fl)
 
-    def credit(n: str) -> float:
-        return sum(noise.get(p, 0.0) / len(touching[p] - floats) for p in layer_points.get(n, ()))
+    def gain(move: Set[str]) -> float:
+        after = floats | move
+        pts = {p for n in move for p in layer_points.get(n, ())}
+        return sum(noise[p] for p in pts if touching[p] <= after and not touching[p] <= floats)
 
-    def cost(n: str) -> float:
-        c = macs[n]
-        after = floats | {n}
-        for p in layer_points.get(n, ()):
-            if not p.startswith("t:"):
-                continue
+    def cost(move: Set[str]) -> float:
+        after = floats | move
+        c = sum(macs[n] for n in move)
+        for p in {p for n in move for p in layer_points.get(n, ()) if p.startswith("t:")}:
             change = int(boundary(p, after)) - int(boundary(p, floats))
             c += change * (per_element * point_size.get(p, 0) + per_boundary)
         return max(1.0, c)
 
     while pending:
-        scored = {n: (credit(n), cost(n)) for n in pending}
-        best = max(pending, key=lambda n: (scored[n][0] / scored[n][1], scored[n][0], -scored[n][1]))
-        floats.add(best)
-        pending.remove(best)
-        freed = sum(noise.get(p, 0.0) for p in layer_points.get(best, ()) if not (touching[p] - floats)
-                    and touching[p] - (floats - {best}) == {best})
-        left = max(0.0, left - freed)
-        out.append(Choice(best, freed / n_all if n_all > 0 else 0.0, scored[best][1],
-                          200.0 if left <= 0 else float(min(200.0, -10.0 * math.log10(left)))))
+        best: Optional[Tuple[Tuple[float, float, float], str, List[str]]] = None
+        for n in pending:
+            partners = sorted({m for p in layer_points.get(n, ()) for m in touching[p] - floats} - {n})
+            for move in ([n], [n] + partners) if partners else ([n],):
+                g, c = gain(set(move)), cost(set(move))
+                key = (g / c, g, -c)
+                if best is None or key > best[0]:
+                    best = (key, n, move)
+        assert best is not None
+        _, _, move = best
+        for i, n in enumerate(move):
+            c = cost({n})
+            g = gain({n})
+            floats.add(n)
+            pending.remove(n)
+            left = max(0.0, left - g)
+            out.append(Choice(n, g / n_all if n_all > 0 else 0.0, c,
+                              200.0 if left <= 0 else float(min(200.0, -10.0 * math.log10(left)))))
     return out
 
 
