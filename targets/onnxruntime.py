@@ -33,7 +33,8 @@ from .base import FLOAT_AND_INT8, Artifact, BuildJob, BuildSpec, Precision, Targ
 from .graph import detection_tail, graph_specs
 from .optable import NodeView, OpRule, OpTable, conditional, unsupported
 from .ort_tools import artifact_files, load_check, ort, ort_method, plan_recipe, qdq_counts, quant_type, \
-    quiet_quantizer, range_overrides, unmatched_warning
+    quiet_quantizer, range_overrides, unmatched_warning, \
+    uses_own_ranges
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -252,7 +253,7 @@ class OnnxRuntimeTarget(Target):
 
             # bounded ops' outputs (Sigmoid, Softmax, HardSigmoid, Tanh) take their natural range, not the data's
             overrides = natural_range_overrides(pre_model, plan.overrides)
-            if recipe.per_op_methods or recipe.method is CalibrationMethod.MSE:
+            if uses_own_ranges(recipe):
                 # per-op range rules (and MSE) from edgekit's own ranges, on the graph the quantizer reads
                 overrides = range_overrides(onnx.load(str(to_quantize)), recipe, [dict(f) for f in used.feeds],
                                             overrides)

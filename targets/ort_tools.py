@@ -42,22 +42,32 @@ def ort_method(recipe: "Recipe") -> Any:
 
     from edgekit.quantize.recipe import CalibrationMethod
 
-    # onnxruntime has no MSE calibrator: it collects min/max and edgekit's ranges override every tensor
+    # MSE and entropy: onnxruntime collects min/max and edgekit's ranges override every tensor (see OWN_RANGES)
     return {CalibrationMethod.MINMAX: OrtMethod.MinMax, CalibrationMethod.PERCENTILE: OrtMethod.Percentile,
-            CalibrationMethod.ENTROPY: OrtMethod.Entropy, CalibrationMethod.MSE: OrtMethod.MinMax}[recipe.method]
+            CalibrationMethod.ENTROPY: OrtMethod.MinMax, CalibrationMethod.MSE: OrtMethod.MinMax}[recipe.method]
+
+
+#: recipe methods whose ranges come from edgekit.quantize.ranges for every tensor: onnxruntime has no MSE
+#: calibrator, and its Entropy calibrator returned exactly the min-max ranges (all 148 tensors of the PP-OCR
+#: text-line classifier), so a recipe's entropy had no effect; edgekit's is TensorRT's KL rule, as on every target
+OWN_RANGES = ("mse", "entropy")
+
+
+def uses_own_ranges(recipe: "Recipe") -> bool:
+    """Whether :func:`range_overrides` has anything to add for ``recipe``."""
+    return recipe.per_op_methods or recipe.method.value in OWN_RANGES
 
 
 def range_overrides(model: Any, recipe: "Recipe", feeds: Sequence[Mapping[str, Any]],
                     overrides: Mapping[str, List[Dict[str, Any]]]) -> Dict[str, List[Dict[str, Any]]]:
     """``overrides`` plus ``rmin``/``rmax`` for every activation whose range rule onnxruntime's calibrator
     does not compute: outputs of nodes the recipe gives their own ``method``/``percentile`` (and every
-    activation when the recipe's method is one onnxruntime lacks, MSE), from :mod:`edgekit.quantize.ranges`.
+    activation when the recipe's method is in :data:`OWN_RANGES`), from :mod:`edgekit.quantize.ranges`.
     A tensor's other overrides (type, symmetry) are kept; ``model`` must be the graph handed to the quantizer.
     """
     from edgekit.quantize.ranges import float_tensors, ranges, recipe_rules
-    from edgekit.quantize.recipe import CalibrationMethod
 
-    rules = recipe_rules(model, recipe, everything=recipe.method is CalibrationMethod.MSE)
+    rules = recipe_rules(model, recipe, everything=recipe.method.value in OWN_RANGES)
     out = {k: list(v) for k, v in overrides.items()}
     if not rules:
         return out

@@ -29,7 +29,7 @@ from edgekit.errors import CalibrationError, ConfigError, UnsupportedModelError
 from ..base import Artifact, BuildJob, BuildSpec, CheckFindings, Precision, Target
 from ..graph import GraphInfo, detection_tail, graph_specs
 from ..ort_tools import ort_method, plan_recipe, qdq_counts, quant_type, quiet_quantizer, range_overrides, \
-    unmatched_warning
+    unmatched_warning, uses_own_ranges
 from ..toolchain import first_line
 from .compile import FP32_MODEL, QDQ_MODEL, compile_htp, htp_shaped_fp32
 from .config import BUILD_OPTIONS, htp_config
@@ -186,7 +186,7 @@ def _quantize(src: Path, out: Path, spec: BuildSpec, calibration: Optional["Cali
         if nd.op_type == "LayerNormalization" and len(nd.input) > 1 and nd.input[1] in inits \
                 and g.weight_dtype is QuantDtype.INT8 and nd.input[1] not in overrides:
             overrides[nd.input[1]] = [{"quant_type": QuantType.QUInt8, "symmetric": False}]
-    if recipe.per_op_methods or recipe.method is CalibrationMethod.MSE:
+    if uses_own_ranges(recipe):
         # per-op range rules (and MSE) from edgekit's own ranges; onnxruntime calibrates the rest
         overrides = range_overrides(onnx.load(str(src)), recipe, [dict(f) for f in used.feeds], overrides)
     try:
