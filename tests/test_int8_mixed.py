@@ -122,6 +122,27 @@ def test_twin_with_no_layer_quantized_is_the_fp32_model_and_each_flag_changes_it
     assert not np.array_equal(one[twin.outputs[0]], off[twin.outputs[0]])
 
 
+def test_twin_switches_quantization_points_a_layer_turns_on_its_tensors_and_weight():
+    model, gm = load("residual_add"), GM["residual_add"]
+    fs = feeds(gm, 3)
+    layers = S.find_layers(model, R.float_tensors(model))
+    twin = S.Twin(model, R.ranges(model, fs), layers)
+    conv = next(x.name for x in layers if x.op_type == "Conv")
+    pts = twin.layer_points[conv]
+    assert f"w:{conv}" in pts and any(p.startswith("t:") for p in pts)
+    assert twin.active_points([conv]) == set(pts)
+    # a tensor two layers share is one point: quantized for both readers once either layer is int8
+    shared = [p for p in twin.points if sum(p in twin.layer_points[x.name] for x in layers) >= 2]
+    assert shared
+    owner = next(x.name for x in layers if shared[0] in twin.layer_points[x.name])
+    a = twin.run_all(fs, [owner])
+    b = twin.run_points(fs, twin.layer_points[owner])
+    assert all(np.array_equal(a[i][k], b[i][k]) for i in range(len(fs)) for k in a[i])
+    only = twin.run_points(fs, [shared[0]])[0][twin.outputs[0]]
+    assert not np.array_equal(only, twin.run(fs[0], ())[twin.outputs[0]])
+    assert all(twin.point_size[p] > 0 for p in twin.points if p.startswith("t:"))
+
+
 def test_fake_quant_weight_is_per_channel_symmetric_int8():
     rng = np.random.default_rng(1)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * np.array([1, 10, 100, 0.01], np.float32)[:, None, None, None]
