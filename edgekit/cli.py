@@ -448,8 +448,11 @@ def _verification_line(v: Dict[str, Any]) -> str:
         parts.append(f"top-1 agreement {100 * v['top1_agreement']:.2f}%{top5}")
     det = v.get("detection")
     if det:
+        floor = (v.get("gates") or {}).get("min_recall")
+        user = (v.get("gate_sources") or {}).get("min_recall", "user") == "user"
+        gate = f", gate {100 * floor:.0f}%{'' if user else ' (default)'}" if floor is not None else ""
         parts.append(f"detections vs fp32: recall {100 * det['recall']:.1f}%, precision {100 * det['precision']:.1f}% "
-                     f"({det['matched']}/{det['reference_detections']} matched at IoU ≥ {det['iou_threshold']})")
+                     f"({det['matched']}/{det['reference_detections']} matched at IoU ≥ {det['iou_threshold']}{gate})")
     if v.get("mask_iou") is not None:
         parts.append(f"mask IoU vs fp32 {v['mask_iou']:.4f}")
     if v.get("reference_accuracy") is not None:

@@ -143,6 +143,17 @@ def test_cli_min_recall(tmp_path):
     assert v["detection"]["recall"] >= v["gates"]["min_recall"] and v["passed"]
 
 
+def test_cli_verification_line_names_the_recall_gate():
+    from edgekit.cli import _verification_line
+
+    v = {"samples": 64, "data": "--val scenes", "detection": {"recall": 0.968, "precision": 0.99, "matched": 92,
+                                                              "reference_detections": 95, "iou_threshold": 0.5},
+         "gates": {"min_recall": 0.92}, "gate_sources": {"min_recall": "default floor for int8 detection"}}
+    assert "recall 96.8%" in _verification_line(v) and "gate 92% (default)" in _verification_line(v)
+    v["gate_sources"] = {"min_recall": "user"}
+    assert "gate 92%)" in _verification_line(v)
+
+
 def test_mixed_precision_search_starts_when_only_the_recall_gate_fails(tmp_path):
     """int8_stage.gates_hold judges through the gate stage's check: a detector whose SQNR passes but whose
     recall misses the gate is searched, not shipped."""
