@@ -11,10 +11,10 @@ the model once with ``onnx.load`` (the least any build must hold), so the
 report separates what the pipeline adds from what reading the model costs.
 Goal: build peak ≤ 3 × the model's size.  Prints figures; asserts nothing.
 
-``--stages`` runs the build once more with a thread sampling the process's
-resident set (``/proc/self/statm``, every 2 ms; tracemalloc does not see
-onnxruntime's allocations) and reports, per build stage, the RSS when the
-stage started and the highest RSS seen while it ran: which stage holds what.
+``--stages`` runs the build once more in-process and reports, per build
+stage, the RSS when it started, its peak RSS (the kernel's high-water mark,
+reset at the stage's start) and the RSS when it ended: which stage holds
+what (tracemalloc does not see onnxruntime's allocations).  Linux only.
 """
 from __future__ import annotations
 
@@ -37,32 +37,29 @@ import numpy, onnx, onnxruntime, edgekit.targets.pipeline  # the build's imports
 m = onnx.load(sys.argv[1])
 """
 
-#: the build in-process with an RSS sampler around each stage (StageClock.run): --stages
+#: the build in-process, each stage's peak RSS read exactly (Linux): the kernel's high-water mark (VmHWM) is
+#: reset when a stage starts (writing 5 to /proc/self/clear_refs) and read when it ends.  A sampling thread
+#: would miss what happens inside long C calls that hold the GIL (onnx.load, serialization, the checker).
 STAGES = """
-import json, os, sys, threading, time
-from pathlib import Path
+import json, os, sys
 import edgekit
 from edgekit.targets import stages
 
-page = os.sysconf("SC_PAGE_SIZE")
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * page
-peak = [0]
-def sample():
-    while True:
-        peak[0] = max(peak[0], rss())
-        time.sleep(0.002)
-threading.Thread(target=sample, daemon=True).start()
+def status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
 rows = []
 run = stages.StageClock.run
 def measured(self, name, fn, *args):
-    start = rss()
-    peak[0] = start
+    start = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     try:
         return run(self, name, fn, *args)
     finally:
-        rows.append([name, start, max(peak[0], rss()), rss()])
+        rows.append([name, start, status("VmHWM"), status("VmRSS")])
 stages.StageClock.run = measured
 edgekit.build(sys.argv[1], target=sys.argv[2], precision=sys.argv[3], output=sys.argv[4])
 print(json.dumps(rows))

@@ -517,18 +517,26 @@ def canonicalize(
     optimize: bool = True,
     layout: Optional[str] = None,
     rewrites: Sequence[str] = (),
+    owned: bool = False,
 ) -> CanonicalModel:
     """Fix shapes, fold constants and BatchNorm, and describe the IO (see the module docstring).
 
-    ``model`` may be a path, bytes or ModelProto (never modified in place).
+    ``model`` may be a path, bytes or ModelProto (never modified in place, unless ``owned``: the caller hands
+    over a ModelProto that :func:`load_onnx` returned to it, e.g. the build's own copy of the source; it is
+    then neither checked again, which serializes the whole model, nor copied, which would hold a second copy
+    of the weights through the onnxruntime pass, but changed in place).
     ``optimize=False`` skips the onnxruntime pass (shape inference still runs).
     ``rewrites``: quantization-friendly rewrites to run last (:mod:`targets.rewrites`; int8 builds pass
     ``rewrites.DEFAULT``); each one that fires is a note, so the manifest says what ran.
     """
     onnx = _onnx()
     notes: List[str] = []
-    proto = load_onnx(model)
-    proto = copy.deepcopy(proto)
+    if owned:
+        proto = model
+    else:
+        proto = load_onnx(model)
+        if proto is model:  # the caller's ModelProto stays as it is; one read here from a path or bytes is ours
+            proto = copy.deepcopy(proto)
     for prop in proto.metadata_props:
         if prop.key == "edgekit.converted_from_opset":
             notes.append(f"converted from opset {prop.value} to {MIN_OPSET} with onnx.version_converter")

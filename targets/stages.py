@@ -747,8 +747,10 @@ def map_large_allocations() -> None:
     build has freed a few weight-sized buffers, onnxruntime's weights land in the heap, where what a session frees
     stays fragmented (malloc_trim returns only part of it).  Measured on a 200 MB model
     (benchmarks/bench_build_memory.py --stages): the verify stage's reference session peaked at 3.60x the model
-    and the artifact's at 3.94x; with the threshold held, 2.57x and 2.59x.  1 MiB, not 128 KiB: small
-    temporaries (numpy, protobuf) stay in the faster heap.
+    and the artifact's at 3.94x; with the threshold held, 2.57x and 2.59x (whole build 4.2x -> 2.6x).  The price:
+    buffers freed are mapped afresh next time, ~2-4 s more system time (page faults) on that 40 s build.  1 MiB,
+    not 128 KiB: small temporaries (numpy, protobuf) stay in the heap.  The setting is process-wide and stays
+    for the rest of a program that calls edgekit.build.
     """
     global _MAPPED
     if _MAPPED:
