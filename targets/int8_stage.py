@@ -140,7 +140,7 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
 
     gates, sources = stages.effective_gates(req)
     floor, default_floor = gates["min_sqnr_db"], sources["min_sqnr_db"] != "user"
-    order, k, tried, twin_db = plan(twin, report, feeds, score, floor + config.margin_db, config)
+    order, k, tried, _ = plan(twin, report, feeds, score, floor + config.margin_db, config)
     ranked = [c.name for c in order]
     budget = config.budget(len(ranked))
     first = _mixed.Attempt(0, float(verified.parity.weakest.sqnr_db), report.all_int8_db, False)
@@ -166,9 +166,8 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
             best = (real, b, v, k)
         if ok or k >= budget:
             break
-        # aim the twin higher by what the real build fell short, and take the fewest layers that reach it
-        aim = _mixed.retarget(twin_db(k), real, floor, config.margin_db)
-        k = max(k + 1, _mixed.bisect_count(twin_db, aim, budget, min_count=k + 1)[0])
+        # the fewest further layers whose modelled gain covers what the real build fell short
+        k = _mixed.next_after_miss(order, k, real, floor, budget)
     passed = attempts[-1].passed
     if not passed and not req.allow_gate_failure:
         raise GateError(_mixed.failure_message(floor, attempts, ranked, budget, len(ranked),

@@ -194,9 +194,12 @@ def test_bisection_finds_the_fewest_float_layers_and_reports_the_budget_when_sho
     calls.clear()
     k, db, _ = M.bisect_count(ev, 25.0, 20, min_count=8)  # after a real build at 7: at least 8, already enough
     assert (k, db) == (8, 34.0) and calls == [8]
-    # the real build fell 3 dB short at a twin of 26 dB: aim the twin 3 dB (plus the margin) higher
-    assert M.retarget(26.0, 22.0, 25.0, 1.0) == 30.0
-    assert M.retarget(26.0, 27.0, 25.0, 0.0) == 26.5  # passed SQNR, failed another gate: still moves on
+    # after a real build 3 dB short: the fewest further layers whose modelled gain covers 3 (+0.5) dB
+    order = [M.Choice(f"l{i}", 0.1, 1.0, 20.0 + i) for i in range(10)]
+    assert M.next_after_miss(order, 2, 22.0, 25.0, 10) == 6  # 21 dB at k=2 → needs 24.5 → l5 (k=6)
+    assert M.next_after_miss(order, 2, 26.0, 25.0, 10) == 3  # passed SQNR, failed another gate: one more
+    assert M.next_after_miss(order, 2, 10.0, 25.0, 8) == 8  # beyond the model: the budget
+    assert M.next_after_miss(order, 8, 10.0, 25.0, 8) == 8
 
 
 def test_benefit_order_takes_damage_per_float_mac_and_keeps_float_regions_contiguous():
