@@ -110,3 +110,53 @@ def test_class_body_methods_are_kept() -> None:
 
     assert repr(Custom(1)) == "custom" and Custom(1) == 5
     assert Custom.__hash__ is None  # an __eq__ of its own without __hash__: unhashable, as dataclasses leaves it
+
+
+def test_init_contract_as_generated() -> None:
+    ours, theirs = _pair()
+    import inspect
+
+    assert str(inspect.signature(ours)) == str(inspect.signature(theirs))
+    good = [(("a",), {}), (("a", (1,)), {"score": 2.0}), ((), {"name": "a", "tags": ("x",)}),
+            (("a", (1,), 0.5, "n", ("t",)), {})]
+    for args, kw in good:
+        a, b = ours(*args, **kw), theirs(*args, **kw)
+        assert dataclasses.asdict(a) == dataclasses.asdict(b)
+    assert ours("a").tags == () and ours("a").tags is not None
+    bad = [((), {}), (("a",), {"name": "b"}), (("a",), {"bogus": 1}), (("a", (), 0.0, None, (), 9), {})]
+    for args, kw in bad:
+        with pytest.raises(TypeError):
+            theirs(*args, **kw)
+        with pytest.raises(TypeError):
+            ours(*args, **kw)
+
+
+def test_post_init_and_init_false_fields() -> None:
+    calls = []
+
+    @record
+    class WithPost:
+        """post-init normalizes, an init=False field is derived"""
+
+        values: Tuple[int, ...]
+        total: int = field(init=False, default=0)
+        cache: Dict[str, int] = field(init=False, default_factory=dict)
+
+        def __post_init__(self) -> None:
+            calls.append(1)
+            object.__setattr__(self, "values", tuple(self.values))
+            object.__setattr__(self, "total", sum(self.values))
+
+    w = WithPost([1, 2, 3])  # type: ignore[arg-type]
+    assert w.values == (1, 2, 3) and w.total == 6 and w.cache == {} and calls == [1]
+    with pytest.raises(TypeError):
+        WithPost([1], total=3)  # type: ignore[call-arg]  # not an __init__ parameter
+
+
+def test_unsupported_fields_are_refused() -> None:
+    with pytest.raises(TypeError, match="InitVar"):
+        @record
+        class Bad:
+            """an InitVar"""
+
+            x: "dataclasses.InitVar[int]"
