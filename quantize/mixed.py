@@ -27,8 +27,9 @@ class MixedPrecisionConfig:
     """How far an int8 build may go to meet its floor.
 
     ``enabled``: search at all (else a missed floor fails as before).
-    ``max_float_share``: at most this share of the quantizable layers stays in
-    float.  ``max_builds``: target builds after the first.  ``samples``:
+    ``max_float_share``: at most this share of the quantizable layers that carry
+    MACs stays in float (ops without MACs are free: :meth:`budget_in`).
+    ``max_builds``: target builds after the first.  ``samples``:
     calibration feeds the sensitivity sweep runs on.  ``time_budget_s``: the
     sweep's time bound.  ``margin_db``: the twin must clear the floor by this
     much before a real build is tried (the twin is a model of the target, not
@@ -79,6 +80,26 @@ class MixedPrecisionConfig:
 
     def budget(self, n_layers: int) -> int:
         return max(1, math.ceil(self.max_float_share * n_layers)) if n_layers else 0
+
+    def budget_in(self, order: Sequence[str], macs: Mapping[str, int]) -> int:
+        """How many of the first layers of ``order`` the float budget allows.
+
+        The share counts the layers that carry MACs (convolutions, matrix products); ops without MACs
+        cost next to nothing in float and do not count.  A count over every layer would let a
+        cheap-first order spend the budget on activations and pools and never reach the one heavy
+        layer a small network needs in float (measured: MTCNN O-Net stopped at 24.1 dB with 9 of its 12
+        layers in float, 95 % of the MACs still int8).
+        """
+        weighted = [n for n in order if macs.get(n, 0) > 0]
+        if not weighted:
+            return self.budget(len(order))
+        allowed, used = self.budget(len(weighted)), 0
+        for i, n in enumerate(order):
+            if macs.get(n, 0) > 0:
+                if used == allowed:
+                    return i
+                used += 1
+        return len(order)
 
 
 #: a float↔int8 boundary costs about this many multiply-accumulates per element of the tensor crossing it

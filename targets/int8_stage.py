@@ -114,7 +114,8 @@ def plan(twin: _sens.Twin, report: _sens.SensitivityReport, feeds: Sequence[Mapp
             tried[k] = score(ref, twin.run_all(feeds, [n for n in names if n not in keep]))
         return tried[k]
 
-    k, _, _ = _mixed.bisect_count(twin_db, target_db, config.budget(len(ranked)))
+    budget = config.budget_in(ranked, {x.name: x.macs for x in twin.layers})
+    k, _, _ = _mixed.bisect_count(twin_db, target_db, budget)
     return order, k, tried, twin_db
 
 
@@ -142,7 +143,7 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     floor, default_floor = gates["min_sqnr_db"], sources["min_sqnr_db"] != "user"
     order, k, tried, _ = plan(twin, report, feeds, score, floor + config.margin_db, config)
     ranked = [c.name for c in order]
-    budget = config.budget(len(ranked))
+    budget = config.budget_in(ranked, {x.name: x.macs for x in twin.layers})
     first = _mixed.Attempt(0, float(verified.parity.weakest.sqnr_db), report.all_int8_db, False)
     attempts: List[_mixed.Attempt] = [first]
     best: Tuple[float, Any, Any, int] = (first.sqnr_db, built, verified, 0)

@@ -230,6 +230,11 @@ def test_benefit_order_takes_damage_per_float_mac_and_keeps_float_regions_contig
 def test_mixed_config_is_validated():
     assert M.MixedPrecisionConfig.parse(None).enabled and not M.MixedPrecisionConfig.parse(False).enabled
     assert M.MixedPrecisionConfig.parse({"max_float_share": 0.25}).budget(10) == 3
+    # the share counts layers with MACs: zero-MAC ops between them ride along for free
+    cfg = M.MixedPrecisionConfig(max_float_share=0.5)
+    macs = {"act1": 0, "conv1": 10, "act2": 0, "conv2": 20, "pool": 0, "conv3": 30, "conv4": 40}
+    assert cfg.budget_in(["act1", "conv1", "act2", "conv2", "pool", "conv3", "conv4"], macs) == 5  # 2 of 4 convs
+    assert cfg.budget_in(["a", "b", "c", "d"], {}) == 2
     with pytest.raises(ConfigError, match="max_float_share"):
         M.MixedPrecisionConfig(max_float_share=0.0)
     with pytest.raises(ConfigError, match=r"unknown field\(s\) \['budget'\]"):
