@@ -25,7 +25,6 @@ machine load; ``int8/anchor`` ≤ 1.0 and ``int8/fp32`` ≤ 0.8 are the goals.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
