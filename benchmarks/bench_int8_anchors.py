@@ -45,6 +45,7 @@ import suite  # noqa: E402
 from _timing import interleaved  # noqa: E402
 
 Feeds = List[Dict[str, np.ndarray]]
+RunFn = Callable[[Dict[str, np.ndarray]], List[np.ndarray]]
 
 
 def _prepare(model: Any, target: str, calib: "suite.CalibrationCache") -> Any:
@@ -76,7 +77,7 @@ def _source_feed(feed: Mapping[str, np.ndarray], source_inputs: Sequence[str]) -
     return {n: v for n, v in zip(source_inputs, feed.values())}
 
 
-def _ort_anchor(source: Path, calib: Feeds, inputs: Sequence[str], work: Path) -> Callable[[Dict[str, np.ndarray]], List[np.ndarray]]:
+def _ort_anchor(source: Path, calib: Feeds, inputs: Sequence[str], work: Path) -> RunFn:
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
@@ -93,7 +94,7 @@ def _ort_anchor(source: Path, calib: Feeds, inputs: Sequence[str], work: Path) -
     return lambda feed: sess.run(None, feed)
 
 
-def _ov_anchor(source: Path, calib: Feeds, inputs: Sequence[str]) -> Callable[[Dict[str, np.ndarray]], List[np.ndarray]]:
+def _ov_anchor(source: Path, calib: Feeds, inputs: Sequence[str]) -> RunFn:
     import logging
 
     import nncf
@@ -113,7 +114,7 @@ def _ov_anchor(source: Path, calib: Feeds, inputs: Sequence[str]) -> Callable[[D
     return run
 
 
-def _fp32_reference(source: Path) -> Callable[[Dict[str, np.ndarray]], List[np.ndarray]]:
+def _fp32_reference(source: Path) -> RunFn:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -174,7 +175,8 @@ def row(model: Any, target: str, out_dir: Path, calib: "suite.CalibrationCache",
                 xs = _source_feed(x, inputs)
                 t = interleaved({"int8": lambda: m8.infer(x), "fp32": lambda: m32.infer(x),
                                  "anchor": lambda: anchor(xs)}, rounds=rounds, inner=3)
-    r.update(int8_ms=round(t["int8"] * 1e3, 3), fp32_ms=round(t["fp32"] * 1e3, 3), anchor_ms=round(t["anchor"] * 1e3, 3),
+    r.update(int8_ms=round(t["int8"] * 1e3, 3), fp32_ms=round(t["fp32"] * 1e3, 3),
+             anchor_ms=round(t["anchor"] * 1e3, 3),
              int8_vs_fp32=round(t["int8"] / t["fp32"], 3), int8_vs_anchor=round(t["int8"] / t["anchor"], 3))
     return r
 

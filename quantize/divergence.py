@@ -164,7 +164,8 @@ def of_twin(twin: Any, feeds: Sequence[Mapping[str, np.ndarray]], *, threshold_d
     flags_off = twin.flag_feed(())
     flags_on = twin.flag_feed(on)
     tensors = graph_tensors(twin.source, twin.float_tensors)
-    return layerwise(session_runner(twin.model, extra_feeds=flags_off), session_runner(twin.model, extra_feeds=flags_on),
+    return layerwise(session_runner(twin.model, extra_feeds=flags_off),
+                     session_runner(twin.model, extra_feeds=flags_on),
                      tensors, feeds, threshold_db=threshold_db,
                      what=f"int8 twin ({len(on)} of {len(twin.layers)} layers quantized) vs fp32")
 

@@ -258,7 +258,8 @@ class Twin:
                                     numpy_helper.from_array(np.array(zp, np.uint8), z_name)])
             return s_name, z_name
 
-        def select(flag_name: str, t: str, out: str, params: Optional[Tuple[str, str]], wq: Optional[str] = None) -> Any:
+        def select(flag_name: str, t: str, out: str, params: Optional[Tuple[str, str]],
+                   wq: Optional[str] = None) -> Any:
             """If(flag): the quantized value, else the float one; only the taken branch runs."""
             if params is not None:
                 then_nodes = [helper.make_node("QuantizeLinear", [t, *params], [f"{out}__q"]),
@@ -333,7 +334,8 @@ class Twin:
         """The points a set of int8 layers turns on."""
         return {p for n in quantized for p in self.layer_points.get(n, ())}
 
-    def flag_feed(self, quantized: Iterable[str] = (), *, points: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:
+    def flag_feed(self, quantized: Iterable[str] = (), *,
+                  points: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:
         """The flag inputs for int8 ``quantized`` layers (or exactly ``points``)."""
         on = set(points) if points is not None else self.active_points(quantized)
         return {f: np.array(p in on) for p, f in self.points.items()}

@@ -210,7 +210,8 @@ def test_benefit_order_takes_damage_per_float_mac_and_keeps_float_regions_contig
               "conv_c": ("w:conv_c", "t:z", "t:out")}
     db = {"w:conv_a": 20.0, "w:conv_b": 22.0, "t:x": 40.0, "t:y": 21.0, "t:z": 45.0, "w:conv_c": 50.0, "t:out": 50.0}
     total = sum(10 ** (-v / 10) for v in db.values())
-    order = M.benefit_order(layers, db, points, -10 * np.log10(total), {"t:x": 100, "t:y": 100, "t:z": 100, "t:out": 10})
+    sizes = {"t:x": 100, "t:y": 100, "t:z": 100, "t:out": 10}
+    order = M.benefit_order(layers, db, points, -10 * np.log10(total), sizes)
     names = [c.name for c in order]
     assert sorted(names) == sorted(n for n, _ in layers)
     assert names.index("conv_b") < names.index("conv_a")  # the same damage for 1 % of the MACs first
