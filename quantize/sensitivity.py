@@ -101,8 +101,9 @@ class SensitivityReport:
                 "ranked": [x.to_json() for x in self.layers[:top]]}
 
     def table(self, top: int = 15) -> str:
-        lines = [f"sensitivity ({len(self.layers)} layers, {self.samples} samples, {self.seconds:.1f}s; "
-                 f"all int8: {self.all_int8_db:.1f} dB)",
+        lines = [f"sensitivity ({len(self.layers)} layers, {len(self.point_db)} of {len(self.point_size)} quantization "
+                 f"points measured, {self.samples} samples, {self.seconds:.1f}s; all int8: {self.all_int8_db:.1f} dB; "
+                 "per layer: its points' noises added)",
                  f"{'#':>3}  {'layer':<40} {'op':<18} {'alone dB':>9} {'kept float dB':>14} {'MACs':>12}"]
         for i, x in enumerate(self.layers[:top], 1):
             kept = "-" if x.kept_float_db is None else f"{x.kept_float_db:.1f}"
