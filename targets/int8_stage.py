@@ -72,7 +72,9 @@ def build_twin(canon: Any, data: Any, recipe: Any) -> Tuple[_sens.Twin, Dict[str
     floats = _ranges.float_tensors(model)
     method = recipe.method.value if recipe.method.value in {m.value for m in _ranges.RangeMethod} else "minmax"
     feeds = _evenly(data.calibration.feeds, RANGE_SAMPLES)
-    act = _ranges.ranges(model, feeds, method=method, percentile=recipe.percentile, names=list(floats))
+    # the recipe's per-op-type / per-node range rules too: the twin must see the ranges the targets will use
+    act = _ranges.ranges(model, feeds, method=method, percentile=recipe.percentile, names=list(floats),
+                         per_tensor=_ranges.recipe_rules(model, recipe))
     producers = {n.name: n.op_type for n in model.graph.node}
     from .graph import detection_tail
 

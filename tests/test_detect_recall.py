@@ -167,6 +167,33 @@ def test_mixed_precision_search_starts_when_only_the_recall_gate_fails(tmp_path)
     assert mp is not None and mp["attempts"], "the search did not start although the recall gate failed"
 
 
+def _detector_report(scores_db, recall, precision, n_ref=100):
+    parts = (PartParity("out boxes", "out", "boxes", 40.0, 0.9999, 0.5),
+             PartParity("out class scores", "out", "scores", scores_db, 0.99, 0.05))
+    det = DetectionParity(recall=recall, precision=precision, matched=round(recall * n_ref), reference_detections=n_ref,
+                          candidate_detections=round(recall * n_ref / precision), score_error=0.01)
+    return ParityReport(task="detect", samples=64, outputs={}, parts=parts, detection=det)
+
+
+def test_default_floor_judges_class_scores_by_the_detections():
+    """Under the default floors, a judged detector's class scores answer to recall and precision, not SQNR;
+    boxes keep the SQNR floor; a user's --min-sqnr, or too few fp32 boxes, judges the scores by SQNR again."""
+    kw = dict(min_sqnr_db=25.0, floor=True, min_recall=0.92, recall_floor=True)
+    assert check_gates(_detector_report(20.5, 0.97, 0.97), **kw) == []
+    with pytest.raises(GateError, match=r"precision 0\.800 .*< the default floor 0\.92"):
+        check_gates(_detector_report(20.5, 0.97, 0.80), **kw)
+    with pytest.raises(GateError, match=r"class scores.*SQNR 20\.50 dB < required 25\.00"):
+        check_gates(_detector_report(20.5, 0.97, 0.97), **{**kw, "floor": False})
+    few = MIN_RECALL_DETECTIONS - 1
+    with pytest.raises(GateError, match=r"class scores.*SQNR 20\.50 dB < the default floor"):
+        check_gates(_detector_report(20.5, 1.0, 1.0, n_ref=few), **kw)
+    boxes_bad = _detector_report(30.0, 0.99, 0.99)
+    boxes_bad = ParityReport(task="detect", samples=64, outputs={}, detection=boxes_bad.detection,
+                             parts=(PartParity("out boxes", "out", "boxes", 18.0, 0.99, 3.0), boxes_bad.parts[1]))
+    with pytest.raises(GateError, match=r"'out boxes' \(boxes\): SQNR 18\.00 dB"):
+        check_gates(boxes_bad, **kw)
+
+
 # ----------------------------------------------------------------- the real YOLOv8n (slow)
 REAL = ROOT / "samples" / "real_models"
 REAL_TARGETS = ("onnxruntime", "openvino", "qnn", "tensorrt", "tflite", "coreml")

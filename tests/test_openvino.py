@@ -197,13 +197,15 @@ def test_accuracy_control_reverts_layers_to_float(tmp_path):
 
 
 def test_unreachable_accuracy_budget_keeps_no_package(tmp_path):
-    # 50th-percentile ranges wreck every layer; with one fallback iteration the budget cannot be met
+    # 50th-percentile ranges wreck every layer; with one fallback iteration OpenVINO's accuracy control cannot
+    # meet the budget.  edgekit's own mixed-precision search (which starts on any failed gate) would rescue
+    # it: it is switched off, this is about the accuracy control and the gate behind it
     kw = dict(gates={"max_accuracy_drop": 0.5, "min_sqnr_db": -100.0}, recipe={"method": "percentile", "percentile": 50, "num_samples": 50},
-              runtime_options={"accuracy_control_max_iterations": 1})
+              runtime_options={"accuracy_control_max_iterations": 1},
+              mixed_precision={"enabled": False, "speed_check": False})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the build collects its warnings ("best top-1 drop reached …")
-        # the accuracy gate fails, or the automatic mixed-precision search that tries to rescue the build does
-        with pytest.raises(GateError, match="accuracy dropped|int8 misses"):
+        with pytest.raises(GateError, match="accuracy dropped"):
             _bundled(tmp_path, "int8", "bad.edgepkg", **kw)
     assert not (tmp_path / "bad.edgepkg").exists()
 
