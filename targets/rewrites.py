@@ -35,7 +35,7 @@ back to ONNX, keeping every untouched node and initializer as it was.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -102,6 +102,14 @@ def _affine(node: Node, view: GraphView) -> Optional[Tuple[str, str, np.ndarray]
     return ("scale" if node.op_type == "Mul" else "shift"), x, k
 
 
+def _affine_nodes(view: GraphView) -> Iterator[Tuple[Node, str, str, np.ndarray]]:
+    """(node, kind, activation input, constant) for each ``x*k, x/k, x+k, x-k`` node, over a snapshot of the
+    node list (the callers edit the graph as they go)."""
+    for node in list(view.nodes):
+        aff = _affine(node, view)
+        if aff is not None:
+            yield (node, *aff)
+
 def _out_channels(p: Node, view: GraphView) -> Optional[Tuple[int, int, int]]:
     """(weight out-channel axis, output tensor's channel axis, channel count) of a weighted node with a
     constant float weight, or None when the rewrite does not apply to it."""
@@ -123,11 +131,7 @@ def _out_channels(p: Node, view: GraphView) -> Optional[Tuple[int, int, int]]:
 
 def _scale_bias_into_producer(edit: _Edit) -> int:
     view, count = edit.view, 0
-    for node in list(view.nodes):
-        aff = _affine(node, view)
-        if aff is None:
-            continue
-        kind, x, k = aff
+    for node, kind, x, k in _affine_nodes(view):
         p = view.producer(x)
         if p is None or not p.is_default_domain or p.op_type not in _WEIGHTED or view.only_consumer(x) is not node:
             continue
@@ -182,11 +186,7 @@ def _in_channel_index(w: np.ndarray, group: int) -> np.ndarray:
 
 def _scale_bias_into_consumer(edit: _Edit) -> int:
     view, count = edit.view, 0
-    for node in list(view.nodes):
-        aff = _affine(node, view)
-        if aff is None:
-            continue
-        kind, x, k = aff
+    for node, kind, x, k in _affine_nodes(view):
         c = view.only_consumer(node.outputs[0])
         if c is None or not c.is_default_domain or c.op_type not in ("Conv", "Gemm", "MatMul") \
                 or c.input(0) != node.outputs[0]:
