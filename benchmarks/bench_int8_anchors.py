@@ -40,7 +40,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "samples" / "real_models"))
 
 import fetch as _fetch  # noqa: E402
-import registry  # noqa: E402
 import suite  # noqa: E402
 from _timing import interleaved  # noqa: E402
 
@@ -206,23 +205,16 @@ def main(argv: Any = None) -> int:
     a = ap.parse_args(argv)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     calib = suite.CalibrationCache(a.out_dir / "calibration")
-    avail = suite.installed_targets()
     rows: List[Dict[str, Any]] = []
-    for m in registry.MODELS:
-        if a.models and m.name not in a.models:
-            continue
-        for t in a.targets:
-            if t not in avail or "int8" not in avail[t]:
-                print(f"{m.name:<20} {t:<12} skipped: toolchain not installed here", flush=True)
-                continue
-            try:
-                r = row(m, t, a.out_dir, calib, a.rounds)
-            except Exception as exc:  # noqa: BLE001 - one failed row must not lose the others
-                r = {"model": m.name, "target": t, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
-            rows.append(r)
-            print(fmt(r), flush=True)
-            if a.json:
-                a.json.write_text(json.dumps(rows, indent=1))
+    for m, t in suite.int8_cases(a.models, a.targets):
+        try:
+            r = row(m, t, a.out_dir, calib, a.rounds)
+        except Exception as exc:  # noqa: BLE001 - one failed row must not lose the others
+            r = {"model": m.name, "target": t, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        rows.append(r)
+        print(fmt(r), flush=True)
+        if a.json:
+            a.json.write_text(json.dumps(rows, indent=1))
     return 0
 
 

@@ -144,18 +144,11 @@ def main(argv: Any = None) -> int:
         return 0
     a.out_dir.mkdir(parents=True, exist_ok=True)
     calib = suite.CalibrationCache(a.out_dir / "calibration")
-    avail = suite.installed_targets()
     rows: List[Dict[str, Any]] = []
-    for m in registry.MODELS:
-        if a.models and m.name not in a.models:
-            continue
-        for t in a.targets:
-            if t not in avail or "int8" not in avail[t]:
-                print(f"{m.name:<20} {t:<12} skipped: toolchain not installed here", flush=True)
-                continue
-            r = row(m, t, a.out_dir, calib)
-            rows.append(r)
-            print(fmt(r), flush=True)
+    for m, t in suite.int8_cases(a.models, a.targets):
+        r = row(m, t, a.out_dir, calib)
+        rows.append(r)
+        print(fmt(r), flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -14,7 +14,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 try:
     from . import data as _data, fetch as _fetch, registry
@@ -167,6 +167,20 @@ def run_suite(out_dir: Path, *, models: Optional[Sequence[str]] = None, targets:
                 if on_row is not None:
                     on_row(row)
     return rows
+
+
+def int8_cases(models: Optional[Sequence[str]], targets: Sequence[str]) -> Iterator[Tuple[Any, str]]:
+    """(model, target) for every chosen model × target that builds int8 here; a target whose toolchain is not
+    installed is said once per model and skipped (the int8 benchmarks' common loop)."""
+    avail = installed_targets()
+    for m in registry.MODELS:
+        if models and m.name not in models:
+            continue
+        for t in targets:
+            if t not in avail or "int8" not in avail[t]:
+                print(f"{m.name:<20} {t:<12} skipped: toolchain not installed here", flush=True)
+                continue
+            yield m, t
 
 
 def format_row(r: Row) -> str:
