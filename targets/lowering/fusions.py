@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,18 +54,24 @@ def _fuse_silu(view: GraphView) -> int:
     return count
 
 
-def _fuse_hardsigmoid_clip(view: GraphView) -> int:
-    """``Clip(x + 3, 0, 6) / 6`` (or ``* (1/6)``) → HardSigmoid."""
-    count = 0
+def _clip_x_plus_3(view: GraphView) -> Iterator[Tuple[Node, str, Node]]:
+    """(add, x, clip) for each ``Clip(x + 3, 0, 6)`` whose Add feeds only the Clip: the core of the HardSigmoid
+    and HardSwish forms exporters write out (over a snapshot of the Adds: the callers edit the graph)."""
     for add in [n for n in view.nodes if n.op_type == "Add" and n.is_default_domain]:
         const_in = next((i for i in add.inputs if view.is_const(i)), None)
         if const_in is None or not all_close_to(view.const(const_in), 3.0):
             continue
-        x = _other(add, const_in)
         clip = _single_user(view, add.outputs[0], "Clip")
         if clip is None or not (all_close_to(view.const(clip.input(1)), 0.0)
                                 and all_close_to(view.const(clip.input(2)), 6.0)):
             continue
+        yield add, _other(add, const_in), clip
+
+
+def _fuse_hardsigmoid_clip(view: GraphView) -> int:
+    """``Clip(x + 3, 0, 6) / 6`` (or ``* (1/6)``) → HardSigmoid."""
+    count = 0
+    for add, x, clip in _clip_x_plus_3(view):
         tail = view.only_consumer(clip.outputs[0])
         if tail is None or not tail.is_default_domain:
             continue
@@ -88,15 +94,7 @@ def fuse_hardswish_clip_pair(view: GraphView) -> int:
     the ONNX graph.  Not one of the lowering's :data:`FUSIONS`: TFLite's int8 HARD_SWISH measured slower and
     less accurate than the ops it replaces (text-line classifier: 13.5 vs 17.5 dB, 11 vs 1.1 ms)."""
     count = 0
-    for add in [n for n in view.nodes if n.op_type == "Add" and n.is_default_domain]:
-        const_in = next((i for i in add.inputs if view.is_const(i)), None)
-        if const_in is None or not all_close_to(view.const(const_in), 3.0):
-            continue
-        x = _other(add, const_in)
-        clip = _single_user(view, add.outputs[0], "Clip")
-        if clip is None or not (all_close_to(view.const(clip.input(1)), 0.0)
-                                and all_close_to(view.const(clip.input(2)), 6.0)):
-            continue
+    for add, x, clip in _clip_x_plus_3(view):
         mul = _single_user(view, clip.outputs[0], "Mul")
         if mul is None or _other(mul, clip.outputs[0]) != x:
             continue
