@@ -10,9 +10,10 @@ Tasks (the ``postprocess`` object of ``manifest.json``, see
 
 ``classify``  ``[1, C]`` (also ``[C]``, ``[1, C, 1, 1]``) → softmax if needed,
               top-k, labels → :class:`ClassifyResult`.
-``detect``    ``[1, 4+C, N]`` (YOLOv8) or ``[1, N, 5+C]`` (YOLOv5 / YOLOX) →
-              decode, confidence filter, greedy NMS, boxes mapped back to the
-              original image → :class:`DetectResult`.
+``detect``    ``[1, 4+C, N]`` (YOLOv8), ``[1, N, 5+C]`` (YOLOv5 / YOLOX) or raw
+              YOLOX head outputs (grid decode here) → decode, confidence filter,
+              greedy NMS, boxes mapped back to the original image →
+              :class:`DetectResult`.
 ``segment``   ``[1, C, H, W]`` or ``[1, H, W, C]`` → per-pixel argmax →
               :class:`SegmentResult`.
 ``raw``       the output tensors untouched → :class:`RawResult`.
@@ -74,6 +75,8 @@ __all__ = [
     "segment_scores_from_graph",
     "segment_layout_for",
     "check_class_count",
+    "yolox_raw_head",
+    "yolox_cell_count",
     "softmax",
     "box_iou",
     "nms",
@@ -145,13 +148,23 @@ class DetectLayout(str, Enum):
 
     ``yolov8``  ``[1, 4+C, N]``: cx, cy, w, h, then C class scores (no objectness).
     ``yolov5``  ``[1, N, 5+C]``: cx, cy, w, h, objectness, then C class scores;
-                score = objectness × class score.  YOLOX exports the same layout.
-    ``auto``    decide from the shape, see :func:`_resolve_layout`.
+                score = objectness × class score.  A YOLOX export with its decode
+                in the graph has the same layout.
+    ``yolox_raw``  ``[1, N, 5+C]`` as a YOLOX head leaves it when the grid decode is
+                not in the graph (YOLOX's ``decode_in_inference=False``): per grid
+                cell raw x, y offsets, log w, log h, then objectness and C class
+                scores (already through their sigmoids).  N counts the cells of
+                the stride 8, 16, 32 maps (``strides``) of the model input
+                (``input_size``), finest map first, each row-major; decoded as
+                xy = (raw + cell) × stride, wh = exp(raw) × stride.
+    ``auto``    decide from the shape, see :func:`_resolve_layout`; the build
+                records ``yolox_raw`` when the graph shows it (:func:`yolox_raw_head`).
     """
 
     AUTO = "auto"
     YOLOV8 = "yolov8"
     YOLOV5 = "yolov5"
+    YOLOX_RAW = "yolox_raw"
 
 
 # ---------------------------------------------------------------------------
@@ -220,6 +233,24 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
+def _input_size(value: Any) -> Optional[Tuple[int, int]]:
+    if value is None:
+        return None
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok:
+        raise _Invalid("[height, width] (two integers >= 1) or null")
+    return (int(value[0]), int(value[1]))
+
+
+def _strides(value: Any) -> Tuple[int, ...]:
+    ok = isinstance(value, (list, tuple)) and len(value) >= 1 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok or any(int(a) >= int(b) for a, b in zip(value, value[1:])):
+        raise _Invalid("a list of ascending integers >= 1, e.g. [8, 16, 32]")
+    return tuple(int(v) for v in value)
+
+
 def _output_name(value: Any) -> Optional[str]:
     if value is None:
         return None
@@ -268,13 +299,17 @@ class DetectConfig:
     """Object detection: decode, confidence filter, greedy NMS.
 
     Args:
-        layout: a :class:`DetectLayout` or its value ("auto", "yolov8", "yolov5").
+        layout: a :class:`DetectLayout` or its value ("auto", "yolov8", "yolov5", "yolox_raw").
         conf_threshold: keep candidates whose score is strictly above this.
         iou_threshold: suppress a box whose IoU with a better box of the same
             class (any class if ``class_agnostic``) is strictly above this.
         max_detections: keep at most this many, best first.
         class_agnostic: one NMS over all classes instead of one per class.
         output: the output tensor to read; None takes the first output.
+        input_size: the model input's (height, width) in pixels: the grid of the
+            ``yolox_raw`` layout (the build records it; None there means a square
+            input whose size N tells).  Unused by the other layouts.
+        strides: the ``yolox_raw`` layout's feature-map strides, finest first.
     """
 
     task: ClassVar[Task] = Task.DETECT
@@ -284,6 +319,8 @@ class DetectConfig:
     max_detections: int = 300
     class_agnostic: bool = False
     output: Optional[str] = None
+    input_size: Optional[Tuple[int, int]] = None
+    strides: Tuple[int, ...] = (8, 16, 32)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -333,6 +370,8 @@ _FIELDS: Dict[type, Dict[str, _Check]] = {
         "max_detections": _int_min(1),
         "class_agnostic": _bool,
         "output": _output_name,
+        "input_size": _input_size,
+        "strides": _strides,
     },
     SegmentConfig: {"output": _output_name, "scores": _enum(SegmentScores), "layout": _enum(SegmentLayout)},
     RawConfig: {},
@@ -371,7 +410,7 @@ def config_to_json(cfg: TaskConfig) -> Dict[str, Any]:
     data: Dict[str, Any] = {"task": cfg.task.value}
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        data[f.name] = value.value if isinstance(value, Enum) else value
+        data[f.name] = value.value if isinstance(value, Enum) else list(value) if isinstance(value, tuple) else value
     return data
 
 
@@ -728,7 +767,8 @@ def _resolve_layout(layout: DetectLayout, shape: Tuple[int, int], num_labels: Op
     if layout is not DetectLayout.AUTO:
         return layout
     a, b = shape
-    fix = 'set "layout" to "yolov8" ([1, 4+C, N]) or "yolov5" ([1, N, 5+C]; also YOLOX) in the detect config'
+    fix = ('set "layout" to "yolov8" ([1, 4+C, N]), "yolov5" ([1, N, 5+C]; also a decoded YOLOX) or "yolox_raw" '
+           '(a YOLOX head without its grid decode) in the detect config')
     if num_labels is not None:
         v8 = a == 4 + num_labels
         v5 = b == 5 + num_labels
@@ -752,6 +792,49 @@ def _resolve_layout(layout: DetectLayout, shape: Tuple[int, int], num_labels: Op
     return DetectLayout.YOLOV8 if a < b else DetectLayout.YOLOV5
 
 
+def yolox_cell_count(input_size: Tuple[int, int], strides: Sequence[int]) -> int:
+    """How many grid cells (N) a YOLOX head has for an ``(H, W)`` input: the cells of every stride's map.
+    A map is ``ceil(H / stride)`` × ``ceil(W / stride)``: what stride-2 convolutions padded by half
+    their kernel make of a size that does not divide."""
+    h, w = input_size
+    return sum(-(-h // s) * -(-w // s) for s in strides)
+
+
+def _square_input(n: int, strides: Sequence[int]) -> Optional[Tuple[int, int]]:
+    """The square input whose YOLOX grid has ``n`` cells, if one has exactly that many."""
+    side = int(round((n / sum(1.0 / (s * s) for s in strides)) ** 0.5))
+    for cand in range(max(1, side - strides[-1]), side + strides[-1] + 1):
+        if yolox_cell_count((cand, cand), strides) == n:
+            return (cand, cand)
+    return None
+
+
+def _yolox_grid(cfg: DetectConfig, name: str, out: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per cell of a ``yolox_raw`` output: its (x, y) on its map and its stride, as float64 arrays."""
+    n = int(out.shape[1])
+    size = cfg.input_size if cfg.input_size is not None else _square_input(n, cfg.strides)
+    strides = list(cfg.strides)
+    if size is None:
+        raise ConfigError(
+            f"detect: yolox_raw output {name!r} {_shape(out)} has {n} cells, which no square input has at strides "
+            f"{strides}; set \"input_size\" to the model input's [height, width] in the detect config"
+        )
+    expected = yolox_cell_count(size, strides)
+    if expected != n:
+        raise InputError(
+            f"detect: yolox_raw output {name!r} {_shape(out)} has {n} cells, but a {size[0]}x{size[1]} input at "
+            f"strides {strides} makes {expected}; the output does not belong to this input size (set \"input_size\" "
+            "and \"strides\" to the model's, or use layout yolov5 for a head decoded in the graph)"
+        )
+    cells, steps = [], []
+    for s in strides:
+        gh, gw = -(-size[0] // s), -(-size[1] // s)
+        ys, xs = np.meshgrid(np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64), indexing="ij")
+        cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+        steps.append(np.full(gh * gw, float(s)))
+    return np.concatenate(cells), np.concatenate(steps)
+
+
 def _detect(cfg: DetectConfig, name: str, out: np.ndarray, outputs: Dict[str, np.ndarray],
             transform: Any, labels: Optional[Sequence[str]]) -> DetectResult:
     if out.ndim != 3:
@@ -771,19 +854,26 @@ def _detect(cfg: DetectConfig, name: str, out: np.ndarray, outputs: Dict[str, np
     else:
         if pred.shape[1] < 6:
             raise InputError(
-                f"detect: yolov5 output {name!r} {_shape(out)} needs dim 2 >= 6 (4 box values, objectness, classes)"
+                f"detect: {layout.value} output {name!r} {_shape(out)} needs dim 2 >= 6 "
+                "(4 box values, objectness, classes)"
             )
         xywh = pred[:, :4]
         class_scores = pred[:, 5:] * pred[:, 4:5]
+    grid = _yolox_grid(cfg, name, out) if layout is DetectLayout.YOLOX_RAW else None
     class_ids = np.argmax(class_scores, axis=1)
     scores = np.take_along_axis(class_scores, class_ids[:, None], axis=1)[:, 0]
     # pre-filter before anything quadratic; NaN scores fail the comparison
     candidates = np.nonzero(scores > cfg.conf_threshold)[0]
-    candidates = candidates[np.all(np.isfinite(xywh[candidates]), axis=1)]
-    if candidates.size > _MAX_NMS_CANDIDATES:
-        best = np.argpartition(-scores[candidates], _MAX_NMS_CANDIDATES)[:_MAX_NMS_CANDIDATES]
-        candidates = np.sort(candidates[best])
     xywh = xywh[candidates].astype(np.float64)
+    if grid is not None:  # the grid decode only for the candidates: exp of 3549 rows is wasted on background
+        cell, stride = grid[0][candidates], grid[1][candidates, None]
+        with np.errstate(over="ignore"):  # a huge log-size is a non-finite box, dropped below
+            xywh = np.concatenate([(xywh[:, :2] + cell) * stride, np.exp(xywh[:, 2:4]) * stride], axis=1)
+    finite = np.all(np.isfinite(xywh), axis=1)
+    candidates, xywh = candidates[finite], xywh[finite]
+    if candidates.size > _MAX_NMS_CANDIDATES:
+        best = np.sort(np.argpartition(-scores[candidates], _MAX_NMS_CANDIDATES)[:_MAX_NMS_CANDIDATES])
+        candidates, xywh = candidates[best], xywh[best]
     scores = scores[candidates].astype(np.float64)
     class_ids = class_ids[candidates]
     boxes = np.empty_like(xywh)
@@ -1005,7 +1095,7 @@ def check_class_count(config: TaskConfig, labels: Optional[Sequence[str]], shape
         if layout is DetectLayout.AUTO:
             _resolve_layout(layout, (a, b), n)  # raises when the labels fit neither layout
             return
-        classes = a - 4 if layout is DetectLayout.YOLOV8 else b - 5
+        classes = a - 4 if layout is DetectLayout.YOLOV8 else b - 5  # yolov5 and yolox_raw: [1, N, 5+C]
         if classes != n:
             raise ConfigError(f"{n} labels, but {where} in the {layout.value} layout has {classes} classes; "
                               f"{fix} ({classes} lines)")
@@ -1027,6 +1117,78 @@ def check_class_count(config: TaskConfig, labels: Optional[Sequence[str]], shape
             f"{n} labels, but {where} has {' or '.join(map(str, counts))} class channel(s) (NCHW dim 1 / NHWC dim 3); "
             f"{fix} ({want} lines; a one-channel mask takes 2: background, foreground)"
         )
+
+
+# Ops a raw YOLOX head may pass its convolutions' outputs through on the way to the output: layout
+# changes and the objectness/class sigmoids.  Anything else (Add, Mul, Exp, Pow, Sub, Div, MatMul ...)
+# is a decode in the graph, and then the output is not raw.
+_RAW_HEAD_OPS = frozenset({"Concat", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity",
+                           "Sigmoid", "Cast", "QuantizeLinear", "DequantizeLinear"})
+# ops whose later inputs are shapes or axes, not data
+_FIRST_INPUT_ONLY = frozenset({"Reshape", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear"})
+
+
+def yolox_raw_head(graph: Any, output: str) -> bool:
+    """Whether ``output`` is a detector head with no decode in the graph: every path back from it passes
+    only layout ops and sigmoids (:data:`_RAW_HEAD_OPS`) before it reaches a Conv.  A YOLOX export with its
+    decode (grid Add, stride Mul, Exp) fails this, and so does every YOLOv5/v6/v8 export (their decode and
+    anchors are in the graph); a path that reaches a graph input without a Conv fails it too."""
+    producers = {name: node for node in graph.node for name in node.output}
+    stack, seen, convs = [output], set(), 0
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = producers.get(name)
+        if node is None:
+            return False  # a graph input or a constant reached as data, not a convolution
+        if node.op_type == "Conv":
+            convs += 1
+            continue
+        if node.op_type not in _RAW_HEAD_OPS:
+            return False
+        data = node.input[:1] if node.op_type in _FIRST_INPUT_ONLY else node.input
+        stack.extend(i for i in data if i)
+    return convs > 0
+
+
+def _input_hw(graph: Any, input_layout: Optional[str]) -> Optional[Tuple[int, int]]:
+    """The (H, W) of the graph's single 4-D input (not an initializer), when both are fixed."""
+    inits = {t.name for t in getattr(graph, "initializer", ())}
+    images = [v for v in graph.input if v.name not in inits and len(v.type.tensor_type.shape.dim) == 4]
+    if len(images) != 1:
+        return None
+    dims = [_dim(d.dim_value) for d in images[0].type.tensor_type.shape.dim]
+    h, w = (dims[1], dims[2]) if input_layout == "nhwc" else (dims[2], dims[3])
+    return (h, w) if h is not None and w is not None else None
+
+
+def _resolve_yolox(cfg: "DetectConfig", graph: Any, shape: Sequence[Any], input_layout: Optional[str]) -> "DetectConfig":
+    """A detect config with the ``yolox_raw`` decision made: recorded with the input size when the layout
+    says so, or when ``auto`` and the graph shows a raw head (:func:`yolox_raw_head`) with one cell per
+    grid position of the input at the config's strides; else unchanged."""
+    dims = [_dim(d) for d in shape]
+    if cfg.layout not in (DetectLayout.AUTO, DetectLayout.YOLOX_RAW) or len(dims) != 3 or dims[1] is None:
+        return cfg
+    size = cfg.input_size or _input_hw(graph, input_layout)
+    n = dims[1]
+    if cfg.layout is DetectLayout.AUTO:
+        if size is None or dims[2] is None or dims[2] < 6 or yolox_cell_count(size, cfg.strides) != n \
+                or not yolox_raw_head(graph, cfg.output):
+            return cfg
+        return dataclasses.replace(cfg, layout=DetectLayout.YOLOX_RAW, input_size=size)
+    if size is None:
+        raise ConfigError(
+            f"layout yolox_raw decodes a grid of the model input, but the input size of output {cfg.output!r} "
+            'is not fixed; give --size HxW, or set "input_size" to [height, width] in the detect config')
+    expected = yolox_cell_count(size, cfg.strides)
+    if expected != n:
+        raise ConfigError(
+            f"layout yolox_raw: output {cfg.output!r} {_shape_text(shape)} has {n} cells, but a {size[0]}x{size[1]} "
+            f"input at strides {list(cfg.strides)} makes {expected}; set \"strides\" (and \"input_size\") to the "
+            "model's, or use layout yolov5 for a head decoded in the graph")
+    return dataclasses.replace(cfg, input_size=size)
 
 
 def segment_layout_for(shape: Sequence[Any], labels: Optional[Sequence[str]] = None,
@@ -1060,8 +1222,10 @@ def resolve_for_model(
 
     the output the task reads (:func:`select_output`), whether a segmentation
     output holds logits or probabilities (:func:`segment_scores_from_graph`) and
-    where its classes are (:func:`segment_layout_for`), each unless the config
-    says, and labels that fit the class count (:func:`check_class_count`).
+    where its classes are (:func:`segment_layout_for`), whether a detector's
+    output is a raw YOLOX head and the input size its grid decode needs
+    (:func:`_resolve_yolox`), each unless the config says, and labels that fit
+    the class count (:func:`check_class_count`).
     ``outputs``: (name, shape) per model output; ``input_layout``: the image
     input's "nchw"/"nhwc", when known.
     """
@@ -1072,6 +1236,8 @@ def resolve_for_model(
             cfg = dataclasses.replace(cfg, scores=segment_scores_from_graph(graph, cfg.output))
         if cfg.layout is SegmentLayout.AUTO:
             cfg = dataclasses.replace(cfg, layout=segment_layout_for(shapes[cfg.output], labels, input_layout))
+    if isinstance(cfg, DetectConfig) and cfg.output is not None:
+        cfg = _resolve_yolox(cfg, graph, shapes[cfg.output], input_layout)
     if not isinstance(cfg, RawConfig) and cfg.output is not None:
         check_class_count(cfg, labels, shapes[cfg.output])
     return cfg

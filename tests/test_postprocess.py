@@ -161,7 +161,7 @@ def test_config_defaults_and_enums():
         (lambda: ClassifyConfig(top_k=0), '"top_k" must be an integer >= 1, but got 0'),
         (lambda: ClassifyConfig(top_k=True), '"top_k" must be an integer >= 1, but got True'),
         (lambda: ClassifyConfig(top_k=2.5), '"top_k" must be an integer >= 1, but got 2.5'),
-        (lambda: DetectConfig(layout="yolov9"), "\"layout\" must be one of {'auto', 'yolov8', 'yolov5'}, but got 'yolov9'"),
+        (lambda: DetectConfig(layout="yolov9"), "\"layout\" must be one of {'auto', 'yolov8', 'yolov5', 'yolox_raw'}, but got 'yolov9'"),
         (lambda: DetectConfig(iou_threshold=1.5), '"iou_threshold" must be a number in [0, 1], but got 1.5'),
         (lambda: DetectConfig(conf_threshold=-0.1), '"conf_threshold" must be a number in [0, 1], but got -0.1'),
         (lambda: DetectConfig(conf_threshold=float("nan")), '"conf_threshold" must be a number in [0, 1], but got nan'),
@@ -212,7 +212,7 @@ def test_config_from_json_defaults():
     [
         ({"task": "detect", "iou_threshold": 2}, "manifest.postprocess.iou_threshold: expected a number in [0, 1], got 2"),
         ({"task": "detect", "conf_threshold": "0.3"}, "manifest.postprocess.conf_threshold: expected a number in [0, 1], got '0.3'"),
-        ({"task": "detect", "layout": "ssd"}, "manifest.postprocess.layout: expected one of {'auto', 'yolov8', 'yolov5'}, got 'ssd'"),
+        ({"task": "detect", "layout": "ssd"}, "manifest.postprocess.layout: expected one of {'auto', 'yolov8', 'yolov5', 'yolox_raw'}, got 'ssd'"),
         ({"task": "detect", "max_detections": -1}, "manifest.postprocess.max_detections: expected an integer >= 1, got -1"),
         ({"task": "detect", "class_agnostic": 1}, "manifest.postprocess.class_agnostic: expected true or false, got 1"),
         ({"task": "classify", "top_k": None}, "manifest.postprocess.top_k: expected an integer >= 1, got None"),

