@@ -24,7 +24,7 @@ import numpy as np
 
 from edgekit.errors import CalibrationError, ConfigError
 
-from ..graph import detection_tail, iter_nodes
+from ..graph import detection_tail, domain_of, iter_nodes
 from ..ort_tools import unmatched_warning
 from ..toolchain import first_line, require
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: OpenVINO op types that carry weights: what "a layer" means in the quantization report
 _WEIGHTED_OV_OPS = frozenset({"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
                               "GroupConvolutionBackpropData"})
+#: recurrent ops, kept in float on every int8 build (see :func:`recurrent_ops`)
+_RECURRENT_OV_OPS = frozenset({"LSTMSequence", "GRUSequence", "RNNSequence", "LSTMCell", "GRUCell", "RNNCell"})
 #: ops a quantizer propagates through (NNCF puts the FakeQuantize above them)
 _PASS_THROUGH = frozenset({"Convert", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "MaxPool", "Concat", "Split",
                            "VariadicSplit", "StridedSlice", "Slice", "Pad", "Gather", "DepthToSpace", "SpaceToDepth",
@@ -163,6 +165,12 @@ def onnx_to_ov_ops(ov_model: Any, onnx_model: Any, keep: Sequence[str]) -> Dict[
                             found.update(c.get_node().get_friendly_name() for c in port.get_target_inputs()
                                          if generated(c.get_node().get_friendly_name())
                                          and c.get_node().get_type_name() not in ("Result", "FakeQuantize"))
+        if node is not None and node.op_type in ("LSTM", "GRU", "RNN"):
+            # conversion makes the node one LSTMSequence (GRU/RNN) under a generated name ("LSTMSequence_N"),
+            # whose outputs are transposed/reshaped into the ONNX outputs: the ops found above read it
+            found.update(src.get_friendly_name() for src in (port.get_source_output().get_node()
+                                                             for hit in list(found) for port in ops[hit].inputs())
+                         if src.get_type_name() in _RECURRENT_OV_OPS)
         out[name] = sorted(found)
     return out
 
@@ -178,6 +186,43 @@ def ignored_scope(ov_model: Any, onnx_model: Any, recipe: "Recipe") -> Tuple[Lis
     known = {name for name, _ in iter_nodes(onnx_model.graph)}
     unmatched = sorted({w for w in list(recipe.nodes) + list(recipe.exclude_nodes) if w not in known})
     return sorted(out), tail, unmatched
+
+
+#: ONNX ops NNCF's CPU setup quantizes that edgekit's twin (``edgekit.quantize.sensitivity.QUANTIZABLE``) and the
+#: onnxruntime target keep in float: left to NNCF they would be int8 where the mixed-precision search cannot see
+#: them (it names only twin layers), so "every candidate layer float" still left them quantized.  Silero VAD's
+#: STFT magnitude (Pow, Pow, Add, Sqrt) quantized alone costs its LSTM state output hn 324 → 5.6 dB.
+ALWAYS_FLOAT_ONNX_OPS = frozenset({
+    "LSTM", "GRU", "RNN",  # see recurrent_ops
+    "Pow", "Sqrt", "Sub", "Div", "Max", "Min", "Mod", "Tile", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2",
+    "LpNormalization", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
+})
+
+
+def recurrent_ops(ov_model: Any) -> List[str]:
+    """The model's recurrent ops (LSTM/GRU/RNN sequences and cells): every int8 build keeps them in float.
+
+    Quantized, OpenVINO's CPU plugin runs an LSTMSequence in a reference u8 kernel that carries the hidden
+    state between time steps, and returns it as ``hn``, in the FakeQuantize range of the *initial* state
+    input ``h``; calibrated on the zero state a streaming model starts from, that range is about ±1e-3, so
+    every step's hidden state is clipped to it (Silero VAD: ``hn`` −0.0 dB, ``speech_probs`` 9.3 dB).  A
+    range widened to the state's natural [-1, 1] did no better (−9 dB), and the int8 kernel was not faster
+    than f32, so the op and its weights stay float: NNCF then puts no FakeQuantize on its state inputs
+    either.  onnxruntime's static int8 keeps LSTM in float too, and the twin models it as float.
+    """
+    return sorted(op.get_friendly_name() for op in ov_model.get_ordered_ops()
+                  if op.get_type_name() in _RECURRENT_OV_OPS)
+
+
+def always_float(ov_model: Any, onnx_model: Any) -> Tuple[List[str], List[str]]:
+    """(OpenVINO op names, ONNX node names) of the ops every int8 build keeps float (:data:`ALWAYS_FLOAT_ONNX_OPS`
+    and :func:`recurrent_ops`)."""
+    nodes = [name for name, node in iter_nodes(onnx_model.graph)
+             if not domain_of(node) and node.op_type in ALWAYS_FLOAT_ONNX_OPS]
+    ops: Set[str] = set(recurrent_ops(ov_model))
+    for found in onnx_to_ov_ops(ov_model, onnx_model, nodes).values():
+        ops.update(found)
+    return sorted(ops), nodes
 
 
 def quantized_in_scope(ov_model: Any, scope: Sequence[str]) -> List[str]:
@@ -237,6 +282,8 @@ def quantize(
     preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
     names, tail, unmatched = ignored_scope(ov_model, onnx_model, recipe)
     unmatched_warning(unmatched)
+    float_ops, float_nodes = always_float(ov_model, onnx_model)
+    names = sorted(set(names) | set(float_ops))
     nncf_device = nncf.TargetDevice(options["nncf_target_device"])
     model_type = nncf.ModelType(options["model_type"]) if options["model_type"] else None
     dataset = nncf.Dataset([dict(f) for f in used.feeds])
@@ -257,6 +304,8 @@ def quantize(
         "calibration_samples_given": n,
         "ignored_scope": names,
         "detection_tail": tail,
+        # ops NNCF would quantize that the twin and the other targets keep float (recurrent, Pow, Sub, ...)
+        "always_float_nodes": float_nodes,
     }
     with _quiet():
         try:
