@@ -77,6 +77,7 @@ __all__ = [
     "check_class_count",
     "yolox_raw_head",
     "yolox_cell_count",
+    "yolox_boxes",
     "softmax",
     "box_iou",
     "nms",
@@ -810,8 +811,9 @@ def _square_input(n: int, strides: Sequence[int]) -> Optional[Tuple[int, int]]:
 
 
 def _yolox_grid(cfg: DetectConfig, name: str, out: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Per cell of a ``yolox_raw`` output: its (x, y) on its map and its stride, as float64 arrays."""
-    n = int(out.shape[1])
+    """Per cell of a ``yolox_raw`` output ``[..., N, 5+C]``: its (x, y) on its map and its stride, as float64
+    arrays."""
+    n = int(out.shape[-2])
     size = cfg.input_size if cfg.input_size is not None else _square_input(n, cfg.strides)
     strides = list(cfg.strides)
     if size is None:
@@ -833,6 +835,18 @@ def _yolox_grid(cfg: DetectConfig, name: str, out: np.ndarray) -> Tuple[np.ndarr
         cells.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
         steps.append(np.full(gh * gw, float(s)))
     return np.concatenate(cells), np.concatenate(steps)
+
+
+def yolox_boxes(config: DetectConfig, out: Any, name: str = "output") -> np.ndarray:
+    """The (cx, cy, w, h) pixel boxes of every cell of ``yolox_raw`` outputs ``[..., N, 5+C]`` (any leading
+    dims: a stack of samples), float64.  What verification compares: raw offsets and log sizes are not
+    the boxes (an error of 0.1 in a raw offset is 0.8 px at stride 8, 3.2 px at stride 32)."""
+    arr = np.asarray(out)
+    cell, stride = _yolox_grid(config, name, arr)
+    raw = arr[..., :4].astype(np.float64)
+    with np.errstate(over="ignore"):
+        return np.concatenate([(raw[..., :2] + cell) * stride[:, None], np.exp(raw[..., 2:4]) * stride[:, None]],
+                              axis=-1)
 
 
 def _detect(cfg: DetectConfig, name: str, out: np.ndarray, outputs: Dict[str, np.ndarray],

@@ -26,6 +26,7 @@ from edgekit.postprocess import (
     postprocess,
     resolve_for_model,
     yolox_cell_count,
+    yolox_boxes,
     yolox_raw_head,
 )
 
@@ -69,6 +70,16 @@ def test_decode_matches_a_hand_decoded_tensor():
     assert [d.box for d in v5] != [d.box for d in r]
     # without input_size a square input is read from N
     assert [d.box for d in postprocess(DetectConfig(layout="yolox_raw"), {"o": out})] == [d.box for d in r]
+
+
+def test_yolox_boxes_decodes_every_cell_of_a_stack():
+    out = raw_output([(70, 0.5, 0.25, np.log(2.0), 0.0, 0.8, 1, 0.9)])
+    stack = np.stack([out, out])  # [S, 1, N, 5+C], as verification stacks samples
+    boxes = yolox_boxes(DetectConfig(layout="yolox_raw", input_size=(SIZE, SIZE)), stack)
+    assert boxes.shape == (2, 1, N, 4)
+    np.testing.assert_allclose(boxes[1, 0, 70], [40.0, 20.0, 32.0, 16.0], rtol=1e-6)
+    raw = out[0, 0].astype(np.float64)  # the stride-8 cell (0, 0): offsets plus nothing, sizes × 8
+    np.testing.assert_allclose(boxes[0, 0, 0], [raw[0] * 8, raw[1] * 8, np.exp(raw[2]) * 8, np.exp(raw[3]) * 8])
 
 
 def test_boxes_map_back_through_the_transform_and_huge_sizes_are_dropped():
