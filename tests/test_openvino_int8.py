@@ -195,3 +195,136 @@ def test_real_silero_vad_int8_state_outputs(tmp_path):
     mp = q.get("mixed_precision")
     # the first build's weakest output is no longer pinned at 0 dB by the clipped state
     assert mp is None or mp["attempts"][0]["sqnr_db"] > 3.0
+
+
+# -- HardSwish fusion and the float parts' precision --------------------------------------------------------------
+def _hswish_model(path: Path, alpha: float = 1.0 / 6.0) -> Path:
+    """Conv → x * HardSigmoid(x) (HardSwish as the canonical ONNX spells it) → Conv."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32), "w2")]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["a"], name="/conv1/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSigmoid", ["a"], ["hs"], name="/act/HardSigmoid", alpha=alpha, beta=0.5),
+        helper.make_node("Mul", ["a", "hs"], ["act"], name="/act/Mul"),
+        helper.make_node("Conv", ["act", "w2"], ["output"], name="/conv2/Conv", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(nodes, "hswish", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def _image_feeds(n: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    return [{"input": rng.normal(0, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(n)]
+
+
+def test_hswish_fusion_is_exact_and_only_for_hardswish(tmp_path):
+    from edgekit.targets.openvino.fusions import fuse_hswish
+
+    core = ov.Core()
+    x = _image_feeds(1, 0)[0]
+    path = _hswish_model(tmp_path / "hs.onnx")
+    model = ov.convert_model(str(path))
+    want = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    assert fuse_hswish(model) == 1
+    kinds = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert "HSwish" in kinds and "HardSigmoid" not in kinds
+    assert "/act/Mul" in {op.get_friendly_name() for op in model.get_ordered_ops()}  # recipes still name it
+    got = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    other = ov.convert_model(str(_hswish_model(tmp_path / "hs2.onnx", alpha=0.2)))  # x * HardSigmoid(0.2x + .5)
+    assert fuse_hswish(other) == 0
+
+
+def test_int8_hardswish_runs_fused_not_in_a_reference_kernel(tmp_path):
+    """NNCF's FakeQuantizes between HardSigmoid and Mul blocked the plugin's fusion: reference f32 kernels."""
+    from edgekit.runners.openvino import runtime_layers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pkg = edgekit.build(str(_hswish_model(tmp_path / "hs.onnx")), target="openvino", precision="int8",
+                            calibration=_image_feeds(24, 1), validation=_image_feeds(8, 2), task="raw",
+                            build_options={"int8_float_parts": "f32"}, output=tmp_path / "hs.edgepkg")
+    with edgekit.load(pkg, cache_dir="") as m:
+        assert m.manifest.quantization["hswish_fused"] == 1
+        layers = runtime_layers(m.runner.compiled)
+    assert not [x for x in layers if x["type"] == "Math" or "HardSigmoid" in x["name"]], layers
+    assert any(x["type"] == "Convolution" and x["precision"] in ("u8", "i8") for x in layers)
+
+
+def _needs_bf16() -> None:
+    from edgekit.cpu import cpu_features
+
+    if not cpu_features().bf16:
+        pytest.skip("this CPU has no AVX512-BF16 or AMX: int8 float parts are f32 here (see the auto test)")
+
+
+@pytest.fixture(scope="module")
+def bf16_parts_int8(tmp_path_factory) -> Path:
+    _needs_bf16()
+    tmp = tmp_path_factory.mktemp("bf16parts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return edgekit.build(str(_hswish_model(tmp / "hs.onnx")), target="openvino", precision="int8",
+                             calibration=_image_feeds(24, 1), validation=_image_feeds(8, 2), task="raw",
+                             recipe={"exclude_nodes": ["/conv2/Conv"]},  # one float layer: bf16 has work to do
+                             output=tmp / "hs-bf16.edgepkg")
+
+
+def test_int8_float_parts_default_to_bf16_on_a_bf16_host_verified_and_recorded(bf16_parts_int8):
+    with edgekit.load(bf16_parts_int8, cache_dir="") as m:
+        man = m.manifest
+        details = man.data["target"]["details"]
+        assert man.runtime_options["inference_precision"] == "bf16"
+        assert details["float_parts"] == "bf16" and details["execution_precision"] == "bf16"
+        assert details["verified_execution_precision"] == "bf16"
+        assert details["host_cpu"]["inference_precision"] == "bf16"
+        assert man.verification.runtime_options["inference_precision"] == "bf16"  # verified as it runs
+        assert m.runner.describe()["compiled"]["inference_precision"] == "bf16"
+        assert man.verification.passed
+
+
+def test_bf16_float_parts_run_in_f32_on_a_cpu_without_bf16(bf16_parts_int8, monkeypatch):
+    """A device CPU without AVX512-BF16/AMX is not refused: the float parts run in f32, said so."""
+    from edgekit import cpu
+
+    x = _image_feeds(1, 7)[0]
+    with edgekit.load(bf16_parts_int8, cache_dir="") as m:
+        as_verified = m.infer(x)["output"]
+    with edgekit.load(bf16_parts_int8, cache_dir="", inference_precision="f32") as forced:
+        f32_parts = forced.infer(x)["output"]  # what an AVX2-only device computes
+    no_bf16 = cpu.CpuFeatures("x86_64", frozenset({"avx2", "fma"}), "test: an AVX2-only CPU")
+    monkeypatch.setattr(cpu, "cpu_features", lambda: no_bf16)
+    with edgekit.load(bf16_parts_int8, cache_dir="") as m:
+        compiled = m.runner.describe()["compiled"]
+        assert compiled["inference_precision"] == "f32"
+        assert "no AVX512-BF16" in compiled["inference_precision_reason"]
+        got = m.infer(x)["output"]
+    np.testing.assert_array_equal(got, f32_parts)
+    assert not np.array_equal(got, as_verified)  # the float layer really ran in bf16 where verified
+
+
+def test_int8_float_parts_choice(monkeypatch):
+    """auto: bf16 only where this build host can verify it; explicit bf16 on a host without it is an error."""
+    from edgekit import cpu
+    from edgekit.errors import ConfigError
+    from edgekit.targets import Precision
+    from edgekit.targets.openvino.target import float_parts_for
+
+    no_bf16 = cpu.CpuFeatures("x86_64", frozenset({"avx2", "fma"}), "test")
+    with_bf16 = cpu.CpuFeatures("x86_64", frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}), "test")
+    int8 = Precision.INT8
+    monkeypatch.setattr(cpu, "cpu_features", lambda: with_bf16)
+    assert float_parts_for(int8, "CPU", {}, None) == "bf16"
+    assert float_parts_for(int8, "CPU", {"int8_float_parts": "f32"}, None) == "f32"
+    assert float_parts_for(int8, "CPU", {}, "f32") == "f32"  # the user's own inference_precision decides auto
+    assert float_parts_for(int8, "GPU", {}, None) == "f32"  # GPU/NPU: the device's own f16
+    assert float_parts_for(Precision.FP16, "CPU", {}, None) == "f32"
+    monkeypatch.setattr(cpu, "cpu_features", lambda: no_bf16)
+    assert float_parts_for(int8, "CPU", {}, None) == "f32"
+    with pytest.raises(ConfigError, match='"int8_float_parts" "bf16" is verified in bf16 on this build host'):
+        float_parts_for(int8, "CPU", {"int8_float_parts": "bf16"}, None)
+    with pytest.raises(ConfigError, match="applies to the OpenVINO CPU plugin"):
+        float_parts_for(int8, "NPU", {"int8_float_parts": "bf16"}, None)

@@ -12,7 +12,9 @@ package's ``runtime_options`` or the device profile: ``device``,
 Precision: a package runs in the precision it was verified in.  OpenVINO
 would run an f32 IR in bf16 on CPUs with AMX / AVX512-BF16; unless the call
 or the package names ``inference_precision``, :func:`pinned_precision`
-decides (fp32 → f32, bf16 → bf16 on a CPU that has it).
+decides (fp32 → f32, bf16 → bf16 on a CPU that has it).  An int8 package
+built on a bf16 host pins its float parts to bf16 (verified so); on a CPU
+without bf16 they run in f32 instead (more exact than verified, never refused).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from .._validate import first_line
 from ..errors import ConfigError, PackageError
 from ..manifest import Manifest
 from ..options import MAX_THREADS, Option, OptionSchema, cache_dir, threads_option
-from .base import FROM_DEFAULT, Runner, missing_runtime
+from .base import FROM_DEFAULT, FROM_PACKAGE, Runner, missing_runtime
 
 #: virtual devices: their targets follow a colon (``AUTO:GPU,CPU``)
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
@@ -263,11 +265,18 @@ class OpenVinoRunner(Runner):
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
         super().__init__(root, manifest, **options)
         cfg = OpenVinoConfig.from_checked(self.options)
-        if self.option_sources["inference_precision"] == FROM_DEFAULT:
+        source = self.option_sources["inference_precision"]
+        if source == FROM_DEFAULT:
             pinned, self.precision_reason = pinned_precision(manifest.precision, cfg.device)
             cfg = replace(cfg, inference_precision=pinned)
+        elif source == FROM_PACKAGE and cfg.inference_precision is InferencePrecision.BF16 \
+                and manifest.precision == "int8" and runs_on_cpu(cfg.device) and not cpu.has_bf16():
+            # the float parts of an int8 package built on a bf16 host: this CPU computes them in f32
+            cfg = replace(cfg, inference_precision=InferencePrecision.F32)
+            self.precision_reason = ("the package's float parts were verified in bf16; this CPU has no AVX512-BF16 "
+                                     "or AMX, so they run in f32 (closer to fp32 than what was verified)")
         else:
-            self.precision_reason = f"set by the {self.option_sources['inference_precision']}"
+            self.precision_reason = f"set by the {source}"
         self.config = cfg
         try:
             import openvino as ov

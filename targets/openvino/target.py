@@ -21,6 +21,7 @@ OpenVINO cannot convert is named in one error.
 """
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
@@ -48,13 +49,26 @@ def _host_bf16() -> bool:
     return cpu_features().bf16
 
 
-def execution_precision(precision: Precision, device: str) -> Optional[str]:
-    """The OpenVINO inference precision a package of ``precision`` pins on ``device`` (None: the plugin's own)."""
+class FloatParts(str, enum.Enum):
+    """What the float layers of an int8 package run in on the CPU (build option ``int8_float_parts``)."""
+
+    AUTO = "auto"  # bf16 where the build host's CPU has it (and so can verify it), else f32
+    F32 = "f32"
+    BF16 = "bf16"
+
+
+def execution_precision(precision: Precision, device: str, float_parts: str = "f32") -> Optional[str]:
+    """The OpenVINO inference precision a package of ``precision`` pins on ``device`` (None: the plugin's own).
+
+    ``float_parts`` (``f32`` or ``bf16``, already resolved from ``auto``) is what an int8 package's float
+    layers run in on the CPU."""
     if precision is Precision.FP32:
         return "f32"  # GPU and NPU would otherwise run an f32 IR in f16, AMX CPUs in bf16
     if precision is _BF16:
         return "bf16"
     if device == "CPU":
+        if precision is Precision.INT8 and float_parts == "bf16":
+            return "bf16"  # chosen and verified as such; a CPU without bf16 runs them in f32 (more exact)
         return "f32"  # fp16 weights decompressed / the float parts of int8: never a silent bf16
     return None  # fp16 and int8 on GPU/NPU: the device's own f16 compute, as intended
 
@@ -80,11 +94,13 @@ class OpenVinoTarget(Target):
                choices=("transformer",)),
         Option("accuracy_control_max_iterations", int, None, "int8 with --max-accuracy-drop: the most layers "
                "NNCF reverts to float", min=1),
+        Option("int8_float_parts", FloatParts, FloatParts.AUTO, "int8 on the CPU: what the layers kept in float "
+               "run in — auto: bf16 where this build host's CPU has AVX512-BF16/AMX (verified in bf16; a device "
+               "CPU without bf16 runs them in f32), else f32; f32; bf16 (needs such a build host)"),
     ])
 
     def extra_checks(self, model: "onnx.ModelProto", spec: BuildSpec, graph: GraphInfo) -> CheckFindings:
-        self.build_option_values(spec)  # a bad build option fails before any long step
-        _pinned(spec)
+        _pinned(spec, self.build_option_values(spec))  # a bad build option fails before any long step
         notes = tuple(f"{name} ({qualified_op(node)}): OpenVINO converts sequence ops only in recognised patterns"
                       for name, node in iter_nodes(model.graph)
                       if not domain_of(node) and node.op_type in OV_ONNX_PATTERN_ONLY)
@@ -95,7 +111,7 @@ class OpenVinoTarget(Target):
         from ..canonicalize import save_onnx
 
         model, spec, precision, workdir = job.model, job.spec, job.precision, job.workdir
-        device, pinned = _pinned(spec)
+        device, pinned = _pinned(spec, job.options)
         src = workdir / "_source.onnx"
         save_onnx(model, src)
         try:
@@ -106,9 +122,12 @@ class OpenVinoTarget(Target):
         details: Dict[str, Any] = {"precision": precision.value, "openvino": ov.get_version().split("-")[0]}
         quantization: Optional[Dict[str, Any]] = None
         if precision is Precision.INT8:
+            from .fusions import fuse_hswish
             from .int8 import quantize
 
+            fused = fuse_hswish(ov_model)  # before NNCF: its FakeQuantizes would block the plugin's own fusion
             ov_model, quantization = quantize(ov, ov_model, model, spec, job.options, job.calibration)
+            quantization["hswish_fused"] = fused
         # int8: FakeQuantize'd weights are stored as int8 either way; keep the float rest in fp32
         xml = workdir / ENTRY
         ov.save_model(ov_model, str(xml), compress_to_fp16=precision is Precision.FP16)
@@ -118,6 +137,9 @@ class OpenVinoTarget(Target):
         runtime_options = self.runtime_option_values(spec)
         verified_in = pinned or "f32"  # what the build host's CPU runs while verifying
         if pinned:
+            runtime_options["inference_precision"] = pinned
+        if precision is Precision.INT8 and device == "CPU":
+            pinned = verified_in = _int8_float_parts(ov, xml, pinned or "f32", job.options, details)
             runtime_options["inference_precision"] = pinned
         details["execution_precision"] = pinned or f"{device}'s default"
         details["verified_execution_precision"] = verified_in
@@ -143,16 +165,41 @@ class OpenVinoTarget(Target):
         )
 
 
-def _pinned(spec: BuildSpec) -> Tuple[str, Optional[str]]:
+def float_parts_for(precision: Precision, device: str, options: Dict[str, Any], asked: Optional[str]) -> str:
+    """``f32`` or ``bf16``: what an int8 package's float layers run in on ``device``; an impossible request is
+    an error.  ``auto`` takes bf16 only where this build host's CPU can verify it, and a user's own
+    ``inference_precision`` runtime option (f32 or bf16) decides over auto."""
+    from edgekit.cpu import cpu_features
+
+    choice = FloatParts(options.get("int8_float_parts") or FloatParts.AUTO)
+    if precision is not Precision.INT8 or device != "CPU":
+        if choice is FloatParts.BF16 and precision is Precision.INT8:
+            raise ConfigError(f'build option "int8_float_parts" "bf16" applies to the OpenVINO CPU plugin, but device '
+                              f"is {device!r} (which runs the float parts in its own f16); drop the option")
+        return "f32"
+    if choice is FloatParts.AUTO:
+        if asked in ("f32", "bf16"):
+            return asked
+        return "bf16" if cpu_features().bf16 else "f32"
+    if choice is FloatParts.BF16 and not cpu_features().bf16:
+        cpu = cpu_features()
+        raise ConfigError('build option "int8_float_parts" "bf16" is verified in bf16 on this build host, whose CPU '
+                          f"has no AVX512-BF16 or AMX (detected from {cpu.source}); use \"auto\" or \"f32\", or "
+                          "build on a CPU with bf16")
+    return choice.value
+
+
+def _pinned(spec: BuildSpec, options: Optional[Dict[str, Any]] = None) -> Tuple[str, Optional[str]]:
     """(device, the inference precision the package pins); a conflicting or impossible request is an error."""
     from edgekit.cpu import cpu_features
 
     precision = Precision.parse(spec.precision)
     ro = spec.runtime_options or {}
     device = str(ro.get("device") or "CPU").strip().upper()
-    pinned = execution_precision(precision, device)
     asked = ro.get("inference_precision")
     asked = getattr(asked, "value", asked)
+    asked = str(asked).lower() if asked is not None else None
+    pinned = execution_precision(precision, device, float_parts_for(precision, device, dict(options or {}), asked))
     if asked is not None and pinned is not None and str(asked).lower() != pinned:
         raise ConfigError(f'"inference_precision" {asked!r} contradicts precision {precision.value!r}, which runs '
                           f'in {pinned!r}; drop the option, or build --precision '
@@ -193,6 +240,27 @@ def _convert(ov: Any, src: Path, model: Any) -> Any:
         return ov.convert_model(str(src))
     except Exception as err:  # noqa: BLE001
         raise UnsupportedModelError(f"OpenVINO cannot convert the model: {first_line(err)}") from None
+
+
+def _int8_float_parts(ov: Any, xml: Path, wanted: str, options: Dict[str, Any], details: Dict[str, Any]) -> str:
+    """The precision an int8 IR's float layers run in on the CPU: ``wanted``, unless bf16 was auto-picked and this
+    CPU cannot compile the IR in it (signed int8 activations may have no bf16 kernel): then f32, said so."""
+    auto = FloatParts(options.get("int8_float_parts") or FloatParts.AUTO) is FloatParts.AUTO
+    details["float_parts"] = wanted
+    if wanted != "bf16":
+        return wanted
+    try:
+        ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    except RuntimeError as err:
+        if not auto:
+            raise EdgekitError(f'the int8 IR does not compile on this CPU with its float parts in bf16 (build option '
+                               f'"int8_float_parts"): {first_line(err)}; use "auto" or "f32"') from None
+        details["float_parts"] = "f32"
+        details["float_parts_note"] = f"bf16 was picked (auto) but does not compile here: {first_line(err)}"
+        return "f32"
+    details["float_parts_note"] = ("verified in bf16 on this build host; a device CPU without AVX512-BF16/AMX runs "
+                                   "them in f32 (closer to fp32 than what was verified)")
+    return "bf16"
 
 
 def _compile_check(ov: Any, xml: Path, precision_hint: str, details: Dict[str, Any]) -> None:
