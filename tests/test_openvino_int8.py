@@ -286,7 +286,7 @@ def test_auto_float_parts_measure_both_and_record_the_choice(tmp_path):
         choice = details["float_parts_choice"]
         assert set(choice) >= {"f32", "bf16", "picked", "rule"}
         for k in ("f32", "bf16"):
-            assert choice[k]["latency_ms"] > 0 and choice[k]["sqnr_db"] > 10
+            assert choice[k]["latency_ms"] > 0 and choice[k]["cpu_ms"] > 0 and choice[k]["sqnr_db"] > 10
         assert choice["picked"] == details["float_parts"] == m.manifest.runtime_options["inference_precision"]
         assert m.manifest.verification.runtime_options["inference_precision"] == choice["picked"]
         if choice["picked"] == "f32":
