@@ -110,7 +110,7 @@ def timing(name: str, samples: int) -> Dict[str, Any]:
     score = int8_stage._scorer(checked, canon)
     judge = data.verification if data.verification is not None else data.calibration
     feeds = int8_stage._evenly(judge.feeds, cfg.samples)
-    rep = _sens.analyse(twin, feeds, score=score, time_budget_s=cfg.time_budget_s)
+    rep = _sens.analyse(twin, feeds, score=score, bound=cfg.sweep_bound())
     t_sens = time.perf_counter() - t0
     floor = stages.DEFAULT_MIN_SQNR_DB[stages.Precision.INT8]
     order, k, tried, _ = int8_stage.plan(twin, rep, feeds, score, floor + cfg.margin_db, cfg)

@@ -29,9 +29,17 @@ class MixedPrecisionConfig:
     ``enabled``: search at all (else a missed floor fails as before).
     ``max_float_share``: at most this share of the quantizable layers that carry
     MACs stays in float (ops without MACs are free: :meth:`budget_in`).
-    ``max_builds``: target builds after the first.  ``samples``:
-    calibration feeds the sensitivity sweep runs on.  ``time_budget_s``: the
-    sweep's time bound.  ``margin_db``: the twin must clear the floor by this
+    ``max_builds``: target builds after the first.  ``samples``: held-out
+    feeds the sensitivity sweep runs on at most.  ``sweep_gmacs``: the sweep's
+    bound in giga multiply-accumulates of twin evaluation (model MACs per
+    sample × samples × evaluations;
+    :class:`~edgekit.quantize.sensitivity.SweepBound`) — counted, not timed,
+    so a package is the same whether the build host was idle or loaded.
+    Sized on the 5 M-parameter YOLOX at 416² (3.2 GMACs a sample, 280
+    points): every point on 3 samples, ~1.5 minutes of a 2-core host,
+    leaving the rest of 5 minutes to the search's target builds.
+    ``time_budget_s``: a wall-time guard only, for a host far slower than
+    planned: the sweep stops there and warns.  ``margin_db``: the twin must clear the floor by this
     much before a real build is tried (the twin is a model of the target, not
     the target).  ``speed_check``: time the int8 package against the target's
     fp32 package in the same runner and warn when int8 is not faster.
@@ -41,7 +49,8 @@ class MixedPrecisionConfig:
     max_float_share: float = 0.75
     max_builds: int = 4
     samples: int = 16
-    time_budget_s: float = 180.0
+    sweep_gmacs: float = 3000.0
+    time_budget_s: float = 1800.0
     margin_db: float = 1.0
     speed_check: bool = True
 
@@ -56,7 +65,7 @@ class MixedPrecisionConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f'"mixed_precision.{name}" must be an integer ≥ {low}, but got {v!r}')
-        for name in ("time_budget_s", "margin_db"):
+        for name in ("sweep_gmacs", "time_budget_s", "margin_db"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f'"mixed_precision.{name}" must be a number ≥ 0, but got {v!r}')
@@ -77,6 +86,11 @@ class MixedPrecisionConfig:
                 raise ConfigError(f"mixed_precision: unknown field(s) {unknown}; known fields are {sorted(known)}")
             return cls(**dict(value))
         raise ConfigError(f'"mixed_precision" must be true/false or a mapping of settings, but got {value!r}')
+
+    def sweep_bound(self) -> Any:
+        from .sensitivity import SweepBound
+
+        return SweepBound(gmacs=float(self.sweep_gmacs), wall_guard_s=float(self.time_budget_s))
 
     def budget(self, n_layers: int) -> int:
         return max(1, math.ceil(self.max_float_share * n_layers)) if n_layers else 0

@@ -11,8 +11,10 @@ rebuild per layer, which is what makes a sensitivity sweep over a hundred
 layers take seconds.  With every flag off the twin computes exactly the fp32
 model.
 
-:func:`analyse` measures, on a subset of the held-out feeds and within a time
-budget, the output SQNR with each quantization point alone quantized; a
+:func:`analyse` measures, on a subset of the held-out feeds and within an
+evaluation budget counted in multiply-accumulates (:class:`SweepBound` — not
+in seconds: a package must not depend on how loaded the build host was), the
+output SQNR with each quantization point alone quantized; a
 layer's damage (alone, and what keeping it in float buys) follows by adding
 point noises, and the mixed-precision order is built on the same additive
 model (:func:`edgekit.quantize.mixed.benefit_order`).  Real targets place
@@ -22,7 +24,9 @@ float; the target's own build and verification stay the verdict
 """
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -40,6 +44,31 @@ WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 Outputs = List[Dict[str, np.ndarray]]
 #: score(reference outputs, candidate outputs) → dB (the weakest checked part's SQNR)
 ScoreFn = Callable[[Outputs, Outputs], float]
+
+#: a model without countable MACs (recurrent cells, elementwise nets) still costs something per sample
+MIN_MACS_PER_SAMPLE = 1_000_000
+
+
+@dataclass(frozen=True)
+class SweepBound:
+    """What the sweep may spend: a deterministic budget, plus a wall-time guard that only warns.
+
+    ``gmacs``: giga multiply-accumulates of twin evaluation (the model's MACs per sample × samples ×
+    evaluations) — the same model and data measure the same points on the same samples on any host, at
+    any load.  ``wall_guard_s``: a safety net for a host far slower than planned: when hit, the sweep
+    stops where it is and warns that the ranking now depends on the host (0 disables it).
+    """
+
+    gmacs: float = 3000.0
+    wall_guard_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        from edgekit.errors import ConfigError
+
+        for name in ("gmacs", "wall_guard_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f'"{name}" must be a number ≥ 0, but got {v!r}')
 
 
 @dataclass(frozen=True)
@@ -85,6 +114,8 @@ class SensitivityReport:
     layer_points: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
     #: point → elements per sample (tensors), 0 for weights or unknown shapes
     point_size: Mapping[str, int] = field(default_factory=dict)
+    #: the bound the sweep ran under and what it spent (recorded so a package says how it was ranked)
+    bound: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def ranked(self) -> List[str]:
@@ -98,12 +129,15 @@ class SensitivityReport:
         return {"all_int8_sqnr_db": round(self.all_int8_db, 2), "samples": self.samples,
                 "seconds": round(self.seconds, 2), "layers_analysed": len(self.layers),
                 "points_measured": len(self.point_db), "points": len(self.point_size), "truncated": self.truncated,
-                "ranked": [x.to_json() for x in self.layers[:top]]}
+                "bound": dict(self.bound), "ranked": [x.to_json() for x in self.layers[:top]]}
 
     def table(self, top: int = 15) -> str:
+        spent = self.bound.get("spent_gmacs")
+        budget = self.bound.get("budget_gmacs")
+        bound = f", {spent:,.0f} of {budget:,.0f} GMACs" if spent is not None and budget is not None else ""
         lines = [f"sensitivity ({len(self.layers)} layers, {len(self.point_db)} of {len(self.point_size)} quantization "
-                 f"points measured, {self.samples} samples, {self.seconds:.1f}s; all int8: {self.all_int8_db:.1f} dB; "
-                 "per layer: its points' noises added)",
+                 f"points measured, {self.samples} samples{bound}, {self.seconds:.1f}s; all int8: "
+                 f"{self.all_int8_db:.1f} dB; per layer: its points' noises added)",
                  f"{'#':>3}  {'layer':<40} {'op':<18} {'alone dB':>9} {'kept float dB':>14} {'MACs':>12}"]
         for i, x in enumerate(self.layers[:top], 1):
             kept = "-" if x.kept_float_db is None else f"{x.kept_float_db:.1f}"
@@ -320,6 +354,11 @@ class Twin:
         _toposort(g)
         self.point_size = {p: (int(np.prod(shapes[p[2:]])) if p.startswith("t:") and p[2:] in shapes else 0)
                            for p in self.points}
+        # what one sample through the twin costs, counted on the source model (every weighted node, not only
+        # the candidate layers): the unit of the sweep's deterministic budget
+        src_inits = {t.name: t for t in model.graph.initializer}
+        self.macs_per_sample = max(MIN_MACS_PER_SAMPLE,
+                                   sum(_macs(n, shapes, src_inits) for n in model.graph.node))
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -386,50 +425,64 @@ def _db(noise: float) -> float:
 
 
 def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: ScoreFn = weakest_output_sqnr,
-            time_budget_s: float = 120.0, reference: Optional[Outputs] = None) -> SensitivityReport:
-    """Measure every quantization point's damage alone, in bounded time; rank the layers most damaging first.
+            bound: Optional[SweepBound] = None, reference: Optional[Outputs] = None) -> SensitivityReport:
+    """Measure every quantization point's damage alone, within ``bound``; rank the layers most damaging first.
 
     One evaluation per point (each activation tensor a layer touches, each
-    layer weight), every feed once.  A layer's "alone" figure adds its points'
-    noises; its "kept in float" figure takes from the all-int8 noise the
-    points no other layer turns on.  When the evaluations would exceed the
-    budget the feeds are cut to fit (never below 2) and, if still over, the
-    points left (those of the lightest layers: they are measured heaviest
-    first) stay unmeasured.
+    layer weight), every kept feed once, plus the fp32 reference and the
+    all-int8 run.  A layer's "alone" figure adds its points' noises; its
+    "kept in float" figure takes from the all-int8 noise the points no other
+    layer turns on.  The bound is counted, not timed: the feeds are cut
+    (evenly, never below 2) until every point fits the MAC budget, and if
+    even 2 do not fit, the points left (those of the lightest layers: they
+    are measured heaviest first) stay unmeasured — the same on any host.  The
+    wall-time guard only stops a sweep on a host far slower than planned, and
+    says so.
     """
+    bound = bound if bound is not None else SweepBound()
     t0 = time.perf_counter()
     feeds = list(feeds)
     names = [x.name for x in twin.layers]
-    ref = reference if reference is not None else twin.run_all(feeds, ())
-    t1 = time.perf_counter()
-    all_q = twin.run_all(feeds, names)
-    per_eval = max(1e-6, time.perf_counter() - t1)
-    points = list(twin.points)
-    evals = len(points) + 1
-    if per_eval * evals > time_budget_s and len(feeds) > 2:
-        keep = max(2, int(len(feeds) * time_budget_s / (per_eval * evals)))
-        idx = sorted({(k * len(feeds)) // keep for k in range(keep)})
-        feeds = [feeds[i] for i in idx]
-        ref = [ref[i] for i in idx]
-        all_q = [all_q[i] for i in idx]
-    all_db = score(ref, all_q)
     touching: Dict[str, List[str]] = {}
     for n in names:
         for p in twin.layer_points.get(n, ()):
             touching.setdefault(p, []).append(n)
+    points = [p for p in twin.points if p in touching]
+    per_sample = float(twin.macs_per_sample)
+    budget = bound.gmacs * 1e9
+    evals = len(points) + 2  # every point, the fp32 reference, all int8
+    fit = int(budget // (per_sample * evals)) if per_sample > 0 else len(feeds)
+    keep = min(len(feeds), max(2, fit))
+    if keep < len(feeds):
+        idx = sorted({(k * len(feeds)) // keep for k in range(keep)})
+        feeds = [feeds[i] for i in idx]
+        reference = [reference[i] for i in idx] if reference is not None else None
+    spent = 0.0
+    ref = reference if reference is not None else twin.run_all(feeds, ())
+    spent += 0.0 if reference is not None else per_sample * len(feeds)
+    all_q = twin.run_all(feeds, names)
+    spent += per_sample * len(feeds)
+    all_db = score(ref, all_q)
     by_macs = {x.name: x.macs for x in twin.layers}
     # the heaviest layers' points first: when the budget runs out, the unmeasured ones are the cheap ones
     order = sorted(points, key=lambda p: (-max((by_macs[n] for n in touching.get(p, [])), default=0),
                                           -twin.point_size.get(p, 0)))
     point_db: Dict[str, float] = {}
-    truncated = False
+    stopped_by: Optional[str] = None
+    one = per_sample * len(feeds)
     for p in order:
-        if p not in touching:
-            continue
-        if time.perf_counter() - t0 > time_budget_s:
-            truncated = True
+        if spent + one > budget * (1 + 1e-9):
+            stopped_by = "evaluation budget"
+            break
+        if bound.wall_guard_s > 0 and time.perf_counter() - t0 > bound.wall_guard_s:
+            stopped_by = "wall-time guard"
+            warnings.warn(f"the sensitivity sweep hit its wall-time guard of {bound.wall_guard_s:g} s after "
+                          f"{len(point_db)} of {len(order)} quantization points: this host is far slower than the "
+                          "sweep's MAC budget assumes, so the layer ranking (and the package) now depends on it; "
+                          "raise mixed_precision.time_budget_s or lower mixed_precision.sweep_gmacs", stacklevel=2)
             break
         point_db[p] = score(ref, twin.run_points(feeds, (p,)))
+        spent += one
     noise = {p: 10.0 ** (-db / 10.0) for p, db in point_db.items()}
     n_all = 10.0 ** (-all_db / 10.0)
     alone: Dict[str, Optional[float]] = {}
@@ -446,7 +499,10 @@ def analyse(twin: Twin, feeds: Sequence[Mapping[str, np.ndarray]], *, score: Sco
         [n for n in names if alone[n] is None]
     by = {x.name: x for x in twin.layers}
     rows = tuple(LayerSensitivity(n, by[n].op_type, by[n].macs, alone[n], kept[n]) for n in ranked)
+    record = {"kind": "twin evaluation MACs (model MACs per sample x samples x evaluations)",
+              "budget_gmacs": round(bound.gmacs, 6), "spent_gmacs": round(spent / 1e9, 6),
+              "macs_per_sample": int(per_sample), "wall_guard_s": bound.wall_guard_s, "stopped_by": stopped_by}
     return SensitivityReport(layers=rows, all_int8_db=all_db, samples=len(feeds),
-                             seconds=time.perf_counter() - t0, truncated=truncated or len(point_db) < len(touching),
+                             seconds=time.perf_counter() - t0, truncated=len(point_db) < len(points),
                              point_db=point_db, layer_points=dict(twin.layer_points),
-                             point_size=dict(twin.point_size))
+                             point_size=dict(twin.point_size), bound=record)

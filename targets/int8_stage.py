@@ -137,12 +137,14 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     # are scored on never clip, and would hide exactly the damage verification then finds
     judge = data.verification if data.verification is not None and len(data.verification) else data.calibration
     feeds = _evenly(judge.feeds, config.samples)
-    report = _sens.analyse(twin, feeds, score=score, time_budget_s=config.time_budget_s)
+    report = _sens.analyse(twin, feeds, score=score, bound=config.sweep_bound())
     if not config.enabled or gates_hold(req, verified):
         return Int8Outcome(built, verified, report, twin)
 
     gates, sources = stages.effective_gates(req)
     floor, default_floor = gates["min_sqnr_db"], sources["min_sqnr_db"] != "user"
+    # the twin's search runs on the samples the sweep kept (its MAC bound cut them evenly): bounded the same way
+    feeds = _evenly(feeds, report.samples)
     order, k, tried, _ = plan(twin, report, feeds, score, floor + config.margin_db, config)
     ranked = [c.name for c in order]
     budget = config.budget_in(ranked, {x.name: x.macs for x in twin.layers})

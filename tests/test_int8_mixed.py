@@ -157,7 +157,7 @@ def test_sensitivity_ranks_every_layer_most_damaging_first():
     model, gm = load("residual_add"), GM["residual_add"]
     fs = feeds(gm, 6)
     twin = S.Twin(model, R.ranges(model, fs), S.find_layers(model, R.float_tensors(model)))
-    rep = S.analyse(twin, fs, time_budget_s=60)
+    rep = S.analyse(twin, fs)
     assert [x.alone_db for x in rep.layers] == sorted(x.alone_db for x in rep.layers)
     assert set(rep.ranked) == {x.name for x in twin.layers}
     assert 10.0 < rep.all_int8_db < 100.0 and all(x.alone_db < 200.0 for x in rep.layers)
@@ -167,15 +167,49 @@ def test_sensitivity_ranks_every_layer_most_damaging_first():
     assert doc["ranked"][0]["layer"] == top.name and "sensitivity" in rep.table()
 
 
-def test_sensitivity_stops_at_its_time_budget_and_still_ranks_every_layer():
+def test_sensitivity_stops_at_its_mac_budget_and_still_ranks_every_layer():
     model, gm = load("residual_add"), GM["residual_add"]
     fs = feeds(gm, 4)
     twin = S.Twin(model, R.ranges(model, fs), S.find_layers(model, R.float_tensors(model)))
-    rep = S.analyse(twin, fs, time_budget_s=0.0)
+    rep = S.analyse(twin, fs, bound=S.SweepBound(gmacs=0.0))
     assert rep.truncated and rep.samples == 2  # feeds cut to the minimum first
     assert {x.name for x in rep.layers} == {x.name for x in twin.layers}
     assert all(x.alone_db is None and x.kept_float_db is None for x in rep.layers)
     assert rep.to_json()["ranked"][0]["alone_db"] is None and "-" in rep.table()
+    assert rep.bound["stopped_by"] == "evaluation budget" and rep.to_json()["bound"]["budget_gmacs"] == 0.0
+
+
+def test_the_sweep_bound_is_counted_so_the_same_inputs_measure_the_same_points():
+    """A package must not depend on host load: the bound is in MACs, so the samples and the points measured are
+    a function of the model and the budget alone."""
+    model, gm = load("residual_add"), GM["residual_add"]
+    fs = feeds(gm, 6)
+    twin = S.Twin(model, R.ranges(model, fs), S.find_layers(model, R.float_tensors(model)))
+    n_points, per = len(twin.points), twin.macs_per_sample / 1e9
+    assert n_points > 3 and twin.macs_per_sample >= S.MIN_MACS_PER_SAMPLE
+    # every point plus the reference and all-int8 on 3 samples: the feeds are cut evenly to 3, nothing else
+    three = S.analyse(twin, fs, bound=S.SweepBound(gmacs=per * 3 * (n_points + 2) * 1.001))
+    assert three.samples == 3 and not three.truncated and len(three.point_db) == n_points
+    # too little for every point even on 2 samples: 2 samples, then exactly the points the budget pays for
+    reps = [S.analyse(twin, fs, bound=S.SweepBound(gmacs=per * 2 * (2 + 3) * 1.001)) for _ in range(2)]
+    a, b = reps
+    assert a.samples == b.samples == 2 and len(a.point_db) == 3 and a.point_db == b.point_db
+    assert a.truncated and a.bound["stopped_by"] == "evaluation budget" and a.bound == b.bound
+    assert a.bound["spent_gmacs"] <= a.bound["budget_gmacs"] and a.bound["macs_per_sample"] == twin.macs_per_sample
+    # the default budget measures every point of a small model on every sample given
+    full = S.analyse(twin, fs)
+    assert full.samples == 6 and not full.truncated and full.bound["stopped_by"] is None
+
+
+def test_the_wall_time_guard_stops_the_sweep_with_a_warning_and_says_so():
+    model, gm = load("residual_add"), GM["residual_add"]
+    fs = feeds(gm, 3)
+    twin = S.Twin(model, R.ranges(model, fs), S.find_layers(model, R.float_tensors(model)))
+    with pytest.warns(UserWarning, match="wall-time guard of 1e-09 s after 0 of .* depends on it"):
+        rep = S.analyse(twin, fs, bound=S.SweepBound(gmacs=1e6, wall_guard_s=1e-9))
+    assert rep.truncated and rep.bound["stopped_by"] == "wall-time guard" and not rep.point_db
+    with pytest.raises(ConfigError, match='"gmacs" must be a number ≥ 0, but got -1'):
+        S.SweepBound(gmacs=-1)
 
 
 # ----------------------------------------------------------------- the search
@@ -238,6 +272,10 @@ def test_mixed_config_is_validated():
     assert cfg.budget_in(["a", "b", "c", "d"], {}) == 2
     with pytest.raises(ConfigError, match="max_float_share"):
         M.MixedPrecisionConfig(max_float_share=0.0)
+    with pytest.raises(ConfigError, match='"mixed_precision.sweep_gmacs" must be a number ≥ 0'):
+        M.MixedPrecisionConfig(sweep_gmacs=float("nan"))
+    bound = M.MixedPrecisionConfig(sweep_gmacs=12.5, time_budget_s=60).sweep_bound()
+    assert (bound.gmacs, bound.wall_guard_s) == (12.5, 60.0)
     with pytest.raises(ConfigError, match=r"unknown field\(s\) \['budget'\]"):
         M.MixedPrecisionConfig.parse({"budget": 3})
     with pytest.raises(ConfigError, match="mixed_precision"):
@@ -266,6 +304,10 @@ def test_missed_floor_keeps_the_most_sensitive_layers_in_float_until_it_holds(tm
     assert all("benefit per cost" in x["reason"] and "MAC-equivalents" in x["reason"] for x in mp["kept_float"])
     assert mp["selection"].startswith("benefit per cost")
     assert mp["sensitivity"]["points_measured"] >= len(kept)
+    # the bound the sweep ran under is in the manifest: counted in MACs, the guard beside it
+    bound = mp["sensitivity"]["bound"]
+    assert bound["budget_gmacs"] == M.MixedPrecisionConfig().sweep_gmacs and bound["stopped_by"] is None
+    assert 0 < bound["spent_gmacs"] <= bound["budget_gmacs"] and bound["macs_per_sample"] > 0
     share = mp["int8_mac_share"]
     assert share is not None and 0.0 <= share <= 1.0
     # the kept layers really run in float: no DequantizeLinear feeds them in the artifact
