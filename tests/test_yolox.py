@@ -249,7 +249,9 @@ def test_real_yolox_int8_recall_on_onnxruntime(tmp_path):
     except fetch.FetchError as exc:
         pytest.skip(f"real models not reachable: {exc}")
     m = registry.get("yolox-ddddocr-416")
+    # the first int8 build, as the target makes it (no mixed-precision rescue): its detections are what is held
     res = build_package(path, target="onnxruntime", precision="int8", calibration=calib, validation=val,
+                        allow_gate_failure=True, mixed_precision={"enabled": False, "speed_check": False},
                         output=tmp_path / "y.edgepkg", **dict(m.build))
     post = res.manifest["postprocess"]
     assert post["layout"] == "yolox_raw" and post["input_size"] == [416, 416]

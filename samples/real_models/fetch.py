@@ -1,6 +1,6 @@
 """Fetch the real pretrained models and sample data listed in ``registry.py``.
 
-    python samples/real_models/fetch.py                # everything (about 60 MB of downloads)
+    python samples/real_models/fetch.py                # everything (about 140 MB of downloads)
     python samples/real_models/fetch.py ppocrv4-det page
     python samples/real_models/fetch.py --list
 
