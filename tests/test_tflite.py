@@ -243,13 +243,38 @@ def test_int8_with_integer_io(io_dtype):
     assert "DEQUANTIZE" not in ops and ("QUANTIZE" in ops) == (io_dtype == "uint8")
 
 
+def test_float_layers_are_float_end_to_end():
+    """Every layer skipped → the int8 package computes the fp32 model: the float model input is not
+    rounded through int8 for a float first layer, and an op the mixed-precision search does not switch
+    (Tanh here) follows its float producer instead of rounding the float layer's output to int8."""
+    gm = next(g for g in GOLDEN_MODELS if g.name == "activations")
+    canon = canonicalize(str(gm.path))
+    calib = _feeds(canon.inputs, 8, seed=1)
+    every = {n.name for n in canon.model.graph.node}
+    data, _, report = _build(canon.model, "int8", calib, skip=every)
+    feed = _feeds(canon.inputs, 1, seed=3)[0]
+    got, it = _run(data, feed)
+    ref = _reference(canon.model, feed)["features"]
+    assert _sqnr(ref, got["features"]) > 90.0
+    assert not {o["op_name"] for o in it._get_ops_details()} & {"QUANTIZE", "DEQUANTIZE"}
+    # only the last conv float: the Tanh after it follows it, and the Tanh output is float
+    last_conv = [n.name for n in canon.model.graph.node if n.op_type == "Conv"][-1]
+    _, _, report = _build(canon.model, "int8", calib, skip={last_conv})
+    assert any(f.startswith("TANH") and f.endswith("follows its float producers") for f in report.float_ops)
+    # and no layer skipped: the Tanh stays int8
+    _, _, report = _build(canon.model, "int8", calib)
+    assert not any(f.startswith("TANH") for f in report.float_ops)
+
+
 def test_per_layer_float_fallback():
     gm = next(g for g in GOLDEN_MODELS if g.name == "residual_add")
     canon = canonicalize(str(gm.path))
     calib = _feeds(canon.inputs, 8, seed=1)
     first_conv = next(n.name for n in canon.model.graph.node if n.op_type == "Conv")
     data, _, report = _build(canon.model, "int8", calib, skip={first_conv})
-    assert report.float_ops == [f"CONV_2D ({first_conv}): skipped by the recipe"]
+    # (the NCHW -> NHWC transpose of the float model input stays float ahead of it)
+    assert [f for f in report.float_ops if not f.endswith("follows its float producers")] == \
+        [f"CONV_2D ({first_conv}): skipped by the recipe"]
     _, it = _run(data, calib[0], xnnpack=False)
     float_convs = [op for op in it._get_ops_details() if op["op_name"] == "CONV_2D"
                    and it.get_tensor_details()[op["inputs"][1]]["dtype"] == np.float32]

@@ -85,6 +85,17 @@ def _per_channel_weights(w: np.ndarray, axis: int, per_channel: bool = True) -> 
                    ).astype(np.int8), q
 
 
+#: int8 kernels of ops the mixed-precision search does not switch on their own (data movement, PReLU,
+#: ReLU, Tanh, ...; its twin leaves them unquantized): when every activation they read comes from a
+#: float op, they stay float too — otherwise a layer the search keeps in float would still have its
+#: output rounded to int8 for the PReLU after it, and the search's float layers would buy nothing
+FOLLOW_PRODUCERS = frozenset({
+    "RESHAPE", "TRANSPOSE", "PRELU", "RELU", "RELU6", "RELU_N1_TO_1", "TANH", "SUB", "SQUARED_DIFFERENCE",
+    "MAXIMUM", "MINIMUM", "RSQRT", "GELU", "ELU", "STRIDED_SLICE", "SLICE", "MIRROR_PAD", "REDUCE_MAX",
+    "REDUCE_MIN", "SUM", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "BROADCAST_TO", "TILE", "ABS", "NEG", "PACK",
+    "UNPACK", "LOG_SOFTMAX", "ARG_MAX", "ARG_MIN",
+})
+
 #: a CONCATENATION/PACK whose inputs' scales differ more than this runs in float: one shared int8
 #: scale would leave the narrow inputs (a detector's 0..1 class scores next to pixel boxes) a few levels
 MAX_CONCAT_SPREAD = 16.0
@@ -140,11 +151,15 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
     g, params = st.g, st.params
 
     head, tail, out_requant = _io_edges(st, io_dtype, B)
-    float_ops = _decide_params(st, skip_nodes, symmetric_nodes, tail_nodes)
+    # a float op reading a float model input reads it as given, not through its int8 round trip (which
+    # would cap a model whose first layers stay float at the input's 8-bit noise); the QUANTIZE of the
+    # input is pruned when no int8 op reads it
+    dequantized: Dict[int, int] = {op.outputs[0]: op.inputs[0] for op in head if op.inputs[0] in st.keep_float}
+    float_ops = _decide_params(st, skip_nodes, symmetric_nodes, tail_nodes,
+                               _float_input_ends(st, set(dequantized), skip_nodes | tail_nodes))
 
     # 3. rewrite: constants, fallbacks, requantization
     new_ops: List[Operator] = list(head)
-    dequantized: Dict[int, int] = {}
     for k, op in enumerate(g.operators):
         if k in float_ops:
             new_ops.extend(_float_fallback(st, op, dequantized, B))
@@ -219,12 +234,40 @@ def _io_edges(st: _Int8Pass, io_dtype: str, B) -> Tuple[List[Operator], List[Ope
     return head, tail, out_requant
 
 
+def _float_input_ends(st: _Int8Pass, inputs: Set[int], skipped: Set[str]) -> Set[int]:
+    """Of the tensors the ops read for the float model inputs, those whose readers all end in float:
+    through ops that would follow float producers, only at ops that stay float (or the model output).
+    Only these count as float producers — a model input some int8 layer reads is quantized first, once."""
+    g = st.g
+    users = g.consumers()
+
+    def float_op(k: int) -> bool:
+        op = g.operators[k]
+        return op.node in skipped or st.name(op) not in INT8_KERNELS or op.role is QuantRole.FLOAT
+
+    def ends_float(t: int, seen: Set[int]) -> bool:
+        for k in users.get(t, []):
+            op = g.operators[k]
+            if k in seen or float_op(k):
+                continue
+            if st.name(op) not in FOLLOW_PRODUCERS:
+                return False
+            seen.add(k)
+            if not all(ends_float(o, seen) for o in op.outputs if st.is_act(o)):
+                return False
+        return True
+
+    return {t for t in inputs if ends_float(t, set())}
+
+
 def _decide_params(st: _Int8Pass, skip_nodes: Set[str], symmetric_nodes: Set[str],
-                   tail_nodes: Set[str]) -> Set[int]:
+                   tail_nodes: Set[str], float_inputs: Set[int]) -> Set[int]:
     """Step 2, each activation's parameters in topological order; returns the indices of the
-    operators that run in float (and records why in the report)."""
+    operators that run in float (and records why in the report).  ``float_inputs``: the tensors the
+    ops read for the model's float inputs (their producers are float)."""
     g, params, own = st.g, st.params, st.own
     float_ops: Set[int] = set()
+    producer: Dict[int, int] = {}
     for k, op in enumerate(g.operators):
         name = st.name(op)
         acts_in = [i for i in op.inputs if i >= 0 and st.is_act(i)]
@@ -233,6 +276,16 @@ def _decide_params(st: _Int8Pass, skip_nodes: Set[str], symmetric_nodes: Set[str
             continue
         stay_float = (op.node in skip_nodes or op.node in tail_nodes or name not in INT8_KERNELS
                       or op.role is QuantRole.FLOAT)
+        follows = (name in FOLLOW_PRODUCERS and bool(acts_in)
+                   and all(producer.get(i) in float_ops or i in float_inputs for i in acts_in))
+        for o in op.outputs:
+            producer[o] = k
+        if follows and not stay_float:
+            float_ops.add(k)
+            st.report.float_ops.append(f"{name} ({op.node}): follows its float producers")
+            for o in acts_out:
+                params.setdefault(o, own(o))
+            continue
         spread = _scale_spread([params.get(i) or own(i) for i in acts_in]) if op.role is QuantRole.SAME_ALL else 1.0
         if (stay_float or spread > MAX_CONCAT_SPREAD) and (acts_in or acts_out):
             float_ops.add(k)
