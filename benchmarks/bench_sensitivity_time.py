@@ -16,8 +16,9 @@ and this process's CPU seconds (every thread of it: onnxruntime's included),
 plus the load average before and after: on a shared host wall time is what
 the machine gave, CPU time what the work cost.  The sweep's own record says
 how many quantization points it measured of how many, on how many samples,
-and whether its time budget (``MixedPrecisionConfig.time_budget_s``) cut it
-short.
+its evaluation budget (``MixedPrecisionConfig.sweep_gmacs``: deterministic,
+it sets the samples and points) and what it spent, and whether its wall-time
+guard (``time_budget_s``) stopped it.
 """
 from __future__ import annotations
 
@@ -126,6 +127,7 @@ def run(name: str, target: str, samples: int, min_sqnr: float, root: Path) -> Di
     q = m.get("quantization") or {}
     mp = q.get("mixed_precision") or {}
     sens = mp.get("sensitivity") or {}
+    bound = sens.get("bound") or {}
     import onnx
 
     proto = onnx.load(str(_fetch.fetch_one(name)), load_external_data=False)
@@ -150,10 +152,13 @@ def run(name: str, target: str, samples: int, min_sqnr: float, root: Path) -> Di
         "phases": phases,
         "sweep": {"points_measured": sens.get("points_measured"), "points": sens.get("points"),
                   "samples": sens.get("samples"), "layers": sens.get("layers_analysed"),
-                  "samples_wanted": wanted, "points_cut_by_budget": sens.get("truncated"),
-                  # the budget first cuts the feeds (never below 2), then the points: either is a hit
-                  "hit_time_budget": bool(sens.get("truncated")) or (sens.get("samples") or wanted) < wanted,
-                  "time_budget_s": cfg.time_budget_s},
+                  "samples_wanted": wanted, "points_cut": sens.get("truncated"),
+                  # the sweep's bound: an evaluation budget in GMACs (the same on any host: it cuts the samples,
+                  # then the points) and a wall-time guard that stops it only on a host far slower than planned
+                  "budget_gmacs": bound.get("budget_gmacs"), "spent_gmacs": bound.get("spent_gmacs"),
+                  "stopped_by": bound.get("stopped_by"),
+                  "hit_wall_time_guard": bound.get("stopped_by") == "wall-time guard",
+                  "wall_guard_s": bound.get("wall_guard_s", cfg.time_budget_s)},
         "first_build_db": (mp.get("attempts") or [{"sqnr_db": m["verification"]["min_sqnr_db"]}])[0]["sqnr_db"],
         "final_db": m["verification"]["min_sqnr_db"], "weakest": m["verification"].get("weakest"),
         "passed": m["verification"]["passed"], "float_layers": mp.get("float_layers"),
@@ -172,9 +177,10 @@ def fmt(doc: Dict[str, Any]) -> str:
     for k, v in doc["phases"].items():
         lines.append(f"  {k:<32} {v['wall_s']:7.1f} s wall {v['cpu_s']:7.1f} s CPU  ({v['calls']} call(s))")
     s = doc["sweep"]
+    spent = "" if s["spent_gmacs"] is None else f", {s['spent_gmacs']:,.0f} of {s['budget_gmacs']:,.0f} GMACs spent"
     lines.append(f"  sweep: {s['points_measured']} of {s['points']} quantization points measured on {s['samples']} "
-                 f"of {s['samples_wanted']} samples, {s['layers']} layers; hit its {s['time_budget_s']:g} s budget: "
-                 f"{s['hit_time_budget']}")
+                 f"of {s['samples_wanted']} samples, {s['layers']} layers{spent}; stopped by: {s['stopped_by']}; "
+                 f"hit its {s['wall_guard_s']:g} s wall-time guard: {s['hit_wall_time_guard']}")
     share = doc.get("int8_mac_share")
     lines.append(f"  first build {doc['first_build_db']:.1f} dB → {doc['final_db']:.1f} dB ({doc['weakest']}), "
                  f"passed {doc['passed']}, {doc.get('float_layers')}/{doc.get('quantizable_layers')} layers float"
