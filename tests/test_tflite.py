@@ -510,3 +510,37 @@ def test_op_lowering_int8_runs_and_tracks_fp32(name):
             assert np.mean(got[out] == ref) >= 0.9
         elif name not in INT8_ZOO_EXCLUDE:
             assert _sqnr(ref, got[out]) >= 25.0, f"{name}/{out}: {_sqnr(ref, got[out]):.1f} dB"
+
+
+def test_int8_keeps_a_recurrent_cell_float(tmp_path):
+    """A streaming LSTM (state in, state out; the first call's state is zeros): its unrolled steps stay
+    float in an int8 build — a range calibrated on the zero initial state would flatten the state."""
+    import warnings
+
+    import edgekit
+    from edgekit.package import open_package
+
+    proto = ZOO["lstm_forward_with_state"]()
+    onnx.save(proto, str(tmp_path / "lstm.onnx"))
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input}
+    rng = np.random.default_rng(0)
+
+    def feeds(n):
+        return [{"x": rng.normal(0, 1, shapes["x"]).astype(np.float32),
+                 "h0": np.zeros(shapes["h0"], np.float32), "c0": np.zeros(shapes["c0"], np.float32)}
+                for _ in range(n)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pkg = edgekit.build(str(tmp_path / "lstm.onnx"), target="tflite", precision="int8", calibration=feeds(24),
+                            validation=feeds(8), task="raw", output=tmp_path / "lstm.edgepkg")
+    opened = open_package(pkg)
+    try:
+        manifest = opened.manifest
+    finally:
+        opened.close()
+    q = manifest.quantization
+    assert len(q["recurrent_float_nodes"]) == 1  # the canonical graph's name of the one LSTM
+    assert any("recurrent cell" in f for f in q["float_fallback_ops"])
+    by_output = {o.name: o.sqnr_db for o in manifest.verification.outputs}
+    assert min(by_output.values()) > 60.0, by_output  # nothing else in this model to quantize

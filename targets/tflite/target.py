@@ -135,8 +135,10 @@ class TfliteTarget(Target):
                 skip.add(n.name)
         per_tensor = {n.name for n in nodes if not recipe.config_for(n.name, n.op_type).per_channel}
         symmetric = {n.name for n in nodes if recipe.config_for(n.name, n.op_type).symmetric_activations}
+        recurrent = {n.name for n in nodes if n.op_type in ("LSTM", "GRU", "RNN")}
         graph, report = quantize_int8(lowered.graph, ranges, io_dtype=io_dtype, skip_nodes=skip,
-                                      per_tensor_nodes=per_tensor, symmetric_nodes=symmetric, tail_nodes=in_tail)
+                                      per_tensor_nodes=per_tensor, symmetric_nodes=symmetric, tail_nodes=in_tail,
+                                      recurrent_nodes=recurrent)
         details["io_dtype"] = io_dtype
         details["int8_ops"] = report.int8_ops
         details["float_ops"] = report.float_ops
@@ -152,6 +154,7 @@ class TfliteTarget(Target):
             "requantize_ops": report.requantized,
             "skipped_nodes": sorted(skip),
             "detection_tail": sorted(in_tail),
+            "recurrent_float_nodes": sorted(recurrent),
             "per_tensor_weight_nodes": sorted(per_tensor),
             "symmetric_activation_nodes": sorted(symmetric),
         }
