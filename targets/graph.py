@@ -127,6 +127,18 @@ def graph_specs(model: Any) -> Tuple[List[TensorSpec], List[TensorSpec]]:
 #: learned-weight ops: the walk back from a detector output stops at them (they end the head's layers)
 _WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
+#: ONNX ops every int8 build keeps in float, whatever the target's int8 kernels could do: the recurrent
+#: cells (the state they carry between calls has no calibrated range: its first value is zeros) and the
+#: ops the mixed-precision twin (``edgekit.quantize.sensitivity.QUANTIZABLE``) and the onnxruntime target
+#: leave float — quantized on another target they would be int8 where the search cannot name them, so
+#: "every candidate layer float" would still leave them rounding (Silero VAD's STFT magnitude, Pow Pow Add
+#: Sqrt, quantized alone takes its LSTM state output from 324 to 5.6 dB on openvino).
+ALWAYS_FLOAT_OPS = frozenset({
+    "LSTM", "GRU", "RNN",
+    "Pow", "Sqrt", "Sub", "Div", "Max", "Min", "Mod", "Tile", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2",
+    "LpNormalization", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
+})
+
 
 def _is_projection(node: Any, info: GraphInfo) -> bool:
     """A Conv with one output channel and a constant weight: YOLOv8's DFL expectation (sum of bin × prob)."""

@@ -540,7 +540,7 @@ def test_int8_keeps_a_recurrent_cell_float(tmp_path):
     finally:
         opened.close()
     q = manifest.quantization
-    assert len(q["recurrent_float_nodes"]) == 1  # the canonical graph's name of the one LSTM
-    assert any("recurrent cell" in f for f in q["float_fallback_ops"])
+    assert len(q["always_float_nodes"]) == 1  # the canonical graph's name of the one LSTM
+    assert any("kept float in every int8 build" in f for f in q["float_fallback_ops"])
     by_output = {o.name: o.sqnr_db for o in manifest.verification.outputs}
     assert min(by_output.values()) > 60.0, by_output  # nothing else in this model to quantize

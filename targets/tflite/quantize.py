@@ -85,9 +85,9 @@ def _per_channel_weights(w: np.ndarray, axis: int, per_channel: bool = True) -> 
                    ).astype(np.int8), q
 
 
-#: why an unrolled LSTM step stays float in every int8 build (as on the onnxruntime and openvino targets)
-RECURRENT_WHY = ("recurrent cell: the state it carries from call to call has no calibrated int8 range "
-                 "(its initial value is usually zeros)")
+#: why a recurrent cell's unrolled steps, or an op the mixed-precision twin leaves float (Pow, Sqrt, Div,
+#: ...: ``targets.graph.ALWAYS_FLOAT_OPS``), stay float in every int8 build, as on the other targets
+ALWAYS_FLOAT_WHY = "kept float in every int8 build (a recurrent cell, or an op the mixed-precision search cannot name)"
 
 #: int8 kernels of ops the mixed-precision search does not switch on their own (data movement, PReLU,
 #: ReLU, Tanh, ...; its twin leaves them unquantized): when every activation they read comes from a
@@ -142,12 +142,12 @@ class _Int8Pass:
 def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str = "float32",
                   skip_nodes: Set[str] = frozenset(), per_tensor_nodes: Set[str] = frozenset(),
                   symmetric_nodes: Set[str] = frozenset(), tail_nodes: Set[str] = frozenset(),
-                  recurrent_nodes: Set[str] = frozenset(), op_names: Optional[Mapping[int, str]] = None
+                  always_float_nodes: Set[str] = frozenset(), op_names: Optional[Mapping[int, str]] = None
                   ) -> Tuple[Subgraph, Int8Report]:
     """The int8 subgraph of the fp32 ``graph`` given calibrated ``ranges`` (tensor index → (min, max)).
 
-    ``skip_nodes`` (a recipe's), ``tail_nodes`` (a detector's decode tail) and ``recurrent_nodes`` (the
-    unrolled steps of an ONNX LSTM) stay float; ``per_tensor_nodes`` get one weight scale;
+    ``skip_nodes`` (a recipe's), ``tail_nodes`` (a detector's decode tail) and ``always_float_nodes`` (an ONNX
+    LSTM's unrolled steps, and the other ops of ``targets.graph.ALWAYS_FLOAT_OPS``) stay float; ``per_tensor_nodes`` get one weight scale;
     ``symmetric_nodes`` get zero-point-0 outputs (ONNX node names, as a recipe names them)."""
     s = schema()
     names = op_names or {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
@@ -160,8 +160,8 @@ def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str
     # would cap a model whose first layers stay float at the input's 8-bit noise); the QUANTIZE of the
     # input is pruned when no int8 op reads it
     dequantized: Dict[int, int] = {op.outputs[0]: op.inputs[0] for op in head if op.inputs[0] in st.keep_float}
-    float_ops = _decide_params(st, skip_nodes, symmetric_nodes, tail_nodes, recurrent_nodes,
-                               _float_input_ends(st, set(dequantized), skip_nodes | tail_nodes | recurrent_nodes))
+    float_ops = _decide_params(st, skip_nodes, symmetric_nodes, tail_nodes, always_float_nodes,
+                               _float_input_ends(st, set(dequantized), skip_nodes | tail_nodes | always_float_nodes))
 
     # 3. rewrite: constants, fallbacks, requantization
     new_ops: List[Operator] = list(head)
@@ -266,7 +266,7 @@ def _float_input_ends(st: _Int8Pass, inputs: Set[int], skipped: Set[str]) -> Set
 
 
 def _decide_params(st: _Int8Pass, skip_nodes: Set[str], symmetric_nodes: Set[str],
-                   tail_nodes: Set[str], recurrent_nodes: Set[str], float_inputs: Set[int]) -> Set[int]:
+                   tail_nodes: Set[str], always_float_nodes: Set[str], float_inputs: Set[int]) -> Set[int]:
     """Step 2, each activation's parameters in topological order; returns the indices of the
     operators that run in float (and records why in the report).  ``float_inputs``: the tensors the
     ops read for the model's float inputs (their producers are float)."""
@@ -279,7 +279,7 @@ def _decide_params(st: _Int8Pass, skip_nodes: Set[str], symmetric_nodes: Set[str
         acts_out = [o for o in op.outputs if st.is_act(o)]
         if op.role is QuantRole.INDEX:
             continue
-        stay_float = (op.node in skip_nodes or op.node in tail_nodes or op.node in recurrent_nodes
+        stay_float = (op.node in skip_nodes or op.node in tail_nodes or op.node in always_float_nodes
                       or name not in INT8_KERNELS or op.role is QuantRole.FLOAT)
         follows = (name in FOLLOW_PRODUCERS and bool(acts_in)
                    and all(producer.get(i) in float_ops or i in float_inputs for i in acts_in))
@@ -295,7 +295,7 @@ def _decide_params(st: _Int8Pass, skip_nodes: Set[str], symmetric_nodes: Set[str
         if (stay_float or spread > MAX_CONCAT_SPREAD) and (acts_in or acts_out):
             float_ops.add(k)
             why = ("skipped by the recipe" if op.node in skip_nodes else "detector decode tail"
-                   if op.node in tail_nodes else RECURRENT_WHY if op.node in recurrent_nodes
+                   if op.node in tail_nodes else ALWAYS_FLOAT_WHY if op.node in always_float_nodes
                    else "no int8 kernel" if stay_float else
                    f"inputs' ranges {spread:.0f}x apart (one int8 scale would erase the narrow ones)")
             st.report.float_ops.append(f"{name} ({op.node}): {why}")

@@ -124,7 +124,7 @@ class TfliteTarget(Target):
         nodes = lowered.view.nodes
         ranges = collect_ranges(fp32, lowered.graph, used.feeds, method=recipe.method.value,
                                 percentile=recipe.percentile, rules=_tensor_rules(lowered.graph, nodes, recipe))
-        from ..graph import detection_tail
+        from ..graph import ALWAYS_FLOAT_OPS, detection_tail
 
         # a YOLO-style decode tail (pixel boxes joined with 0..1 scores) stays float, as on every target
         tail = set(detection_tail(lowered.model))
@@ -135,10 +135,11 @@ class TfliteTarget(Target):
                 skip.add(n.name)
         per_tensor = {n.name for n in nodes if not recipe.config_for(n.name, n.op_type).per_channel}
         symmetric = {n.name for n in nodes if recipe.config_for(n.name, n.op_type).symmetric_activations}
-        recurrent = {n.name for n in nodes if n.op_type in ("LSTM", "GRU", "RNN")}
+        # recurrent cells and the ops the twin does not quantize stay float on every target (graph.ALWAYS_FLOAT_OPS)
+        always_float = {n.name for n in nodes if n.op_type in ALWAYS_FLOAT_OPS}
         graph, report = quantize_int8(lowered.graph, ranges, io_dtype=io_dtype, skip_nodes=skip,
                                       per_tensor_nodes=per_tensor, symmetric_nodes=symmetric, tail_nodes=in_tail,
-                                      recurrent_nodes=recurrent)
+                                      always_float_nodes=always_float)
         details["io_dtype"] = io_dtype
         details["int8_ops"] = report.int8_ops
         details["float_ops"] = report.float_ops
@@ -154,7 +155,7 @@ class TfliteTarget(Target):
             "requantize_ops": report.requantized,
             "skipped_nodes": sorted(skip),
             "detection_tail": sorted(in_tail),
-            "recurrent_float_nodes": sorted(recurrent),
+            "always_float_nodes": sorted(always_float),
             "per_tensor_weight_nodes": sorted(per_tensor),
             "symmetric_activation_nodes": sorted(symmetric),
         }
