@@ -209,7 +209,8 @@ def _hswish_model(path: Path, alpha: float = 1.0 / 6.0) -> Path:
         helper.make_node("Mul", ["a", "hs"], ["act"], name="/act/Mul"),
         helper.make_node("Conv", ["act", "w2"], ["output"], name="/conv2/Conv", pads=[1, 1, 1, 1]),
     ]
-    graph = helper.make_graph(nodes, "hswish", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+    graph = helper.make_graph(nodes, "hswish",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     return path

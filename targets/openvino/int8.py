@@ -24,7 +24,7 @@ import numpy as np
 
 from edgekit.errors import CalibrationError, ConfigError
 
-from ..graph import detection_tail, domain_of, iter_nodes
+from ..graph import ALWAYS_FLOAT_OPS, detection_tail, domain_of, iter_nodes
 from ..ort_tools import unmatched_warning
 from ..toolchain import first_line, require
 
@@ -188,17 +188,6 @@ def ignored_scope(ov_model: Any, onnx_model: Any, recipe: "Recipe") -> Tuple[Lis
     return sorted(out), tail, unmatched
 
 
-#: ONNX ops NNCF's CPU setup quantizes that edgekit's twin (``edgekit.quantize.sensitivity.QUANTIZABLE``) and the
-#: onnxruntime target keep in float: left to NNCF they would be int8 where the mixed-precision search cannot see
-#: them (it names only twin layers), so "every candidate layer float" still left them quantized.  Silero VAD's
-#: STFT magnitude (Pow, Pow, Add, Sqrt) quantized alone costs its LSTM state output hn 324 → 5.6 dB.
-ALWAYS_FLOAT_ONNX_OPS = frozenset({
-    "LSTM", "GRU", "RNN",  # see recurrent_ops
-    "Pow", "Sqrt", "Sub", "Div", "Max", "Min", "Mod", "Tile", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2",
-    "LpNormalization", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
-})
-
-
 def recurrent_ops(ov_model: Any) -> List[str]:
     """The model's recurrent ops (LSTM/GRU/RNN sequences and cells): every int8 build keeps them in float.
 
@@ -215,10 +204,12 @@ def recurrent_ops(ov_model: Any) -> List[str]:
 
 
 def always_float(ov_model: Any, onnx_model: Any) -> Tuple[List[str], List[str]]:
-    """(OpenVINO op names, ONNX node names) of the ops every int8 build keeps float (:data:`ALWAYS_FLOAT_ONNX_OPS`
-    and :func:`recurrent_ops`)."""
+    """(OpenVINO op names, ONNX node names) of the ops every int8 build keeps float.
+
+    ``targets.graph.ALWAYS_FLOAT_OPS`` (NNCF's CPU setup would quantize most of them where the mixed-precision
+    search cannot name them) and :func:`recurrent_ops`."""
     nodes = [name for name, node in iter_nodes(onnx_model.graph)
-             if not domain_of(node) and node.op_type in ALWAYS_FLOAT_ONNX_OPS]
+             if not domain_of(node) and node.op_type in ALWAYS_FLOAT_OPS]
     ops: Set[str] = set(recurrent_ops(ov_model))
     for found in onnx_to_ov_ops(ov_model, onnx_model, nodes).values():
         ops.update(found)
