@@ -276,7 +276,12 @@ def _detect_parts(name: str, ref: np.ndarray, cand: np.ndarray, postprocess: Any
     if layout is _post.DetectLayout.YOLOV8:  # [1, 4+C, N]
         return [_part(f"{name} boxes", name, "boxes", ref[:, :, :4, :], cand[:, :, :4, :]),
                 _part(f"{name} class scores", name, "scores", ref[:, :, 4:, :], cand[:, :, 4:, :])]
-    return [_part(f"{name} boxes", name, "boxes", ref[..., :4], cand[..., :4]),  # [1, N, 5+C]
+    if layout is _post.DetectLayout.YOLOX_RAW:  # raw offsets and log sizes: judged as the pixel boxes they decode to
+        boxes = _part(f"{name} boxes", name, "boxes", _post.yolox_boxes(postprocess, ref, name),
+                      _post.yolox_boxes(postprocess, cand, name))
+    else:
+        boxes = _part(f"{name} boxes", name, "boxes", ref[..., :4], cand[..., :4])
+    return [boxes,  # [1, N, 5+C]
             _part(f"{name} objectness", name, "objectness", ref[..., 4], cand[..., 4]),
             _part(f"{name} class scores", name, "scores", ref[..., 5:], cand[..., 5:])]
 
