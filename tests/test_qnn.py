@@ -279,3 +279,33 @@ def test_every_golden_model_runs_wholly_on_htp(tmp_path, gm, act):
             got = m.infer(feed)
             for name, ref in zip([o.name for o in sess.get_outputs()], sess.run(None, feed)):
                 assert _sqnr(ref, got[name].astype(np.float32)) >= 20.0, name
+
+
+# ------------------------------------------------------------------ layers kept out of int8: 16 bits on the HTP
+def test_layers_kept_out_of_int8_run_16_bit_on_the_htp(tmp_path):
+    """On the HTP a float node of an int8 graph is not float: a layer kept out of int8 (a recipe's skip, the
+    mixed-precision search's layers) gets 16-bit activations in and out, 16-bit weights and a range with
+    headroom, stays on the NPU, and with every layer kept the package is far closer to fp32 than all-int8."""
+    gm = by_name("conv_bn_relu")
+    shapes = {t.name: t.shape for t in gm.inputs}
+    calib, held = _feeds(shapes, CALIBRATION_SAMPLES, seed=1), _feeds(shapes, HOLDOUT_SAMPLES, seed=2)
+    sess = ort.InferenceSession(str(gm.path), providers=["CPUExecutionProvider"])
+
+    def worst(recipe, name):
+        out = edgekit.build(gm.path, target="qnn", precision="int8", recipe=recipe, calibration=calib,
+                            mixed_precision=False, output=tmp_path / name)
+        with edgekit.load(out) as m:
+            assert m.manifest.data["target"]["details"]["placement"]["all_on_npu"]
+            q = m.manifest.data["quantization"]
+            sqnr = min(_sqnr(ref, m.infer(feed)[o.name].astype(np.float32))
+                       for feed in held for o, ref in zip(sess.get_outputs(), sess.run(None, feed)))
+        return q, sqnr
+
+    q8, int8_db = worst({"num_samples": CALIBRATION_SAMPLES}, "int8.edgepkg")
+    assert q8["kept_out_of_int8_as_16_bit"] == []
+    nodes = onnx.load(str(gm.path)).graph.node
+    q16, kept_db = worst({"num_samples": CALIBRATION_SAMPLES, "exclude_op_types": sorted({n.op_type for n in nodes})},
+                         "kept.edgepkg")
+    assert {n.name for n in nodes if n.op_type == "Conv"} <= set(q16["kept_out_of_int8_as_16_bit"])
+    assert not q16["excluded_nodes"]  # nothing left float between Q/DQ pairs
+    assert kept_db > int8_db + 10.0, (int8_db, kept_db)
