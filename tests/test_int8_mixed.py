@@ -423,11 +423,14 @@ def test_onnxruntime_int8_gives_bounded_ops_their_natural_range(tmp_path):
 
 # ----------------------------------------------------------------- a real network (slow)
 @pytest.mark.slow
-def test_real_ppocrv4_det_default_int8_sweeps_every_point_and_meets_the_floor_on_onnxruntime(tmp_path):
-    """PP-OCRv4's DB detector: full int8 gives ~9.5 dB on its probability map (every stage adds noise that the
-    map's sigmoid amplifies; no single point is to blame).  The default build's bounded sweep measures every
-    point (a starved, wall-time-bound sweep measured 21-24 of 266 and ended at 19.5 dB), and the float budget
-    counted in MACs lets the search keep the many cheap sensitive layers in float."""
+@pytest.mark.parametrize("name, min_int8_share", [("ppocrv4-det", 0.5), ("ppocrv4-rec", 0.3)])
+def test_real_ppocrv4_default_int8_sweeps_every_point_and_meets_the_floor_on_onnxruntime(tmp_path, name,
+                                                                                           min_int8_share):
+    """PP-OCRv4's DB detector and SVTR recogniser: full int8 gives ~9.5 / ~11.8 dB on their outputs (every
+    stage adds noise, the detector's sigmoid map amplifies it; no single point is to blame).  The default
+    build's bounded sweep measures every point (a starved, wall-time-bound sweep measured 21-24 of 266 and
+    ended at 19.5 dB), and the float budget counted in MACs lets the search keep the many cheap sensitive
+    layers in float (measured: det 27.1 dB with 58 % of MACs int8, rec 26.6 dB with 37 %)."""
     import sys
     from pathlib import Path
 
@@ -438,12 +441,12 @@ def test_real_ppocrv4_det_default_int8_sweeps_every_point_and_meets_the_floor_on
     import suite
 
     try:
-        path = fetch.fetch_one("ppocrv4-det")
+        path = fetch.fetch_one(name)
     except fetch.FetchError as exc:
         pytest.skip(f"real models not reachable: {exc}")
-    model = registry.get("ppocrv4-det")
+    model = registry.get(name)
     calib = suite.CalibrationCache(tmp_path / "calibration").get(model.calibration)
-    res = build_package(path, target="onnxruntime", precision="int8", output=tmp_path / "det.edgepkg",
+    res = build_package(path, target="onnxruntime", precision="int8", output=tmp_path / "m.edgepkg",
                         name=model.name, **suite.build_kwargs(model, calib))
     v = res.package.verification
     mp = res.package.quantization.to_json()["mixed_precision"]
@@ -451,4 +454,4 @@ def test_real_ppocrv4_det_default_int8_sweeps_every_point_and_meets_the_floor_on
     assert sens["points_measured"] == sens["points"] and sens["bound"]["stopped_by"] is None
     assert sens["bound"]["spent_gmacs"] <= sens["bound"]["budget_gmacs"]
     assert mp["attempts"][0]["sqnr_db"] < 15.0
-    assert v.passed and v.min_sqnr_db >= 25.0 and mp["int8_mac_share"] >= 0.5
+    assert v.passed and v.min_sqnr_db >= 25.0 and mp["int8_mac_share"] >= min_int8_share
