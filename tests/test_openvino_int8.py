@@ -108,9 +108,14 @@ def test_plain_nncf_collapses_the_state_output(lstm_onnx):
         q = nncf.quantize(ov_model, nncf.Dataset(calib), subset_size=len(calib),
                           preset=nncf.QuantizationPreset.MIXED)
     assert any(op.get_type_name() == "LSTMSequence" and _fq_fed(op) for op in q.get_ordered_ops())
+    from edgekit.runners.openvino import runtime_layers
+
     core = ov.Core()
     cfg = {"INFERENCE_PRECISION_HINT": "f32"}
     ref, out = core.compile_model(ov_model, "CPU", cfg), core.compile_model(q, "CPU", cfg)
+    lstm = [x for x in runtime_layers(out) if x["name"].startswith("LSTMSequence") and x["type"] == "RNNSeq"]
+    if not lstm or lstm[0]["precision"] not in ("u8", "i8"):
+        pytest.skip(f"this CPU's plugin runs the quantized LSTM in float ({lstm}): the clipping does not arise here")
     hn_ref = np.concatenate([ref(f)["hn"].ravel() for f in held])
     hn_q = np.concatenate([out(f)["hn"].ravel() for f in held])
     assert np.sqrt(np.mean(hn_ref ** 2)) > 0.05  # a live hidden state, not a dead one
