@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -60,6 +60,17 @@ SCENE_W, SCENE_H = 640, 480
 CALIBRATION_SEED, HOLDOUT_SEED = 1, 2
 
 
+def _background_crop(rng: np.random.Generator, backgrounds: Sequence[Image.Image], least: float,
+                     size: Tuple[int, int]) -> Image.Image:
+    """A random crop (``least``–100 % of each side, anywhere) of a random background, resized to ``size``."""
+    bg = backgrounds[int(rng.integers(len(backgrounds)))]
+    fw, fh = bg.size
+    c = float(rng.uniform(least, 1.0))
+    cw, ch = int(fw * c), int(fh * c)
+    x0, y0 = int(rng.integers(0, fw - cw + 1)), int(rng.integers(0, fh - ch + 1))
+    return bg.crop((x0, y0, x0 + cw, y0 + ch)).resize(size, Image.BILINEAR)
+
+
 def _people_scene(rng: np.random.Generator, portraits: Sequence[Image.Image], backgrounds: Sequence[Image.Image],
                   index: int) -> Image.Image:
     """One scene: a background crop with 0–2 portraits side by side, each scaled, flipped and lit on its own.
@@ -69,13 +80,8 @@ def _people_scene(rng: np.random.Generator, portraits: Sequence[Image.Image], ba
     across at the detector's input: large enough that fp32 finds it with a
     clear score rather than on the edge of the confidence threshold.
     """
-    bg_full = backgrounds[int(rng.integers(len(backgrounds)))]
     # a random 80–100 % crop of the background, so scenes of the two sets never share a frame
-    fw, fh = bg_full.size
-    c = float(rng.uniform(0.8, 1.0))
-    cw, ch = int(fw * c), int(fh * c)
-    x0, y0 = int(rng.integers(0, fw - cw + 1)), int(rng.integers(0, fh - ch + 1))
-    scene = bg_full.crop((x0, y0, x0 + cw, y0 + ch)).resize((SCENE_W, SCENE_H), Image.BILINEAR)
+    scene = _background_crop(rng, backgrounds, 0.8, (SCENE_W, SCENE_H))
     if rng.random() < 0.5:
         scene = scene.transpose(Image.FLIP_LEFT_RIGHT)
     people = 0 if index % 8 == 7 else int(rng.integers(1, 3))
@@ -136,12 +142,7 @@ def _glyph_scene(rng: np.random.Generator, fonts: Sequence[Path], backgrounds: S
     a random font, size (26–43 px), colour, outline and rotation (±40°)."""
     from PIL import ImageDraw, ImageFont
 
-    bg = backgrounds[int(rng.integers(len(backgrounds)))]
-    fw, fh = bg.size
-    c = float(rng.uniform(0.5, 1.0))
-    cw, ch = int(fw * c), int(fh * c)
-    x0, y0 = int(rng.integers(0, fw - cw + 1)), int(rng.integers(0, fh - ch + 1))
-    scene = bg.crop((x0, y0, x0 + cw, y0 + ch)).resize((GLYPH_W, GLYPH_H), Image.BILINEAR)
+    scene = _background_crop(rng, backgrounds, 0.5, (GLYPH_W, GLYPH_H))
     n = int(rng.integers(3, 6))
     slot = GLYPH_W // n
     for k in range(n):
