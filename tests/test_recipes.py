@@ -80,11 +80,17 @@ def _output_qtype(model, node_name: str) -> Optional[int]:
     return None if q is None else inits[q.input[2]].data_type
 
 
-def _precedence_holds(model) -> None:
+def _precedence_holds(model, excluded_weight_type: Optional[int] = None) -> None:
+    """``excluded_weight_type``: None where the excluded Gemm stays float, else the integer type its weight
+    takes (QNN keeps an excluded layer on the HTP at 16 bits)."""
     conv0_w, conv1_w = _dq_of_input(model, "conv_0", 1), _dq_of_input(model, "conv_1", 1)
     assert conv0_w is not None and conv0_w[0].size > 1, "conv_0: its node config says per-channel"
     assert conv1_w is not None and conv1_w[0].size == 1, "conv_1: the Conv op-type config says per-tensor"
-    assert _dq_of_input(model, "gemm_0", 1) is None, "gemm_0 is excluded: its weight stays float"
+    gemm_w = _dq_of_input(model, "gemm_0", 1)
+    if excluded_weight_type is None:
+        assert gemm_w is None, "gemm_0 is excluded: its weight stays float"
+    else:
+        assert gemm_w is not None and gemm_w[1] == excluded_weight_type, "gemm_0 is excluded: 16-bit weight"
 
 
 @pytest.mark.parametrize("name, qdq_file", [("onnxruntime", "model.onnx"), ("qnn", "model_qdq.onnx")])
@@ -92,7 +98,7 @@ def test_ort_quantizer_targets_follow_precedence(canon, calib, tmp_path, name, q
     target = _target(name)
     art = _build(target, canon, calib, tmp_path, PRECEDENCE)
     model = onnx.load(str(tmp_path / qdq_file))
-    _precedence_holds(model)
+    _precedence_holds(model, TensorProto.INT16 if name == "qnn" else None)
     # conv_0's output is quantized with its node's 16-bit activations; the graph input with the global uint8
     assert _output_qtype(model, "conv_0") == TensorProto.UINT16
     inits = {t.name: t for t in model.graph.initializer}
@@ -100,7 +106,8 @@ def test_ort_quantizer_targets_follow_precedence(canon, calib, tmp_path, name, q
     assert inits[q_in.input[2]].data_type == TensorProto.UINT8
     if name == "onnxruntime":  # (QNN keeps a chain in one type: the HTP converts where the type changes)
         assert _output_qtype(model, "conv_1") == TensorProto.UINT8
-    assert "gemm_0" in art.quantization["excluded_nodes"]
+    kept = art.quantization["kept_out_of_int8_as_16_bit"] if name == "qnn" else art.quantization["excluded_nodes"]
+    assert "gemm_0" in kept
     assert "conv_0" in art.quantization["per_node_settings"]
 
 
