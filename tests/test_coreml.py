@@ -499,3 +499,24 @@ def test_enumerated_sizes_refuse_a_graph_fixed_to_its_size(tmp_path):
         edgekit.build(_rgb_model(), target="coreml", build_options={"enumerated_sizes": ["big"]},
                       output=tmp_path / "x.edgepkg")
     assert not (tmp_path / "x.edgepkg").exists()
+
+
+def test_space_to_depth_and_depth_to_space_match_onnxruntime(tmp_path):
+    """A YOLOX "Focus"-style SpaceToDepth, a conv, and DepthToSpace (DCR) back: MIL's ops keep ONNX's channel
+    order (TensorFlow's); CRD is named as not lowered."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((12, 12, 1, 1)).astype(np.float32), "w")
+    nodes = [helper.make_node("SpaceToDepth", ["x"], ["s"], blocksize=2),
+             helper.make_node("Conv", ["s", "w"], ["c"]),
+             helper.make_node("DepthToSpace", ["c"], ["y"], blocksize=2, mode="DCR")]
+    graph = helper.make_graph(nodes, "s2d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    canon = canonicalize(_model(graph)).model
+    ref, got = _run_both(canon, _save(canon, tmp_path / "s2d.mlpackage"), fp16_rounding=False)
+    assert got[0].shape == ref[0].shape == (1, 3, 8, 12)
+    assert _sqnr(ref[0], got[0]) >= 100.0
+    nodes[2] = helper.make_node("DepthToSpace", ["c"], ["y"], blocksize=2, mode="CRD")
+    crd = helper.make_graph(nodes, "crd", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 12])],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    with pytest.raises(UnsupportedModelError, match="mode=CRD"):
+        edgekit.build(_model(crd), target="coreml", precision="fp32", output=tmp_path / "crd.edgepkg")

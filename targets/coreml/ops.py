@@ -395,6 +395,28 @@ def _transpose(node: Node, low: Lowering, opset: int) -> List[Any]:
     return [_mb().transpose(x=x, perm=[int(p) for p in perm], name=low.unique(node.outputs[0]))]
 
 
+def _depth_space_cond(node: Node, view: GraphView) -> Optional[str]:
+    if node.op_type == "DepthToSpace" and node.attr("mode", "DCR") != "DCR":
+        return "DepthToSpace mode=CRD is not lowered (MIL's depth_to_space is DCR, as TensorFlow's)"
+    shape = view.shape(node.input(0))
+    if shape is not None and len(shape) != 4:
+        return f"needs a rank-4 NCHW input, got rank {len(shape)}"
+    return None
+
+
+def _depth_space(node: Node, low: Lowering, opset: int) -> List[Any]:
+    """SpaceToDepth / DepthToSpace (DCR) on NCHW: MIL's ops keep TensorFlow's channel order, which is ONNX's
+    (SpaceToDepth: output channel (by·b + bx)·C + c; DepthToSpace DCR: its inverse)."""
+    from edgekit.runners.coreml.kernels import depth_to_space, space_to_depth
+
+    x, bs = low.get(node.inputs[0]), int(node.attr("blocksize"))
+    to_depth = node.op_type == "SpaceToDepth"
+    if isinstance(x, np.ndarray):
+        return [(space_to_depth if to_depth else depth_to_space)(x, bs)]
+    op = _mb().space_to_depth if to_depth else _mb().depth_to_space
+    return [op(x=x, block_size=bs, name=low.unique(node.outputs[0]))]
+
+
 def _concat(node: Node, low: Lowering, opset: int) -> List[Any]:
     vals = [low.get(n) for n in node.inputs if n]
     axis = int(node.attr("axis"))
@@ -628,6 +650,8 @@ ROWS: Tuple[Tuple[str, int, Optional[NodeCheck], Emitter], ...] = (
     ("Squeeze", 1, _needs_const(1, what="axes"), _squeeze),
     ("Unsqueeze", 1, _needs_const(1, what="axes"), _unsqueeze),
     ("Transpose", 1, None, _transpose),
+    ("SpaceToDepth", 1, _depth_space_cond, _depth_space),
+    ("DepthToSpace", 1, _depth_space_cond, _depth_space),
     ("Concat", 1, None, _concat),
     ("Split", 1, _needs_const(1, what="split sizes"), _split),
     ("Slice", 1, _needs_const(1, 2, 3, 4, what="starts/ends/axes/steps"), _slice),

@@ -38,6 +38,20 @@ def _ints(a: Any, default: Sequence[int] = ()) -> List[int]:
     return list(default) if a is None else [int(v) for v in np.asarray(a).reshape(-1)]
 
 
+def space_to_depth(x: np.ndarray, bs: int) -> np.ndarray:
+    """MIL ``space_to_depth`` on NCHW: output channel (by·bs + bx)·C + c (TensorFlow's and ONNX's order)."""
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // bs, bs, w // bs, bs).transpose(0, 3, 5, 1, 2, 4)
+    return y.reshape(n, c * bs * bs, h // bs, w // bs)
+
+
+def depth_to_space(x: np.ndarray, bs: int) -> np.ndarray:
+    """MIL ``depth_to_space`` on NCHW, the inverse of :func:`space_to_depth` (ONNX DepthToSpace mode DCR)."""
+    n, c, h, w = x.shape
+    y = x.reshape(n, bs, bs, c // (bs * bs), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return y.reshape(n, c // (bs * bs), h * bs, w * bs)
+
+
 def _erf(x: np.ndarray) -> np.ndarray:
     # Abramowitz & Stegun 7.1.26 in float64: |error| < 1.5e-7, about float32's resolution
     x64 = x.astype(np.float64)
@@ -544,6 +558,8 @@ KERNELS: Dict[str, Kernel] = {
     "identity": lambda i: i["x"],
     "reshape": lambda i: np.reshape(i["x"], _ints(i["shape"])),
     "transpose": lambda i: np.transpose(i["x"], _ints(i["perm"])),
+    "space_to_depth": lambda i: space_to_depth(i["x"], int(_scalar(i["block_size"]))),
+    "depth_to_space": lambda i: depth_to_space(i["x"], int(_scalar(i["block_size"]))),
     "expand_dims": _expand_dims,
     "squeeze": _squeeze,
     "concat": lambda i: np.concatenate(list(i["values"]), axis=int(_scalar(i["axis"]))),
