@@ -520,3 +520,34 @@ def test_space_to_depth_and_depth_to_space_match_onnxruntime(tmp_path):
                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
     with pytest.raises(UnsupportedModelError, match="mode=CRD"):
         edgekit.build(_model(crd), target="coreml", precision="fp32", output=tmp_path / "crd.edgepkg")
+
+
+def test_int8_layers_kept_out_leave_their_weights_float(tmp_path):
+    """A layer the recipe (or the mixed-precision search) keeps out of int8: its weights stay uncompressed
+    (ct.convert renames ops for fp16; the compression is told their new names) and the package computes
+    what the fp16 model does."""
+    import zipfile
+
+    gm = next(g for g in GOLDEN_MODELS if g.name == "conv_bn_relu")
+    shapes = {t.name: t.shape for t in gm.inputs}
+    rng = np.random.default_rng(0)
+
+    def feeds(n):
+        return [{k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()} for _ in range(n)]
+
+    def build(recipe, name):
+        out = edgekit.build(str(gm.path), target="coreml", precision="int8", calibration=feeds(24),
+                            validation=feeds(8), recipe=recipe, mixed_precision=False, allow_gate_failure=True,
+                            output=tmp_path / name)
+        with edgekit.load(out, runtime="coreml-reference") as m:
+            sqnr = m.manifest.verification.outputs[0].sqnr_db
+        unpacked = tmp_path / (name + ".d")
+        zipfile.ZipFile(out).extractall(unpacked)
+        prog = load_program(next(unpacked.rglob("*.mlpackage")))
+        return sqnr, sum(op.type == "constexpr_affine_dequantize" for op in prog.ops)
+
+    int8_db, int8_compressed = build({}, "int8.edgepkg")
+    types = sorted({n.op_type for n in onnx.load(str(gm.path)).graph.node})
+    kept_db, kept_compressed = build({"exclude_op_types": types}, "kept.edgepkg")
+    assert int8_compressed >= 1 and kept_compressed == 0
+    assert kept_db > int8_db + 10.0, (int8_db, kept_db)

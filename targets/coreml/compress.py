@@ -20,14 +20,16 @@ from .schemes import Compression
 WEIGHT_THRESHOLD = 2048
 
 
-def compress_weights(mlmodel: Any, scheme: Compression) -> Any:
-    """``mlmodel`` with its weights compressed per ``scheme`` (fp16/fp32: unchanged)."""
+def compress_weights(mlmodel: Any, scheme: Compression, skip_ops: Iterable[str] = ()) -> Any:
+    """``mlmodel`` with its weights compressed per ``scheme`` (fp16/fp32: unchanged); the weights the MIL
+    ops named in ``skip_ops`` read stay as they are (int8 schemes: the layers kept out of int8)."""
     import coremltools.optimize.coreml as cto
 
     if scheme in (Compression.W8, Compression.W8A8):
         op_cfg = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
                                              weight_threshold=WEIGHT_THRESHOLD)
-        return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_cfg))
+        return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(
+            global_config=op_cfg, op_name_configs={name: None for name in skip_ops}))
     bits = scheme.palette_bits
     if bits is not None:
         op_cfg = cto.OpPalettizerConfig(mode="kmeans", nbits=bits, granularity="per_tensor",

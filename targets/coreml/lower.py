@@ -17,7 +17,7 @@ model (:mod:`.compress`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
@@ -57,6 +57,7 @@ def lower(
     *,
     act_ranges: Optional[Mapping[str, Tuple[float, float]]] = None,
     flexible: Optional[Tuple[int, int]] = None,
+    float_nodes: Optional[Set[str]] = None,
 ) -> LoweredProgram:
     """The MIL program for ``model`` (canonical ONNX), targeting MIL ``opset`` (a ``ct.target``).
 
@@ -99,7 +100,8 @@ def lower(
                 reason = COVERAGE.not_lowered.get(node.op_type, "no Core ML lowering for this op")
                 raise node_error(node, reason + " (see `edgekit targets` for the coreml op table)")
             saved = {}
-            if node.op_type in W8A8_CONSUMERS and low.act_ranges:
+            # W8A8: the activations a weighted op reads are rounded to int8 — not for a node kept in float
+            if node.op_type in W8A8_CONSUMERS and low.act_ranges and node.name not in (float_nodes or ()):
                 for inp in node.inputs[:1] if node.op_type != "MatMul" else node.inputs[:2]:
                     v = low.values.get(inp)
                     if inp and not isinstance(v, np.ndarray) and inp in low.act_ranges:

@@ -13,7 +13,7 @@ import contextlib
 import importlib.util
 import io
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from edgekit.errors import CalibrationError, ModelError
 from edgekit.options import Option, OptionSchema
@@ -101,7 +101,15 @@ class CoreMLTarget(Target):
         if sizes:
             flex_name, default_shape, flexible = flexible_input(model, spec.preprocess)
             shapes = input_shapes(default_shape, flexible, sizes)
-        lowered = lower(model, target.ct_target(), act_ranges=ranges, flexible=flexible)
+        # layers kept out of int8 (a recipe's skip, the mixed-precision search's layers): float activations
+        # in and weights left uncompressed
+        recipe = spec.recipe
+        kept = {n.name for n in model.graph.node if n.name and recipe is not None and recipe.skips(n.name, n.op_type)} \
+            if scheme.precision is Precision.INT8 else set()
+        lowered = lower(model, target.ct_target(), act_ranges=ranges, flexible=flexible, float_nodes=kept)
+        # (ct.convert's fp16 pass renames an op X to X_cast_fp16; the weight compression sees the new name)
+        skip_ops = {name for mil, onnx_node in lowered.origins.items() if onnx_node in kept
+                    for name in (mil, mil + "_cast_fp16")}
         image, why_tensor = None, "image_input is off (build option)"
         if job.options["image_input"]:
             graph_inputs = [(i.name, [d.dim_value for d in i.type.tensor_type.shape.dim])
@@ -115,7 +123,7 @@ class CoreMLTarget(Target):
         else:
             inputs = None
         precision = ct.precision.FLOAT32 if scheme is Compression.FP32 else ct.precision.FLOAT16
-        mlmodel = _convert(ct, lowered.program, inputs, target, precision, scheme)
+        mlmodel = _convert(ct, lowered.program, inputs, target, precision, scheme, skip_ops)
         mlmodel.short_description = "built by edgekit"
         mlmodel.user_defined_metadata["edgekit.compression"] = scheme.value
         mlmodel.user_defined_metadata["edgekit.deployment_target"] = target.value
@@ -182,7 +190,7 @@ def _calibrate(model: Any, spec: BuildSpec, calibration: Any) -> Tuple[Dict[str,
 
 
 def _convert(ct: Any, program: Any, inputs: Optional[List[Any]], target: DeploymentTarget, precision: Any,
-             scheme: Compression) -> Any:
+             scheme: Compression, skip_ops: Set[str]) -> Any:
     """``ct.convert`` of the lowered program then the weight compression, coremltools' chatter silenced
     and its failures turned into one ModelError."""
     from .compress import compress_weights
@@ -192,7 +200,7 @@ def _convert(ct: Any, program: Any, inputs: Optional[List[Any]], target: Deploym
         try:
             mlmodel = ct.convert(program, convert_to="mlprogram", inputs=inputs,
                                  minimum_deployment_target=target.ct_target(), compute_precision=precision)
-            return compress_weights(mlmodel, scheme)
+            return compress_weights(mlmodel, scheme, skip_ops)
         except (ValueError, TypeError, RuntimeError, NotImplementedError) as err:
             raise ModelError(f"coremltools could not convert the lowered program ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}); report this with the model") from None
