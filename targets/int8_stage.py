@@ -8,8 +8,9 @@ and picks the fewest first ones that meet the floor on the twin
 (:mod:`edgekit.quantize.mixed`) and
 rebuilds through the target with those layers in the recipe's
 ``exclude_nodes`` — the node exclusion every target honours with its own
-mechanism (Q/DQ placement for onnxruntime, TensorRT and QNN, NNCF's ignored
-scope for OpenVINO, float ops in the TFLite and Core ML lowerings) — until the
+mechanism (Q/DQ placement for onnxruntime and TensorRT, 16-bit layers on the
+QNN HTP, NNCF's ignored scope for OpenVINO, float ops in the TFLite lowering,
+uncompressed weights and float inputs in Core ML) — until the
 target's own verification meets the gates or the float budget is spent.  The
 manifest's ``quantization.mixed_precision`` records the layers kept in float
 and why, the share of MACs left in int8, the attempts and the ranked table.
