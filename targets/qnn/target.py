@@ -177,7 +177,7 @@ def _skips_as_16_bit(recipe: Any, model: Any) -> Tuple[Any, List[str], Dict[str,
 
     from onnxruntime.quantization import QuantType
 
-    from edgekit.quantize.sensitivity import QUANTIZABLE
+    from edgekit.quantize.sensitivity import QUANTIZABLE, WEIGHTED
 
     from ..graph import ALWAYS_FLOAT_OPS
 
@@ -196,7 +196,7 @@ def _skips_as_16_bit(recipe: Any, model: Any) -> Tuple[Any, List[str], Dict[str,
             wide_tensors.update(o for o in nd.output if o)
     overrides = {t: [{"quant_type": QuantType.QUInt16}] for t in sorted(wide_tensors)}
     for nd in kept:
-        if nd.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(nd.input) > 1 and nd.input[1] in inits:
+        if nd.op_type in WEIGHTED and len(nd.input) > 1 and nd.input[1] in inits:
             overrides[nd.input[1]] = [{"quant_type": QuantType.QInt16, "symmetric": True}]
     plain = replace(recipe, exclude_nodes=(), exclude_op_types=(),
                     global_config=replace(recipe.global_config, skip=False),

@@ -138,6 +138,11 @@ class _Int8Pass:
     def name(self, op: Operator) -> str:
         return self.names.get(op.opcode, str(op.opcode))
 
+    def stays_float(self, op: Operator, float_nodes: Set[str]) -> bool:
+        """Whether ``op`` runs in float whatever its neighbours do: its ONNX node is one of ``float_nodes``
+        (skipped, decode tail, always float), or it has no int8 kernel."""
+        return op.node in float_nodes or self.name(op) not in INT8_KERNELS or op.role is QuantRole.FLOAT
+
 
 def quantize_int8(graph: Subgraph, ranges: Mapping[int, Range], *, io_dtype: str = "float32",
                   skip_nodes: Set[str] = frozenset(), per_tensor_nodes: Set[str] = frozenset(),
@@ -246,14 +251,10 @@ def _float_input_ends(st: _Int8Pass, inputs: Set[int], skipped: Set[str]) -> Set
     g = st.g
     users = g.consumers()
 
-    def float_op(k: int) -> bool:
-        op = g.operators[k]
-        return op.node in skipped or st.name(op) not in INT8_KERNELS or op.role is QuantRole.FLOAT
-
     def ends_float(t: int, seen: Set[int]) -> bool:
         for k in users.get(t, []):
             op = g.operators[k]
-            if k in seen or float_op(k):
+            if k in seen or st.stays_float(op, skipped):
                 continue
             if st.name(op) not in FOLLOW_PRODUCERS:
                 return False
@@ -271,6 +272,7 @@ def _decide_params(st: _Int8Pass, skip_nodes: Set[str], symmetric_nodes: Set[str
     operators that run in float (and records why in the report).  ``float_inputs``: the tensors the
     ops read for the model's float inputs (their producers are float)."""
     g, params, own = st.g, st.params, st.own
+    float_nodes = skip_nodes | tail_nodes | always_float_nodes
     float_ops: Set[int] = set()
     producer: Dict[int, int] = {}
     for k, op in enumerate(g.operators):
@@ -279,8 +281,7 @@ def _decide_params(st: _Int8Pass, skip_nodes: Set[str], symmetric_nodes: Set[str
         acts_out = [o for o in op.outputs if st.is_act(o)]
         if op.role is QuantRole.INDEX:
             continue
-        stay_float = (op.node in skip_nodes or op.node in tail_nodes or op.node in always_float_nodes
-                      or name not in INT8_KERNELS or op.role is QuantRole.FLOAT)
+        stay_float = st.stays_float(op, float_nodes)
         follows = (name in FOLLOW_PRODUCERS and bool(acts_in)
                    and all(producer.get(i) in float_ops or i in float_inputs for i in acts_in))
         for o in op.outputs:
