@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -96,30 +96,89 @@ def _scorer(checked: Any, canon: Any) -> _sens.ScoreFn:
     return score
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What the twin search settled on before any real build of the mix."""
+
+    #: every layer, in the order the search keeps them in float
+    order: List[_mixed.Choice]
+    #: the fewest first layers of ``order`` that reach the target on the twin (the bisection)
+    k: int
+    #: layers of that prefix the prune pass returned to int8 (the twin still reached the target)
+    returned: List[str]
+    #: (float layers, twin SQNR) of every mix the bisection measured
+    tried: Dict[int, float]
+    #: the prune pass's trials: (layer, its MACs, the twin's SQNR without it in float, returned or not)
+    prune_trials: List[Tuple[str, int, float, bool]]
+    #: the twin's SQNR of any float set (cached)
+    twin_db: Callable[[Sequence[str]], float]
+    #: the pruned set checked on every held-out feed: how many, and the twin's SQNR (None: not needed)
+    confirmation: Optional[Dict[str, Any]] = None
+
+    @property
+    def ranked(self) -> List[str]:
+        return [c.name for c in self.order]
+
+    def keep(self, k: int, pruned: bool) -> Tuple[str, ...]:
+        out = set(self.returned) if pruned else set()
+        return tuple(n for n in self.ranked[:k] if n not in out)
+
+
 def plan(twin: _sens.Twin, report: _sens.SensitivityReport, feeds: Sequence[Mapping[str, np.ndarray]],
-         score: _sens.ScoreFn, target_db: float,
-         config: _mixed.MixedPrecisionConfig) -> Tuple[List[_mixed.Choice], int, Dict[int, float], Any]:
-    """The order layers go float in, the fewest first ones that reach ``target_db`` on the twin, every
-    (count → twin SQNR) measured, and the (cached) measurement itself for later re-aims."""
+         score: _sens.ScoreFn, target_db: float, config: _mixed.MixedPrecisionConfig,
+         confirm_feeds: Sequence[Mapping[str, np.ndarray]] = ()) -> Plan:
+    """The order layers go float in, the fewest first ones that reach ``target_db`` on the twin, less the heavy
+    ones the prune pass finds the twin does not need (:func:`edgekit.quantize.mixed.prune`).
+
+    The prune's trials run on the sweep's few ``feeds``; its result must then hold on every one of
+    ``confirm_feeds`` (the gate's held-out set) or it is dropped: a layer whose int8 range clips on one
+    held-out input the few do not show looks free on them (measured: a text-line classifier's pruned mix
+    read 26.3 dB on 16 feeds and 21.3 dB in the real build on all of them)."""
     # kept in float in order of benefit per cost, not of damage: a damaging layer that is cheap (few MACs,
     # next to float neighbours) goes before a heavy one whose float kernel would eat int8's speed
     order = _mixed.benefit_order([(x.name, x.macs) for x in twin.layers], report.point_db, report.layer_points,
                                  report.all_int8_db, report.point_size)
     ranked = [c.name for c in order]
     names = [x.name for x in twin.layers]
+    macs = {x.name: x.macs for x in twin.layers}
     ref = twin.run_all(feeds, ())
+    cache: Dict[frozenset, float] = {}
+
+    def twin_db(keep: Sequence[str]) -> float:
+        key = frozenset(keep)
+        if key not in cache:
+            cache[key] = score(ref, twin.run_all(feeds, [n for n in names if n not in key]))
+        return cache[key]
 
     tried: Dict[int, float] = {}
 
-    def twin_db(k: int) -> float:
-        if k not in tried:
-            keep = set(ranked[:k])
-            tried[k] = score(ref, twin.run_all(feeds, [n for n in names if n not in keep]))
+    def prefix_db(k: int) -> float:
+        tried[k] = twin_db(ranked[:k])
         return tried[k]
 
-    budget = config.budget_in(ranked, {x.name: x.macs for x in twin.layers})
-    k, _, _ = _mixed.bisect_count(twin_db, target_db, budget)
-    return order, k, tried, twin_db
+    budget = config.budget_in(ranked, macs)
+    k, reached, _ = _mixed.bisect_count(prefix_db, target_db, budget)
+    trials: List[Tuple[str, int, float, bool]] = []
+    returned: List[str] = []
+    confirmation: Optional[Dict[str, Any]] = None
+    if k > 0 and reached >= target_db and config.prune_evals > 0:
+        last: List[float] = []
+
+        def holds(keep: Sequence[str]) -> bool:
+            last.append(twin_db(keep))
+            return last[-1] >= target_db
+
+        left, tested = _mixed.prune(ranked[:k], macs, holds, config.prune_evals)
+        trials = [(n, macs[n], db, ok) for (n, ok), db in zip(tested, last)]
+        returned = [n for n, ok in tested if ok]
+        confirmed = None
+        if returned and len(confirm_feeds) > len(feeds):
+            full_ref = twin.run_all(confirm_feeds, ())
+            confirmed = score(full_ref, twin.run_all(confirm_feeds, [n for n in names if n not in set(left)]))
+            if confirmed < target_db:
+                returned = []
+        confirmation = {"feeds": len(confirm_feeds), "twin_sqnr_db": None if confirmed is None else round(confirmed, 2)}
+    return Plan(order, k, returned, tried, trials, twin_db, confirmation)
 
 
 def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, verified: Any,
@@ -146,15 +205,17 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     floor, default_floor = gates["min_sqnr_db"], sources["min_sqnr_db"] != "user"
     # the twin's search runs on the samples the sweep kept (its MAC bound cut them evenly): bounded the same way
     feeds = _evenly(feeds, report.samples)
-    order, k, tried, _ = plan(twin, report, feeds, score, floor + config.margin_db, config)
-    ranked = [c.name for c in order]
+    target = floor + config.margin_db
+    pl = plan(twin, report, feeds, score, target, config, confirm_feeds=judge.feeds)
+    order, ranked, tried = pl.order, pl.ranked, pl.tried
     budget = config.budget_in(ranked, {x.name: x.macs for x in twin.layers})
     first = _mixed.Attempt(0, float(verified.parity.weakest.sqnr_db), report.all_int8_db, False)
     attempts: List[_mixed.Attempt] = [first]
-    best: Tuple[float, Any, Any, int] = (first.sqnr_db, built, verified, 0)
-    k = max(1, k)
+    kept_by_attempt: List[Tuple[str, ...]] = [()]
+    best: Tuple[float, Any, Any, Tuple[str, ...]] = (first.sqnr_db, built, verified, ())
+    k, pruned = max(1, pl.k), bool(pl.returned)
     for i in range(config.max_builds):
-        keep = tuple(ranked[:k])
+        keep = pl.keep(k, pruned)
         spec = dataclasses.replace(data.spec, recipe=dataclasses.replace(
             recipe, exclude_nodes=tuple(recipe.exclude_nodes) + tuple(x for x in keep if x not in recipe.exclude_nodes)))
         data_k = dataclasses.replace(data, spec=spec)
@@ -167,38 +228,48 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
             v = stages.verify(req, src, canon, checked, data_k, b, wd)
         ok = gates_hold(req, v)
         real = float(v.parity.weakest.sqnr_db)
-        attempts.append(_mixed.Attempt(k, real, tried.get(k), ok))
+        attempts.append(_mixed.Attempt(len(keep), real, pl.twin_db(keep) if pruned else tried.get(k), ok))
+        kept_by_attempt.append(keep)
         if real > best[0] or ok:
-            best = (real, b, v, k)
-        if ok or k >= budget:
+            best = (real, b, v, keep)
+        if ok or (k >= budget and not pruned):
             break
-        # the fewest further layers whose modelled gain covers what the real build fell short
-        k = _mixed.next_after_miss(order, k, real, floor, budget)
+        if pruned:  # the twin's prune did not carry over to the target: the whole prefix first
+            pruned = False
+        else:  # the fewest further layers whose modelled gain covers what the real build fell short
+            k = _mixed.next_after_miss(order, k, real, floor, budget)
     passed = attempts[-1].passed
+    closest = kept_by_attempt[max(range(len(attempts)), key=lambda j: attempts[j].sqnr_db)]
     if not passed and not req.allow_gate_failure:
-        raise GateError(_mixed.failure_message(floor, attempts, ranked, budget, len(ranked),
+        raise GateError(_mixed.failure_message(floor, attempts, closest, budget, len(ranked),
                                                   default_floor=default_floor))
-    _, b, v, k_best = best
+    _, b, v, kept = best
     by = {x.name: x for x in report.layers}
-    kept = ranked[:k_best]
+    kept_set = set(kept)
     record = {
         "floor_db": floor,
         "float_precision": "fp32",
         "selection": "benefit per cost: share of the int8 output noise removed per float MAC, "
-                     "int8/float boundaries counted",
+                     "int8/float boundaries counted; then the heaviest float layers the twin does not need "
+                     "returned to int8",
         "kept_float": [{"layer": c.name, "op_type": by[c.name].op_type, "macs": by[c.name].macs,
                         "reason": _reason(i, len(ranked), c, by[c.name])}
-                       for i, c in enumerate(order[:k_best])],
+                       for i, c in enumerate(order) if c.name in kept_set],
         "float_layers": len(kept),
         "quantizable_layers": len(ranked),
         "int8_mac_share": _mixed.int8_mac_share({x.name: x.macs for x in report.layers}, kept),
         "attempts": [a.to_json() for a in attempts],
         "twin_search": [{"float_layers": kk, "twin_sqnr_db": round(db, 2)} for kk, db in sorted(tried.items())],
+        "prune": {"target_db": round(target, 2), "prefix_float_layers": pl.k,
+                  "returned_to_int8": [n for n in pl.returned if n not in kept_set],
+                  "confirmation": pl.confirmation,
+                  "trials": [{"layer": n, "macs": m, "twin_sqnr_db": round(db, 2), "returned": ok}
+                             for n, m, db, ok in pl.prune_trials]},
         "passed": passed,
         "sensitivity": report.to_json(),
     }
     if not passed:
-        warnings.warn(_mixed.failure_message(floor, attempts, ranked, budget, len(ranked),
+        warnings.warn(_mixed.failure_message(floor, attempts, closest, budget, len(ranked),
                                                   default_floor=default_floor), stacklevel=2)
     art = b.artifact
     art = dataclasses.replace(art, quantization={**(art.quantization or {}), "mixed_precision": record})

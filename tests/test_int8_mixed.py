@@ -262,6 +262,27 @@ def test_benefit_order_takes_damage_per_float_mac_and_keeps_float_regions_contig
     assert M.point_noise({"a": 30.0, "b": 30.0}, ["a", "b"], 20.0)["a"] == pytest.approx(5e-3)  # all measured: scaled
 
 
+def test_prune_returns_the_heaviest_float_layers_the_twin_does_not_need_within_its_evaluations():
+    macs = {"a": 100, "b": 50, "c": 10, "relu": 0, "d": 80}
+    # the twin holds while neither "d" nor "c" is back in int8 (they carry the noise); "a" and "b" are free
+    asked = []
+
+    def holds(keep):
+        asked.append(tuple(keep))
+        return {"d", "c"} <= set(keep)
+
+    left, trials = M.prune(["a", "relu", "b", "c", "d"], macs, holds, max_evals=10)
+    assert [n for n, _ in trials] == ["a", "d", "b", "c"]  # heaviest first; an op without MACs is not tried
+    assert trials == [("a", True), ("d", False), ("b", True), ("c", False)]
+    assert left == ["relu", "c", "d"]  # order kept; each trial starts from what the earlier ones left
+    assert asked[2] == ("relu", "c", "d")
+    left, trials = M.prune(["a", "b", "c", "d"], macs, holds, max_evals=1)
+    assert trials == [("a", True)] and left == ["b", "c", "d"]
+    assert M.prune(["a"], macs, holds, max_evals=0) == (["a"], [])
+    with pytest.raises(ConfigError, match="prune_evals"):
+        M.MixedPrecisionConfig(prune_evals=-1)
+
+
 def test_mixed_config_is_validated():
     assert M.MixedPrecisionConfig.parse(None).enabled and not M.MixedPrecisionConfig.parse(False).enabled
     assert M.MixedPrecisionConfig.parse({"max_float_share": 0.25}).budget(10) == 3
@@ -304,7 +325,15 @@ def test_missed_floor_keeps_the_most_sensitive_layers_in_float_until_it_holds(tm
     kept = [x["layer"] for x in mp["kept_float"]]
     assert set(kept) <= set(q["recipe"]["exclude_nodes"]) and set(kept) <= set(q["excluded_nodes"])
     # taken in the benefit-per-cost order, each with what it frees and costs
-    assert [x["reason"].split(" of ")[0] for x in mp["kept_float"]] == [f"pick {i + 1}" for i in range(len(kept))]
+    picks = [int(x["reason"].split(" of ")[0].split()[-1]) for x in mp["kept_float"]]
+    assert picks == sorted(set(picks)) and picks[0] >= 1
+    # the prune pass: what it tried, heaviest first, within its evaluations; what it returned is int8 now
+    pr = mp["prune"]
+    assert len(pr["trials"]) <= M.MixedPrecisionConfig().prune_evals
+    assert [t["macs"] for t in pr["trials"]] == sorted((t["macs"] for t in pr["trials"]), reverse=True)
+    assert all((t["twin_sqnr_db"] >= pr["target_db"] - 0.01) == t["returned"] for t in pr["trials"])
+    assert not set(pr["returned_to_int8"]) & set(kept)
+    assert len(kept) + len(pr["returned_to_int8"]) == pr["prefix_float_layers"] or not mp["attempts"][1]["passed"]
     assert all("benefit per cost" in x["reason"] and "MAC-equivalents" in x["reason"] for x in mp["kept_float"])
     assert mp["selection"].startswith("benefit per cost")
     assert mp["sensitivity"]["points_measured"] >= len(kept)
