@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from edgekit.errors import CalibrationError, ConfigError, UnsupportedModelError
 
@@ -37,6 +37,7 @@ from ..ort_tools import ort_method, plan_recipe, qdq_counts, quant_type, quiet_q
 from ..toolchain import first_line
 from .compile import FP32_MODEL, QDQ_MODEL, compile_htp, htp_shaped_fp32
 from .config import BUILD_OPTIONS, htp_config
+from .magnitude import Magnitude, fuse_magnitudes
 from .ops import HTP_MIN_FP16_ARCH, OP_TABLE, dtype_findings
 from .snpe import write_snpe_qairt
 
@@ -94,7 +95,8 @@ class QnnTarget(Target):
         compile_src = fp32_path
         if precision is Precision.INT8:
             compile_src = workdir / QDQ_MODEL
-            quantization = _quantize(fp32_path, compile_src, spec, calibration)
+            magnitudes = _fuse_magnitudes(fp32_path, details)
+            quantization = _quantize(fp32_path, compile_src, spec, calibration, magnitudes)
 
         placement, binaries, sdk = compile_htp(ort, qnn, compile_src, workdir / ENTRY, cfg, precision)
         details.update(placement=placement, context_binary=f"model/{binaries[0]}",
@@ -164,7 +166,20 @@ def _report_cpu_nodes(placement: Dict[str, Any], require_npu: bool) -> None:
     )
 
 
-def _skips_as_16_bit(recipe: Any, model: Any) -> Tuple[Any, List[str], Dict[str, List[Dict[str, Any]]]]:
+def _fuse_magnitudes(path: Path, details: Dict[str, Any]) -> List[Magnitude]:
+    """int8 only: STFT magnitudes as one ReduceL2 each (:mod:`.magnitude`), in ``model_fp32.onnx`` itself."""
+    import onnx
+
+    model = onnx.load(str(path))
+    done = fuse_magnitudes(model)
+    if done:
+        onnx.save(model, str(path))
+        details["magnitudes_fused"] = [m.to_json() for m in done]
+    return done
+
+
+def _skips_as_16_bit(recipe: Any, model: Any,
+                     magnitudes: Sequence[Magnitude] = ()) -> Tuple[Any, List[str], Dict[str, List[Dict[str, Any]]]]:
     """The recipe without its float nodes (``exclude_nodes``, ``exclude_op_types``, ``skip``; the
     mixed-precision search adds its layers to ``exclude_nodes``), the names of those nodes, and the
     tensor overrides that give every activation they read or write 16 bits instead.
@@ -182,9 +197,11 @@ def _skips_as_16_bit(recipe: Any, model: Any) -> Tuple[Any, List[str], Dict[str,
     from ..graph import ALWAYS_FLOAT_OPS
 
     inits = {t.name for t in model.graph.initializer}
+    # a fused magnitude's stack is part of its ReduceL2, which every target keeps float
+    stacked = {n for m in magnitudes for n in m.added}
     # what the other targets keep float, recurrent state and STFT magnitudes included, gets 16 bits here
     kept = [nd for nd in model.graph.node
-            if nd.op_type in ALWAYS_FLOAT_OPS or (nd.name and recipe.skips(nd.name, nd.op_type))]
+            if nd.op_type in ALWAYS_FLOAT_OPS or nd.name in stacked or (nd.name and recipe.skips(nd.name, nd.op_type))]
     if not kept:
         return recipe, [], {}
     wide_tensors = {t for nd in kept for t in list(nd.input) + list(nd.output) if t and t not in inits}
@@ -197,12 +214,39 @@ def _skips_as_16_bit(recipe: Any, model: Any) -> Tuple[Any, List[str], Dict[str,
     overrides = {t: [{"quant_type": QuantType.QUInt16}] for t in sorted(wide_tensors)}
     for nd in kept:
         if nd.op_type in WEIGHTED and len(nd.input) > 1 and nd.input[1] in inits:
-            overrides[nd.input[1]] = [{"quant_type": QuantType.QInt16, "symmetric": True}]
+            w16: Dict[str, Any] = {"quant_type": QuantType.QInt16, "symmetric": True}
+            axis = _CHANNEL_AXIS.get(nd.op_type)
+            # per channel as the int8 weights were: per-tensor int16 weights of Silero's encoder (channels
+            # 140x apart) left its convolutions at 25-40 dB on the HTP, per channel at 42-57 dB
+            if recipe.global_config.per_channel and axis is not None and _group(nd) == 1:
+                w16["axis"] = axis
+            overrides[nd.input[1]] = [w16]
+        elif nd.op_type in _RECURRENT_PARAMETERS:
+            # the quantizer gives a recurrent cell's W, R and B 8 bits per tensor like activations: 16 here
+            # (Silero's LSTM on the HTP: hn 24.5 -> 28.7 dB)
+            for i in _RECURRENT_PARAMETERS[nd.op_type]:
+                if i < len(nd.input) and nd.input[i] in inits:
+                    overrides[nd.input[i]] = [{"quant_type": QuantType.QInt16, "symmetric": True}]
     plain = replace(recipe, exclude_nodes=(), exclude_op_types=(),
                     global_config=replace(recipe.global_config, skip=False),
                     op_types={k: replace(c, skip=False) for k, c in recipe.op_types.items()},
                     nodes={k: replace(c, skip=False) for k, c in recipe.nodes.items()})
     return plain, sorted(nd.name for nd in kept), overrides
+
+
+#: the output-channel axis of a weight, for per-channel 16-bit weights (Conv [O, I, k...], ConvTranspose [I, O, k...])
+_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1}
+
+
+def _group(node: Any) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+
+
+#: a recurrent cell's parameter inputs: W, R, B
+_RECURRENT_PARAMETERS = {"LSTM": (1, 2, 3), "GRU": (1, 2, 3), "RNN": (1, 2, 3)}
+
+#: a recurrent cell's state inputs and the outputs that carry the state on: initial_h -> Y_h, initial_c -> Y_c
+_STATE_PAIRS = {"LSTM": ((5, 1), (6, 2)), "GRU": ((5, 1),), "RNN": ((5, 1),)}
 
 
 #: a 16-bit tensor's range is its calibrated one widened by this share of its width on each side: a
@@ -222,6 +266,13 @@ def _wide_ranges(model: Any, overrides: Dict[str, List[Dict[str, Any]]], used: A
     bounded = {o for nd in model.graph.node if nd.op_type in _BOUNDED_OUTPUT_OPS for o in nd.output}
     found = ranges(model, [dict(f) for f in used.feeds],
                    names=sorted(t for t in overrides if t in floats and t not in bounded))
+    # a state input is calibrated on the initial state (zeros: a range of 0), but a stream feeds the cell's
+    # state outputs back into it: it takes the range of the state it is fed, or every carried state is clipped
+    for nd in model.graph.node:
+        for i, o in _STATE_PAIRS.get(nd.op_type, ()):
+            if i < len(nd.input) and o < len(nd.output) and nd.input[i] in found and nd.output[o] in found:
+                (lo_i, hi_i), (lo_o, hi_o) = found[nd.input[i]], found[nd.output[o]]
+                found[nd.input[i]] = (min(lo_i, lo_o), max(hi_i, hi_o))
     out = {k: [dict(v[0])] for k, v in overrides.items()}
     for tensor, (lo, hi) in found.items():
         pad = WIDE_HEADROOM * (hi - lo)
@@ -234,7 +285,8 @@ _BOUNDED_OUTPUT_OPS = frozenset({"Sigmoid", "HardSigmoid", "Softmax", "Tanh", "L
                                  "HardSwish"})
 
 
-def _quantize(src: Path, out: Path, spec: BuildSpec, calibration: Optional["CalibrationSet"]) -> Dict[str, Any]:
+def _quantize(src: Path, out: Path, spec: BuildSpec, calibration: Optional["CalibrationSet"],
+              magnitudes: Sequence[Magnitude] = ()) -> Dict[str, Any]:
     """HTP Q/DQ (onnxruntime's QNN configuration) that follows the recipe node by node."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize
@@ -244,7 +296,7 @@ def _quantize(src: Path, out: Path, spec: BuildSpec, calibration: Optional["Cali
     from edgekit.quantize.recipe import CalibrationMethod, QuantDtype
 
     fp32 = onnx.load(str(src), load_external_data=False)
-    recipe, widened, wide_tensors = _skips_as_16_bit(spec.recipe, fp32)
+    recipe, widened, wide_tensors = _skips_as_16_bit(spec.recipe, fp32, magnitudes)
     used, n = CalibrationSet.required(calibration, recipe.num_samples)
     g = recipe.global_config
     # HTP takes unsigned activations; the detector tail gets 16 bits so boxes and scores both resolve
