@@ -21,6 +21,9 @@ class OnnxRuntimeRunner(OrtSessionRunner):
         Option("execution_providers", list, ["CPUExecutionProvider"],
                "onnxruntime execution providers in preference order"),
         GRAPH_LEVEL,
+        Option("disabled_optimizers", list, [],
+               "onnxruntime graph optimizers not to run, by name (an int8 package names the ones that would "
+               "undo its Q/DQ placement)"),
     ])
 
     def __init__(self, root: Path, manifest: Manifest, **options: Any) -> None:
@@ -35,4 +38,7 @@ class OnnxRuntimeRunner(OrtSessionRunner):
                 f"available: {available}"
             )
         so = session_options(ort, self.options, manifest.precision)
+        disabled = [str(name) for name in self.options["disabled_optimizers"] or []]
+        if disabled:  # the session config entry onnxruntime reads the list from (names joined by ";")
+            so.add_session_config_entry("optimization.disable_specified_optimizers", ";".join(disabled))
         self._start(ort.InferenceSession(str(self.root / manifest.entry), sess_options=so, providers=providers))

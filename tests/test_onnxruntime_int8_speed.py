@@ -1,0 +1,127 @@
+"""onnxruntime int8 packages run the Q/DQ placement they were built and verified with.
+
+No timings: the test counts what onnxruntime's optimizer leaves in the graph it executes.  The model is
+the shape that made MTCNN O-Net's int8 package slower than ``quantize_static``'s default — a float first
+convolution (kept out of int8, as mixed precision keeps it), PRelu with negative slopes (onnxruntime has no
+int8 PRelu), a MaxPool, then an int8 convolution.  With onnxruntime's QDQ propagation the QuantizeLinear
+the int8 convolution needs moves above the MaxPool, which then runs as a uint8 pool in NCHW layout
+(onnxruntime's generic loop: 404 of 937 µs on O-Net); the package turns that transformer off.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import edgekit  # noqa: E402
+from edgekit.targets.onnxruntime import INT8_DISABLED_OPTIMIZERS  # noqa: E402
+from edgekit.targets.pipeline import build_package  # noqa: E402
+
+CONFIG_KEY = "optimization.disable_specified_optimizers"
+SHAPE = (1, 3, 48, 48)
+
+
+def _model(path: Path) -> Path:
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array((0.3 * rng.standard_normal((16, 3, 3, 3))).astype(np.float32), "w_a"),
+        numpy_helper.from_array((0.1 * rng.standard_normal(16)).astype(np.float32), "b_a"),
+        # negative slopes, as MTCNN's: the activation does not commute with the pool
+        numpy_helper.from_array(rng.uniform(-0.4, 0.6, (16, 1, 1)).astype(np.float32), "slope"),
+        numpy_helper.from_array((0.1 * rng.standard_normal((16, 16, 3, 3))).astype(np.float32), "w_b"),
+        numpy_helper.from_array((0.1 * rng.standard_normal(16)).astype(np.float32), "b_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w_a", "b_a"], ["a"], name="conv_a"),
+        helper.make_node("PRelu", ["a", "slope"], ["p"], name="prelu_a"),
+        helper.make_node("MaxPool", ["p"], ["m"], name="pool_a", kernel_shape=[3, 3], strides=[2, 2]),
+        helper.make_node("Conv", ["m", "w_b", "b_b"], ["y"], name="conv_b"),
+    ]
+    graph = helper.make_graph(nodes, "float_stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 16, 20, 20))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _feeds(n: int, seed: int = 0) -> List[Dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal(SHAPE).astype(np.float32)} for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: Any) -> Any:
+    tmp = tmp_path_factory.mktemp("ort_int8_speed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_package(_model(tmp / "float_stem.onnx"), target="onnxruntime", precision="int8",
+                             calibration=_feeds(16), recipe={"exclude_nodes": ["conv_a"]}, mixed_precision=False,
+                             allow_gate_failure=True, output=tmp / "int8.edgepkg")
+
+
+def _optimized(model_path: Path, out: Path, disabled: str) -> Any:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(out)
+    if disabled:
+        so.add_session_config_entry(CONFIG_KEY, disabled)
+    ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    return onnx.load(str(out))
+
+
+def _pool_reads(model: Any) -> str:
+    """The op type that produces the (one) MaxPool's input in an optimized graph."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    pools = [n for n in model.graph.node if n.op_type == "MaxPool"]
+    assert len(pools) == 1, [n.op_type for n in model.graph.node]
+    return producer[pools[0].input[0]].op_type
+
+
+def test_int8_package_records_and_applies_the_disabled_q_propagation(package):
+    opts = package.package.target_info.runtime_options
+    assert opts["disabled_optimizers"] == list(INT8_DISABLED_OPTIMIZERS) == ["QDQPropagationTransformer"]
+    with edgekit.load(package.path, require_signature=False) as m:
+        entry = m.runner.session.get_session_options().get_session_config_entry(CONFIG_KEY)
+    assert entry == "QDQPropagationTransformer"
+
+
+def test_float_stem_pool_stays_float_and_outputs_do_not_change(package, tmp_path):
+    import zipfile
+
+    zipfile.ZipFile(package.path).extractall(tmp_path / "pkg")
+    model_path = tmp_path / "pkg" / "model" / "model.onnx"
+    built = onnx.load(str(model_path))
+    assert not any(n.op_type == "QuantizeLinear" and n.output[0] in {i for m in built.graph.node
+                                                                      if m.name == "pool_a" for i in m.input}
+                   for n in built.graph.node), "the build itself must not round the float stem's pool input"
+    # onnxruntime's default: the QuantizeLinear conv_b needs is moved above the pool (a uint8 NCHW pool)
+    assert _pool_reads(_optimized(model_path, tmp_path / "default.onnx", "")) == "QuantizeLinear"
+    # as the package runs: the pool reads the float PRelu (NCHWc-reordered where MLAS has the blocked layout),
+    # the rounding stays after it
+    kept = _optimized(model_path, tmp_path / "kept.onnx", ";".join(INT8_DISABLED_OPTIMIZERS))
+    assert _pool_reads(kept) in ("PRelu", "ReorderInput")
+    assert sum(n.op_type == "QLinearConv" for n in kept.graph.node) == 1  # conv_b is still int8
+    feed = _feeds(1, seed=7)[0]
+    outs = []
+    for disabled in ("", ";".join(INT8_DISABLED_OPTIMIZERS)):
+        so = ort.SessionOptions()
+        if disabled:
+            so.add_session_config_entry(CONFIG_KEY, disabled)
+        outs.append(ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"]).run(None, feed)[0])
+    np.testing.assert_array_equal(outs[0], outs[1])  # the pool commutes with the rounding: same numbers
+
+
+def test_fp32_package_keeps_every_optimizer(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = build_package(_model(tmp_path / "m.onnx"), target="onnxruntime", precision="fp32",
+                            output=tmp_path / "fp32.edgepkg")
+    assert "disabled_optimizers" not in res.package.target_info.runtime_options
