@@ -25,6 +25,7 @@ Build (every step through onnxruntime and onnxruntime-qnn, no Qualcomm SDK):
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
@@ -37,7 +38,8 @@ from ..ort_tools import ort_method, plan_recipe, qdq_counts, quant_type, quiet_q
 from ..toolchain import first_line
 from .compile import FP32_MODEL, QDQ_MODEL, compile_htp, htp_shaped_fp32
 from .config import BUILD_OPTIONS, htp_config
-from .magnitude import Magnitude, fuse_magnitudes
+from .magnitude import fuse_magnitudes
+from .recurrence import unroll_lstms
 from .ops import HTP_MIN_FP16_ARCH, OP_TABLE, dtype_findings
 from .snpe import write_snpe_qairt
 
@@ -95,8 +97,7 @@ class QnnTarget(Target):
         compile_src = fp32_path
         if precision is Precision.INT8:
             compile_src = workdir / QDQ_MODEL
-            magnitudes = _fuse_magnitudes(fp32_path, details)
-            quantization = _quantize(fp32_path, compile_src, spec, calibration, magnitudes)
+            quantization = _quantize(fp32_path, compile_src, spec, calibration, _htp_int8_rewrites(fp32_path, details))
 
         placement, binaries, sdk = compile_htp(ort, qnn, compile_src, workdir / ENTRY, cfg, precision)
         details.update(placement=placement, context_binary=f"model/{binaries[0]}",
@@ -166,20 +167,35 @@ def _report_cpu_nodes(placement: Dict[str, Any], require_npu: bool) -> None:
     )
 
 
-def _fuse_magnitudes(path: Path, details: Dict[str, Any]) -> List[Magnitude]:
-    """int8 only: STFT magnitudes as one ReduceL2 each (:mod:`.magnitude`), in ``model_fp32.onnx`` itself."""
+@dataclass(frozen=True)
+class HtpRewrites:
+    """What the int8 rewrites of the fp32 graph added: nodes that stand for ops every target keeps float
+    (so they are 16-bit here) and the groups of tensors that share one range (an unrolled LSTM's steps)."""
+
+    kept_nodes: frozenset = frozenset()
+    tied: Tuple[Tuple[str, ...], ...] = ()
+
+
+def _htp_int8_rewrites(path: Path, details: Dict[str, Any]) -> HtpRewrites:
+    """int8 only, in ``model_fp32.onnx`` itself: STFT magnitudes as one ReduceL2 each (:mod:`.magnitude`),
+    plain LSTMs unrolled into per-step ops (:mod:`.recurrence`).  Both exact in fp32."""
     import onnx
 
     model = onnx.load(str(path))
-    done = fuse_magnitudes(model)
-    if done:
+    magnitudes = fuse_magnitudes(model)
+    unrolled, left = unroll_lstms(model)
+    if magnitudes or unrolled:
         onnx.save(model, str(path))
-        details["magnitudes_fused"] = [m.to_json() for m in done]
-    return done
+    if magnitudes:
+        details["magnitudes_fused"] = [m.to_json() for m in magnitudes]
+    if unrolled or left:
+        details["lstm_unrolled"] = {"unrolled": [u.to_json() for u in unrolled], "left_as_one_op": left}
+    return HtpRewrites(kept_nodes=frozenset(n for r in (*magnitudes, *unrolled) for n in r.added),
+                       tied=tuple(group for u in unrolled for group in u.tied))
 
 
 def _skips_as_16_bit(recipe: Any, model: Any,
-                     magnitudes: Sequence[Magnitude] = ()) -> Tuple[Any, List[str], Dict[str, List[Dict[str, Any]]]]:
+                     rewrites: HtpRewrites = HtpRewrites()) -> Tuple[Any, List[str], Dict[str, List[Dict[str, Any]]]]:
     """The recipe without its float nodes (``exclude_nodes``, ``exclude_op_types``, ``skip``; the
     mixed-precision search adds its layers to ``exclude_nodes``), the names of those nodes, and the
     tensor overrides that give every activation they read or write 16 bits instead.
@@ -190,6 +206,7 @@ def _skips_as_16_bit(recipe: Any, model: Any,
     (A16W8, the HTP's own higher-precision mode) are what keeping a layer out of int8 means here."""
     from dataclasses import replace
 
+    import onnx
     from onnxruntime.quantization import QuantType
 
     from edgekit.quantize.sensitivity import QUANTIZABLE, WEIGHTED
@@ -197,11 +214,11 @@ def _skips_as_16_bit(recipe: Any, model: Any,
     from ..graph import ALWAYS_FLOAT_OPS
 
     inits = {t.name for t in model.graph.initializer}
-    # a fused magnitude's stack is part of its ReduceL2, which every target keeps float
-    stacked = {n for m in magnitudes for n in m.added}
-    # what the other targets keep float, recurrent state and STFT magnitudes included, gets 16 bits here
-    kept = [nd for nd in model.graph.node
-            if nd.op_type in ALWAYS_FLOAT_OPS or nd.name in stacked or (nd.name and recipe.skips(nd.name, nd.op_type))]
+    float_inits = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    # what the other targets keep float, recurrent state and STFT magnitudes included (also once rewritten for
+    # the HTP: a magnitude's stack, an unrolled LSTM's steps), gets 16 bits here
+    kept = [nd for nd in model.graph.node if nd.op_type in ALWAYS_FLOAT_OPS or nd.name in rewrites.kept_nodes
+            or (nd.name and recipe.skips(nd.name, nd.op_type))]
     if not kept:
         return recipe, [], {}
     wide_tensors = {t for nd in kept for t in list(nd.input) + list(nd.output) if t and t not in inits}
@@ -221,6 +238,11 @@ def _skips_as_16_bit(recipe: Any, model: Any,
             if recipe.global_config.per_channel and axis is not None and _group(nd) == 1:
                 w16["axis"] = axis
             overrides[nd.input[1]] = [w16]
+        elif nd.name in rewrites.kept_nodes:
+            # an unrolled gate's bias and other constants: 16 bits like the weights
+            for t in nd.input:
+                if t in float_inits and t not in overrides:
+                    overrides[t] = [{"quant_type": QuantType.QInt16, "symmetric": True}]
         elif nd.op_type in _RECURRENT_PARAMETERS:
             # the quantizer gives a recurrent cell's W, R and B 8 bits per tensor like activations: 16 here
             # (Silero's LSTM on the HTP: hn 24.5 -> 28.7 dB)
@@ -255,7 +277,8 @@ _STATE_PAIRS = {"LSTM": ((5, 1), (6, 2)), "GRU": ((5, 1),), "RNN": ((5, 1),)}
 WIDE_HEADROOM = 1.0
 
 
-def _wide_ranges(model: Any, overrides: Dict[str, List[Dict[str, Any]]], used: Any) -> Dict[str, List[Dict[str, Any]]]:
+def _wide_ranges(model: Any, overrides: Dict[str, List[Dict[str, Any]]], used: Any,
+                 tied: Sequence[Sequence[str]] = ()) -> Dict[str, List[Dict[str, Any]]]:
     """The 16-bit tensor overrides with ``rmin``/``rmax``: calibrated min-max plus :data:`WIDE_HEADROOM`."""
     import numpy as np
 
@@ -268,11 +291,13 @@ def _wide_ranges(model: Any, overrides: Dict[str, List[Dict[str, Any]]], used: A
                    names=sorted(t for t in overrides if t in floats and t not in bounded))
     # a state input is calibrated on the initial state (zeros: a range of 0), but a stream feeds the cell's
     # state outputs back into it: it takes the range of the state it is fed, or every carried state is clipped
-    for nd in model.graph.node:
-        for i, o in _STATE_PAIRS.get(nd.op_type, ()):
-            if i < len(nd.input) and o < len(nd.output) and nd.input[i] in found and nd.output[o] in found:
-                (lo_i, hi_i), (lo_o, hi_o) = found[nd.input[i]], found[nd.output[o]]
-                found[nd.input[i]] = (min(lo_i, lo_o), max(hi_i, hi_o))
+    groups = [list(g) for g in tied] + [[nd.input[i], nd.output[o]] for nd in model.graph.node
+                                        for i, o in _STATE_PAIRS.get(nd.op_type, ()) if i < len(nd.input) and o < len(nd.output)]
+    for group in groups:
+        have = [found[t] for t in group if t in found]
+        if have:
+            lo, hi = min(r[0] for r in have), max(r[1] for r in have)
+            found.update({t: (lo, hi) for t in group if t in found})
     out = {k: [dict(v[0])] for k, v in overrides.items()}
     for tensor, (lo, hi) in found.items():
         pad = WIDE_HEADROOM * (hi - lo)
@@ -286,7 +311,7 @@ _BOUNDED_OUTPUT_OPS = frozenset({"Sigmoid", "HardSigmoid", "Softmax", "Tanh", "L
 
 
 def _quantize(src: Path, out: Path, spec: BuildSpec, calibration: Optional["CalibrationSet"],
-              magnitudes: Sequence[Magnitude] = ()) -> Dict[str, Any]:
+              rewrites: HtpRewrites = HtpRewrites()) -> Dict[str, Any]:
     """HTP Q/DQ (onnxruntime's QNN configuration) that follows the recipe node by node."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize
@@ -296,7 +321,7 @@ def _quantize(src: Path, out: Path, spec: BuildSpec, calibration: Optional["Cali
     from edgekit.quantize.recipe import CalibrationMethod, QuantDtype
 
     fp32 = onnx.load(str(src), load_external_data=False)
-    recipe, widened, wide_tensors = _skips_as_16_bit(spec.recipe, fp32, magnitudes)
+    recipe, widened, wide_tensors = _skips_as_16_bit(spec.recipe, fp32, rewrites)
     used, n = CalibrationSet.required(calibration, recipe.num_samples)
     g = recipe.global_config
     # HTP takes unsigned activations; the detector tail gets 16 bits so boxes and scores both resolve
@@ -306,7 +331,7 @@ def _quantize(src: Path, out: Path, spec: BuildSpec, calibration: Optional["Cali
     unmatched_warning(plan.unmatched)
     overrides: Dict[str, List[Dict[str, Any]]] = dict(plan.overrides)
     if wide_tensors:  # the layers kept out of int8: 16-bit in and out, over a range with headroom
-        overrides.update(_wide_ranges(onnx.load(str(src)), wide_tensors, used))
+        overrides.update(_wide_ranges(onnx.load(str(src)), wide_tensors, used, rewrites.tied))
     inits = {t.name for t in fp32.graph.initializer}
     for nd in fp32.graph.node:
         # HTP's quantized LayerNorm rejects a signed-symmetric gamma (backendValidateOpConfig error 3110,
