@@ -309,3 +309,176 @@ def test_layers_kept_out_of_int8_run_16_bit_on_the_htp(tmp_path):
     assert {n.name for n in nodes if n.op_type == "Conv"} <= set(q16["kept_out_of_int8_as_16_bit"])
     assert not q16["excluded_nodes"]  # nothing left float between Q/DQ pairs
     assert kept_db > int8_db + 10.0, (int8_db, kept_db)
+
+
+# ------------------------------------------------------------------ STFT magnitude and LSTM state on the HTP
+_T, _W, _F, _K, _S, _H = 8, 64, 12, 16, 8, 16  # steps, window, bins, STFT kernel and stride, LSTM width
+
+
+def _tiny_vad(path: Path) -> Path:
+    """Silero VAD in small: a conv STFT, its magnitude as Sqrt(Pow + Pow), an encoder that weighs the quiet
+    high bins most, an LSTM with state inputs h/c and state outputs hn/cn whose forget gate keeps the state."""
+    rng = np.random.default_rng(0)
+    n = np.arange(_K)
+    basis = np.concatenate([np.cos(2 * np.pi * np.outer(np.arange(_F), n) / _K),
+                            -np.sin(2 * np.pi * np.outer(np.arange(_F), n) / _K)])
+    frames = (_W - _K) // _S + 1
+    enc = rng.standard_normal((_H, _F, frames)).astype(np.float32) * 0.3
+    enc[:, _F // 2:] *= 20.0
+    bias = np.zeros((1, 8 * _H), np.float32)
+    bias[0, 2 * _H:3 * _H] = 3.0  # ONNX gate order i, o, f, c: the forget gate open
+    inits = [numpy_helper.from_array(a, k) for k, a in [
+        ("basis", (basis * np.hanning(_K)).astype(np.float32)[:, None, :]), ("enc_w", enc),
+        ("W", (rng.standard_normal((1, 4 * _H, _H)) * 0.4).astype(np.float32)),
+        ("R", (rng.standard_normal((1, 4 * _H, _H)) * 0.4).astype(np.float32)), ("B", bias),
+        ("head", (rng.standard_normal((_H, 1)) * 0.5).astype(np.float32)), ("two", np.array(2.0, np.float32)),
+        ("ax1", np.array([1], np.int64)), ("s0", np.array([0], np.int64)), ("sF", np.array([_F], np.int64)),
+        ("s2F", np.array([2 * _F], np.int64))]]
+    nodes = [
+        helper.make_node("Unsqueeze", ["input", "ax1"], ["x1"], name="frames"),
+        helper.make_node("Conv", ["x1", "basis"], ["spec"], strides=[_S], name="stft"),
+        helper.make_node("Slice", ["spec", "s0", "sF", "ax1"], ["re"], name="re"),
+        helper.make_node("Slice", ["spec", "sF", "s2F", "ax1"], ["im"], name="im"),
+        helper.make_node("Pow", ["re", "two"], ["re2"], name="re2"),
+        helper.make_node("Pow", ["im", "two"], ["im2"], name="im2"),
+        helper.make_node("Add", ["re2", "im2"], ["power"], name="power"),
+        helper.make_node("Sqrt", ["power"], ["magnitude"], name="magnitude"),
+        helper.make_node("Conv", ["magnitude", "enc_w"], ["e"], name="encoder"),
+        helper.make_node("Relu", ["e"], ["er"], name="encoder_relu"),
+        helper.make_node("Transpose", ["er"], ["seq"], perm=[0, 2, 1], name="to_seq"),
+        helper.make_node("LSTM", ["seq", "W", "R", "B", "", "h", "c"], ["y", "hn", "cn"], hidden_size=_H, name="lstm"),
+        helper.make_node("Squeeze", ["y", "ax1"], ["ys"], name="squeeze"),
+        helper.make_node("MatMul", ["ys", "head"], ["logit"], name="head"),
+        helper.make_node("Sigmoid", ["logit"], ["probs"], name="probs"),
+    ]
+    vi = helper.make_tensor_value_info
+    g = helper.make_graph(nodes, "tiny_vad",
+                          [vi("input", TensorProto.FLOAT, [_T, _W]), vi("h", TensorProto.FLOAT, [1, 1, _H]),
+                           vi("c", TensorProto.FLOAT, [1, 1, _H])],
+                          [vi("magnitude", TensorProto.FLOAT, [_T, _F, frames]), vi("probs", TensorProto.FLOAT, [_T, 1, 1]),
+                           vi("hn", TensorProto.FLOAT, [1, 1, _H]), vi("cn", TensorProto.FLOAT, [1, 1, _H])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def _tones(seed: int, n: int) -> np.ndarray:
+    """``n`` chunks of six tones up to 60 dB apart plus a little noise: most STFT bins are quiet, as in speech."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(_T * _W)
+    out = []
+    for _ in range(n):
+        x = sum(10 ** rng.uniform(-3, 0) * np.sin(2 * np.pi * rng.uniform(0, 0.5) * t + rng.uniform(0, 6.3))
+                for _ in range(6)) + 1e-3 * rng.standard_normal(t.size)
+        out.append((x / np.abs(x).max() * 0.8).astype(np.float32).reshape(_T, _W))
+    return np.stack(out)
+
+
+def _zero_state_feeds(seed: int, n: int):
+    zero = np.zeros((1, 1, _H), np.float32)
+    return [{"input": a, "h": zero, "c": zero} for a in _tones(seed, n)]
+
+
+def test_magnitude_fusion_and_lstm_unrolling_are_exact_in_fp32(tmp_path):
+    from edgekit.targets.qnn.magnitude import fuse_magnitudes
+    from edgekit.targets.qnn.recurrence import unroll_lstms
+
+    src = onnx.load(str(_tiny_vad(tmp_path / "vad.onnx")))
+    model = onnx.load(str(tmp_path / "vad.onnx"))
+    fused = fuse_magnitudes(model)
+    assert [(f.node, f.absorbed) for f in fused] == [("magnitude", ("re2", "im2", "power"))]
+    unrolled, left = unroll_lstms(model)
+    assert [(u.node, u.steps) for u in unrolled] == [("lstm", _T)] and left == {}
+    onnx.checker.check_model(model, full_check=True)
+    ops = {n.op_type for n in model.graph.node}
+    assert "LSTM" not in ops and "Pow" not in ops and "ReduceL2" in ops
+    rng = np.random.default_rng(4)
+    feed = {"input": _tones(7, 1)[0], "h": rng.standard_normal((1, 1, _H)).astype(np.float32),
+            "c": rng.standard_normal((1, 1, _H)).astype(np.float32)}
+    want = ort.InferenceSession(src.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    # a square used elsewhere, or an LSTM the plain form does not cover, is left alone
+    other = onnx.load(str(tmp_path / "vad.onnx"))
+    other.graph.output.append(helper.make_tensor_value_info("power", TensorProto.FLOAT, None))
+    next(n for n in other.graph.node if n.op_type == "LSTM").attribute.append(helper.make_attribute("clip", 5.0))
+    assert fuse_magnitudes(other) == [] and unroll_lstms(other)[0] == []
+    assert "clip" in unroll_lstms(other)[1]["lstm"]
+
+
+def test_lstm_with_state_int8_on_the_htp_holds_streaming(tmp_path):
+    """The HTP's own LSTM computes its gates over ranges the Q/DQ graph cannot set, and a state input calibrated
+    on zeros had a range of 0: before, this model's int8 package (every layer kept at 16 bits) reached hn 23 dB
+    on zero-state held-out chunks and −1 to 22 dB once a stream fed its state back.  Unrolled, with ranges tied
+    from the state input through every step to the state output, it stays close to fp32 chunk after chunk,
+    wholly on the HTP."""
+    src = _tiny_vad(tmp_path / "vad.onnx")
+    every_op = sorted({n.op_type for n in onnx.load(str(src)).graph.node})
+    out = edgekit.build(src, target="qnn", precision="int8", calibration=_zero_state_feeds(1, 24),
+                        validation=_zero_state_feeds(2, 8), task="raw", mixed_precision=False,
+                        recipe={"exclude_op_types": every_op}, output=tmp_path / "vad.edgepkg")
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    with edgekit.load(out) as m:
+        details = m.manifest.data["target"]["details"]
+        assert details["placement"]["all_on_npu"] and not m.runner.cpu_fallback
+        assert details["lstm_unrolled"]["unrolled"][0]["steps"] == _T
+        assert details["magnitudes_fused"][0]["node"] == "magnitude"
+        v = m.manifest.data["verification"]
+        assert v["passed"] and v["min_sqnr_db"] >= 30.0, v["outputs"]
+        zero = np.zeros((1, 1, _H), np.float32)
+        h, c, h_ref, c_ref = zero, zero, zero, zero
+        for chunk in _tones(3, 5):
+            got = m.infer({"input": chunk, "h": h, "c": c})
+            _, probs, h_ref, c_ref = ref.run(None, {"input": chunk, "h": h_ref, "c": c_ref})
+            h, c = got["hn"].astype(np.float32), got["cn"].astype(np.float32)
+            assert min(_sqnr(probs, got["probs"]), _sqnr(h_ref, h), _sqnr(c_ref, c)) >= 25.0
+
+
+@pytest.mark.slow
+def test_real_silero_vad_int8_on_the_htp(tmp_path):
+    """Silero VAD v6 on qnn int8: 6.7 dB on its first build and 9.8 dB at best before (16-bit layers around
+    the HTP's own LSTM); with the magnitude fused, per-channel 16-bit weights and the LSTM unrolled the default
+    floor holds, every node on the HTP, and a stream that feeds hn/cn back stays close to fp32."""
+    import sys
+    import warnings
+
+    real = Path(__file__).resolve().parent.parent / "samples" / "real_models"
+    if str(real) not in sys.path:
+        sys.path.insert(0, str(real))
+    import data  # noqa: PLC0415
+    import fetch  # noqa: PLC0415
+    import registry  # noqa: PLC0415
+    import suite  # noqa: PLC0415
+    from edgekit.targets.pipeline import build_package
+
+    try:
+        path = fetch.fetch_one("silero-vad-lstm")
+    except fetch.FetchError as exc:
+        pytest.skip(f"real models not reachable: {exc}")
+    model = next(m for m in registry.MODELS if m.name == "silero-vad-lstm")
+    calib = suite.CalibrationCache(tmp_path / "calibration")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = build_package(path, target="qnn", precision="int8", output=tmp_path / "vad.edgepkg",
+                            name=model.name, **suite.build_kwargs(model, calib.get(model.calibration)))
+    v = res.package.verification
+    by_output = {o.name: o.sqnr_db for o in v.outputs}
+    assert v.passed and min(by_output.values()) >= 25.0, by_output
+    details = res.manifest["target"]["details"]
+    assert details["placement"]["all_on_npu"] and details["lstm_unrolled"]["unrolled"]
+    stream = data.speech_feeds(shifts=(0,))["input"]
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    zero = np.zeros((1, 1, 128), np.float32)
+    h, c, h_ref, c_ref = zero, zero, zero, zero
+    probs, probs_ref = [], []
+    with edgekit.load(res.path) as m:
+        for chunk in stream:
+            got = m.infer({"input": chunk, "h": h, "c": c})
+            p_ref, h_ref, c_ref = ref.run(None, {"input": chunk, "h": h_ref, "c": c_ref})
+            h, c = got["hn"].astype(np.float32), got["cn"].astype(np.float32)
+            probs.append(got["speech_probs"])
+            probs_ref.append(p_ref)
+    assert _sqnr(np.concatenate(probs_ref), np.concatenate(probs).astype(np.float32)) >= 30.0
+    assert _sqnr(h_ref, h) >= 25.0
