@@ -295,8 +295,37 @@ def test_auto_float_parts_measure_both_and_record_the_choice(tmp_path):
             assert choice[k]["latency_ms"] > 0 and choice[k]["cpu_ms"] > 0 and choice[k]["sqnr_db"] > 10
         assert choice["picked"] == details["float_parts"] == m.manifest.runtime_options["inference_precision"]
         assert m.manifest.verification.runtime_options["inference_precision"] == choice["picked"]
+        # bf16's own noise is read on the float model (every layer float), not on the int8 IR's two runs
+        assert choice["bf16_float_model_db"] > 10
+        assert choice["bf16_noise_margin_db"] == pytest.approx(choice["bf16_float_model_db"] - choice["f32"]["sqnr_db"],
+                                                               abs=0.02)
         if choice["picked"] == "f32":
             assert "why" in choice
+
+
+def test_bf16_noise_is_read_on_the_float_model_not_on_two_int8_runs(tmp_path):
+    """Every layer int8: bf16's own noise (the fp32 IR in bf16) sits far below the int8 noise, so the noise rule
+    lets bf16 through; only speed and the SQNR cost decide.  (Two runs of the int8 IR, f32 vs bf16, differ by
+    rounding flips of about the int8 noise itself: that difference refused bf16 for the all-int8 YOLOX.)"""
+    import logging
+
+    from edgekit.targets.openvino.float_parts import MAX_COST_DB, MIN_MARGIN_DB, choose
+
+    _needs_bf16()
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+    float_model = ov.convert_model(str(_hswish_model(tmp_path / "hs.onnx")))
+    feeds = _image_feeds(16, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = nncf.quantize(float_model.clone(), nncf.Dataset(feeds), subset_size=len(feeds),
+                          preset=nncf.QuantizationPreset.MIXED)
+    xml = tmp_path / "int8.xml"
+    ov.save_model(q, str(xml), compress_to_fp16=False)
+    record = choose(ov, float_model, xml, feeds)
+    assert record["bf16_float_model_db"] > record["f32"]["sqnr_db"] + MIN_MARGIN_DB, record
+    assert record["bf16_noise_margin_db"] >= MIN_MARGIN_DB
+    if record["picked"] == "f32":  # then for speed or SQNR cost, never for noise
+        assert "not cheaper" in record["why"] or record["f32"]["sqnr_db"] - record["bf16"]["sqnr_db"] > MAX_COST_DB
 
 
 def test_int8_float_parts_bf16_verified_and_recorded(bf16_parts_int8):
