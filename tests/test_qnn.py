@@ -434,6 +434,15 @@ def test_lstm_with_state_int8_on_the_htp_holds_streaming(tmp_path):
             _, probs, h_ref, c_ref = ref.run(None, {"input": chunk, "h": h_ref, "c": c_ref})
             h, c = got["hn"].astype(np.float32), got["cn"].astype(np.float32)
             assert min(_sqnr(probs, got["probs"]), _sqnr(h_ref, h), _sqnr(c_ref, c)) >= 25.0
+    # the build option keeps the HTP's own LSTM op (fewer ops, less accurate), still on the HTP
+    one_op = edgekit.build(src, target="qnn", precision="int8", calibration=_zero_state_feeds(1, 24),
+                           validation=_zero_state_feeds(2, 8), task="raw", mixed_precision=False, allow_gate_failure=True,
+                           recipe={"exclude_op_types": every_op}, build_options={"unroll_lstm": False},
+                           output=tmp_path / "one_op.edgepkg")
+    with edgekit.load(one_op) as m:
+        details = m.manifest.data["target"]["details"]
+        assert "lstm_unrolled" not in details and details["placement"]["all_on_npu"]
+        assert "lstm" in m.manifest.data["quantization"]["kept_out_of_int8_as_16_bit"]
 
 
 @pytest.mark.slow

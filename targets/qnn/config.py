@@ -27,6 +27,8 @@ BUILD_OPTIONS = OptionSchema("qnn target", [
     Option("soc_model", (int, str), None, "QNN SoC model id (default: the arch's representative SoC)"),
     Option("soc", str, None, "SoC part number, for the manifest and the SNPE/QAIRT commands"),
     Option("require_npu", bool, False, "fail the build when any node would leave the HTP for the CPU"),
+    Option("unroll_lstm", bool, True, "int8: unroll plain LSTMs into per-step HTP ops, each gate and state with its own "
+           "16-bit range (the HTP's own LSTM op lost Silero VAD's state: 28.7 vs 39.6 dB); false keeps the one op"),
     # the SNPE/QAIRT sidecars are build-side files (and hold calibration samples): never in the device package
     Option("snpe_export_dir", str, None, "write the SNPE/QAIRT files (fp32 and QDQ ONNX, AIMET encodings, converter "
            "commands) to this folder; used by `edgekit export snpe PKG DIR`"),

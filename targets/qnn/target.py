@@ -97,7 +97,8 @@ class QnnTarget(Target):
         compile_src = fp32_path
         if precision is Precision.INT8:
             compile_src = workdir / QDQ_MODEL
-            quantization = _quantize(fp32_path, compile_src, spec, calibration, _htp_int8_rewrites(fp32_path, details))
+            rewrites = _htp_int8_rewrites(fp32_path, details, unroll=job.options["unroll_lstm"])
+            quantization = _quantize(fp32_path, compile_src, spec, calibration, rewrites)
 
         placement, binaries, sdk = compile_htp(ort, qnn, compile_src, workdir / ENTRY, cfg, precision)
         details.update(placement=placement, context_binary=f"model/{binaries[0]}",
@@ -176,14 +177,14 @@ class HtpRewrites:
     tied: Tuple[Tuple[str, ...], ...] = ()
 
 
-def _htp_int8_rewrites(path: Path, details: Dict[str, Any]) -> HtpRewrites:
+def _htp_int8_rewrites(path: Path, details: Dict[str, Any], *, unroll: bool = True) -> HtpRewrites:
     """int8 only, in ``model_fp32.onnx`` itself: STFT magnitudes as one ReduceL2 each (:mod:`.magnitude`),
     plain LSTMs unrolled into per-step ops (:mod:`.recurrence`).  Both exact in fp32."""
     import onnx
 
     model = onnx.load(str(path))
     magnitudes = fuse_magnitudes(model)
-    unrolled, left = unroll_lstms(model)
+    unrolled, left = unroll_lstms(model) if unroll else ([], {})
     if magnitudes or unrolled:
         onnx.save(model, str(path))
     if magnitudes:
