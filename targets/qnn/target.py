@@ -14,8 +14,14 @@ Build (every step through onnxruntime and onnxruntime-qnn, no Qualcomm SDK):
    resolution on the NPU, and so does every layer kept out of int8 (a
    recipe's skip, the mixed-precision search's layers, the ops every target
    keeps float): 16-bit activations in and out over a range with headroom,
-   16-bit weights — a float node inside an int8 HTP graph is not float on
-   the NPU.  fp16: the fp32 graph, computed in fp16 by the HTP.
+   16-bit weights (per channel where the int8 ones are) — a float node
+   inside an int8 HTP graph is not float on the NPU.  Before that, two
+   rewrites exact in fp32 (int8 only): an STFT magnitude ``Sqrt(a² + b²)``
+   becomes one ReduceL2 (:mod:`.magnitude`), and a plain LSTM is unrolled
+   into per-step ops whose gates and states each get their own 16-bit range,
+   tied across steps and from the state input to the state output
+   (:mod:`.recurrence`; build option ``unroll_lstm``).  fp16: the fp32
+   graph, computed in fp16 by the HTP.
 3. Compile with the QNN execution provider, HTP backend, for the device's HTP
    architecture and SoC model → ``model_ctx.onnx`` (EPContext) plus the QNN
    context binary.  Nodes the HTP refuses stay in the EPContext model for the
