@@ -258,10 +258,7 @@ class OnnxRuntimeTarget(Target):
                                weight_dtypes=WEIGHT_DTYPES, reduce_range=reduce_range,
                                tail=detection_tail(pre_model))
             unmatched_warning(plan.unmatched)
-            divisions, divisions_float = _divisions_as_products(to_quantize, pre_model, plan.nodes_to_exclude)
-            if divisions:
-                pre_model = onnx.load(str(to_quantize), load_external_data=False)
-            pools_float = pools_after_float(pre_model, plan.nodes_to_exclude + divisions_float)
+            pools_float = pools_after_float(pre_model, plan.nodes_to_exclude)
             extra: Dict[str, Any] = {
                 "ActivationSymmetric": g.symmetric_activations,
                 "WeightSymmetric": g.weight_dtype is QuantDtype.INT8,
@@ -283,7 +280,7 @@ class OnnxRuntimeTarget(Target):
                     str(to_quantize), str(out_path), CalibrationReader(used),
                     quant_format=QuantFormat.QDQ, per_channel=g.per_channel, reduce_range=reduce_range,
                     activation_type=quant_type(g.activation_dtype), weight_type=quant_type(g.weight_dtype),
-                    nodes_to_exclude=plan.nodes_to_exclude + divisions_float + pools_float,
+                    nodes_to_exclude=plan.nodes_to_exclude + pools_float,
                     calibrate_method=ort_method(recipe),
                     use_external_data_format=model.ByteSize() > (2**31 - (64 << 20)), extra_options=extra,
                 )
@@ -313,7 +310,6 @@ class OnnxRuntimeTarget(Target):
             "dequantize_linear_nodes": counts.get("DequantizeLinear", 0),
             "quantized_nodes": len(quantized),
             **plan.to_json(),
-            "divisions_as_products": {"count": len(divisions), "kept_float": divisions_float},
             "pools_kept_float": pools_float,
         }
 
@@ -334,23 +330,6 @@ def _pre_process(model: Any, src: Path, pre: Path, details: Dict[str, Any]) -> P
         return src
     details["quant_pre_process"] = "done" + (" (symbolic shape inference skipped: no sympy)" if skip_symbolic else "")
     return pre
-
-
-def _divisions_as_products(path: Path, light: Any, excluded: Sequence[str]) -> Tuple[List[str], List[str]]:
-    """:func:`~edgekit.targets.ort_int8_graph.divisions_as_products` on the graph at ``path`` (rewritten in
-    place); ``light`` is that graph without its weights, enough to see whether there is a Div to rewrite."""
-    import onnx
-
-    from .canonicalize import save_onnx
-    from .ort_int8_graph import divisions_as_products
-
-    if not any(n.op_type == "Div" for n in light.graph.node):
-        return [], []
-    model = onnx.load(str(path))
-    rewritten, keep_float = divisions_as_products(model, excluded)
-    if rewritten:
-        save_onnx(model, path)
-    return rewritten, keep_float
 
 
 def _reduce_range(recipe_value: Optional[bool], options: Mapping[str, Any]) -> Tuple[bool, str]:
