@@ -425,6 +425,8 @@ def test_lstm_with_state_int8_on_the_htp_holds_streaming(tmp_path):
         assert details["placement"]["all_on_npu"] and not m.runner.cpu_fallback
         assert details["lstm_unrolled"]["unrolled"][0]["steps"] == _T
         assert details["magnitudes_fused"][0]["node"] == "magnitude"
+        kept = m.manifest.data["quantization"]["kept_out_of_int8_as_16_bit"]
+        assert "lstm" in kept and "magnitude" in kept and not any(k.startswith("lstm/") for k in kept)
         v = m.manifest.data["verification"]
         assert v["passed"] and v["min_sqnr_db"] >= 30.0, v["outputs"]
         zero = np.zeros((1, 1, _H), np.float32)

@@ -31,9 +31,9 @@ Build (every step through onnxruntime and onnxruntime-qnn, no Qualcomm SDK):
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from edgekit.errors import CalibrationError, ConfigError, UnsupportedModelError
 
@@ -176,10 +176,11 @@ def _report_cpu_nodes(placement: Dict[str, Any], require_npu: bool) -> None:
 
 @dataclass(frozen=True)
 class HtpRewrites:
-    """What the int8 rewrites of the fp32 graph added: nodes that stand for ops every target keeps float
-    (so they are 16-bit here) and the groups of tensors that share one range (an unrolled LSTM's steps)."""
+    """What the int8 rewrites of the fp32 graph added: nodes that stand for an op every target keeps float
+    (so they are 16-bit here), each with the name of that op for the manifest, and the groups of tensors
+    that share one range (an unrolled LSTM's steps)."""
 
-    kept_nodes: frozenset = frozenset()
+    kept_nodes: Mapping[str, str] = field(default_factory=dict)
     tied: Tuple[Tuple[str, ...], ...] = ()
 
 
@@ -197,7 +198,7 @@ def _htp_int8_rewrites(path: Path, details: Dict[str, Any], *, unroll: bool = Tr
         details["magnitudes_fused"] = [m.to_json() for m in magnitudes]
     if unrolled or left:
         details["lstm_unrolled"] = {"unrolled": [u.to_json() for u in unrolled], "left_as_one_op": left}
-    return HtpRewrites(kept_nodes=frozenset(n for r in (*magnitudes, *unrolled) for n in r.added),
+    return HtpRewrites(kept_nodes={n: r.node for r in (*magnitudes, *unrolled) for n in r.added},
                        tied=tuple(group for u in unrolled for group in u.tied))
 
 
@@ -260,7 +261,8 @@ def _skips_as_16_bit(recipe: Any, model: Any,
                     global_config=replace(recipe.global_config, skip=False),
                     op_types={k: replace(c, skip=False) for k, c in recipe.op_types.items()},
                     nodes={k: replace(c, skip=False) for k, c in recipe.nodes.items()})
-    return plain, sorted(nd.name for nd in kept), overrides
+    # an unrolled LSTM's ~700 nodes are listed as the one LSTM they stand for
+    return plain, sorted({rewrites.kept_nodes.get(nd.name, nd.name) for nd in kept}), overrides
 
 
 #: the output-channel axis of a weight, for per-channel 16-bit weights (Conv [O, I, k...], ConvTranspose [I, O, k...])
