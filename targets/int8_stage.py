@@ -185,6 +185,11 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
                     workdir: Path, config: _mixed.MixedPrecisionConfig, explain: bool = False) -> Int8Outcome:
     """Keep the most sensitive layers in float until the gates hold (see the module docstring)."""
     needed = req.precision is Precision.INT8 and data.calibration is not None and len(data.calibration) > 0
+    if needed and config.enabled and gates_hold(req, verified):
+        # a first build that passes may be offered a faster one by its target (openvino: symmetric activations)
+        from .int8_variant import try_faster
+
+        built, verified = try_faster(req, src, canon, checked, data, built, verified, workdir)
     # the search starts when any gate fails (SQNR floor, accuracy budget, a task metric's floor) and stops
     # when all of them hold: SQNR alone would ship a detector that lost its recall
     if not needed or (not config.enabled and not explain) or (gates_hold(req, verified) and not explain):

@@ -383,3 +383,46 @@ def test_int8_float_parts_choice(monkeypatch):
         float_parts_for(int8, "CPU", {"int8_float_parts": "bf16"}, None)
     with pytest.raises(ConfigError, match="applies to the OpenVINO CPU plugin"):
         float_parts_for(int8, "NPU", {"int8_float_parts": "bf16"}, None)
+
+
+# -- the faster variant: symmetric activations once the recipe's asymmetric build holds its gates ------------------
+def _build_hs(tmp_path: Path, name: str, **kw: object) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return edgekit.build(str(_hswish_model(tmp_path / f"{name}.onnx")), target="openvino", precision="int8",
+                             calibration=_image_feeds(24, 1), validation=_image_feeds(8, 2), task="raw",
+                             output=tmp_path / f"{name}.edgepkg", **kw)
+
+
+def test_a_passing_int8_build_tries_symmetric_activations_and_records_it(tmp_path):
+    """auto: the first build (asymmetric, MIXED) holds its gates, so the performance preset is built and verified
+    too; kept only when it holds them and is cheaper here; either way both SQNRs are in the manifest."""
+    with edgekit.load(_build_hs(tmp_path, "auto"), cache_dir="") as m:
+        q = m.manifest.quantization
+        v = q["faster_variant"]
+        assert v["build_options"] == {"nncf_preset": "performance"}
+        assert v["first_sqnr_db"] > 25 and v["variant_sqnr_db"] > 25 and "rule" in v
+        if v["kept"]:
+            assert q["preset"] == "performance" and q["preset_from"].startswith("build option")
+            assert v["cpu_ms"]["variant"] <= 0.95 * v["cpu_ms"]["first"]
+            assert m.manifest.verification.min_sqnr_db == pytest.approx(v["variant_sqnr_db"], abs=0.01)
+        else:
+            assert q["preset"] == "mixed" and v["why"]
+            assert m.manifest.verification.min_sqnr_db == pytest.approx(v["first_sqnr_db"], abs=0.01)
+
+
+def test_nncf_preset_recipe_and_performance_build_once(tmp_path):
+    with edgekit.load(_build_hs(tmp_path, "recipe", build_options={"nncf_preset": "recipe"}), cache_dir="") as m:
+        assert m.manifest.quantization["preset"] == "mixed" and "faster_variant" not in m.manifest.quantization
+    with edgekit.load(_build_hs(tmp_path, "perf", build_options={"nncf_preset": "performance"}), cache_dir="") as m:
+        q = m.manifest.quantization
+        assert q["preset"] == "performance" and "faster_variant" not in q
+    # a symmetric recipe is already the fast scheme: nothing to try
+    with edgekit.load(_build_hs(tmp_path, "sym", recipe={"global_config": {"symmetric_activations": True}}),
+                      cache_dir="") as m:
+        assert m.manifest.quantization["preset"] == "performance" and "faster_variant" not in m.manifest.quantization
+
+
+def test_no_variant_when_mixed_precision_is_off(tmp_path):
+    with edgekit.load(_build_hs(tmp_path, "off", mixed_precision={"enabled": False}), cache_dir="") as m:
+        assert "faster_variant" not in m.manifest.quantization

@@ -1,7 +1,8 @@
 """int8 for the openvino target: NNCF post-training quantization of the IR.
 
 The recipe maps onto NNCF: the preset (asymmetric activations → ``MIXED``,
-symmetric → ``PERFORMANCE``), per-channel weights, the range estimator
+symmetric → ``PERFORMANCE``; build option ``nncf_preset=performance`` forces
+the latter, which the int8 stage tries once a build holds its gates), per-channel weights, the range estimator
 (minmax / percentile), ``reduce_range`` → NNCF's overflow fix, and the
 ignored scope (``exclude_nodes``, ``exclude_op_types``, per-op ``skip``, and a
 detector's decode tail).  NNCF applies one setting to the whole model, so a
@@ -95,6 +96,20 @@ def refuse_unsupported_recipe(recipe: "Recipe") -> None:
     if problems:
         raise ConfigError("the openvino target cannot honour recipe field(s): " + "; ".join(problems)
                           + "; change the recipe, or build for the onnxruntime or qnn target")
+
+
+def preset_name(recipe: "Recipe", options: Mapping[str, Any]) -> str:
+    """NNCF's preset for this build: ``performance`` (symmetric activations) or ``mixed`` (asymmetric).
+
+    The recipe's scheme (asymmetric unsigned activations by default: the most accurate), unless the build
+    option ``nncf_preset`` is ``performance`` — what the int8 stage tries when the first build holds its
+    gates (see ``OpenVinoTarget.faster_int8_options``)."""
+    from edgekit.quantize.recipe import QuantDtype
+
+    if options.get("nncf_preset") == "performance":  # a str enum compares equal to its value
+        return "performance"
+    g = recipe.global_config
+    return "performance" if g.symmetric_activations or g.activation_dtype is QuantDtype.INT8 else "mixed"
 
 
 def _range_rule(recipe: "Recipe") -> Tuple[Any, float]:
@@ -262,15 +277,12 @@ def quantize(
     """The NNCF-quantized IR and the record for ``manifest.quantization``."""
     nncf = require("nncf", "int8 builds for openvino", "build")
     from edgekit.quantize.calibration import CalibrationSet
-    from edgekit.quantize.recipe import QuantDtype, Recipe
+    from edgekit.quantize.recipe import Recipe
 
     recipe: Recipe = spec.recipe if spec.recipe is not None else Recipe()
     refuse_unsupported_recipe(recipe)
     used, n = CalibrationSet.required(calibration, recipe.num_samples)
-    g = recipe.global_config
-    # asymmetric (unsigned) activations are NNCF's MIXED preset and the safe choice on bf16/AMX CPUs
-    symmetric = g.symmetric_activations or g.activation_dtype is QuantDtype.INT8
-    preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
+    preset = nncf.QuantizationPreset(preset_name(recipe, options))
     names, tail, unmatched = ignored_scope(ov_model, onnx_model, recipe)
     unmatched_warning(unmatched)
     float_ops, float_nodes = always_float(ov_model, onnx_model)
@@ -287,6 +299,8 @@ def quantize(
         "tool": "nncf.quantize",
         "recipe": recipe.to_json(),
         "preset": preset.value,
+        "preset_from": "build option nncf_preset=performance" if options.get("nncf_preset") == "performance"
+        else "the recipe's activation scheme",
         "target_device": nncf_device.value,
         "fast_bias_correction": options["fast_bias_correction"],
         "model_type": model_type.value if model_type else None,
