@@ -255,7 +255,8 @@ class Twin:
     additive noise model the mixed-precision order is built on, possible.
     """
 
-    def __init__(self, model: Any, act_ranges: Mapping[str, Tuple[float, float]], layers: Sequence[Layer]) -> None:
+    def __init__(self, model: Any, act_ranges: Mapping[str, Tuple[float, float]], layers: Sequence[Layer],
+                 float_tensors: Optional[Iterable[str]] = None) -> None:
         import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
@@ -365,7 +366,10 @@ class Twin:
         # hundreds of short runs back to back: threads that spin between them burn a core they then do not
         # use (measured on YOLOv8n: half the CPU time per run, the same wall time on an idle host)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.model, self.source, self.float_tensors = m, model, dict(act_ranges)
+        # the float activations the divergence report walks: those with ranges, unless given (a weights-only
+        # twin rounds no activation, yet its layer-wise divergence is still read on them)
+        self.model, self.source = m, model
+        self.float_tensors = {t: "" for t in (act_ranges if float_tensors is None else float_tensors)}
         self.session = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         self._inputs = {i.name for i in self.session.get_inputs()}

@@ -199,6 +199,15 @@ class Target(ABC):
         """Problems an op table cannot express (whole-model rules, settings); none by default."""
         return CheckFindings()
 
+    def int8_rounds_activations(self, spec: BuildSpec) -> bool:
+        """Whether this build's int8 rounds activations as well as weights (False: weights only).
+
+        The mixed-precision twin models only what the target rounds: a weights-only scheme judged on a
+        twin that also rounds every activation looks far worse than it is, and the search then keeps
+        layers in float that the target never needed to.
+        """
+        return True
+
     def falls_back_to(self, spec: BuildSpec) -> Optional[str]:
         """Where nodes the table refuses still run (e.g. "the CPU"), or None when they stop the build."""
         return None

@@ -551,3 +551,36 @@ def test_int8_layers_kept_out_leave_their_weights_float(tmp_path):
     kept_db, kept_compressed = build({"exclude_op_types": types}, "kept.edgepkg")
     assert int8_compressed >= 1 and kept_compressed == 0
     assert kept_db > int8_db + 10.0, (int8_db, kept_db)
+
+
+def test_int8_search_models_what_the_scheme_rounds(tmp_path):
+    """The mixed-precision twin rounds what the Core ML scheme rounds: weights alone for ``w8`` (its default
+    int8), activations too for ``w8a8`` — a w8 build judged on a twin that also rounded every activation
+    kept layers in float it never needed (PP-OCRv4 rec: twin 11.8 dB, real w8 build 22.4 dB)."""
+    from edgekit.quantize.recipe import Recipe
+    from edgekit.targets.spec import BuildSpec
+    from edgekit.targets.stages import get_target
+
+    coreml = get_target("coreml")
+    assert not coreml.int8_rounds_activations(BuildSpec(precision=Precision.INT8, recipe=Recipe()))
+    assert coreml.int8_rounds_activations(BuildSpec(precision=Precision.INT8, recipe=Recipe(),
+                                                    build_options={"compression": "w8a8"}))
+    assert get_target("onnxruntime").int8_rounds_activations(BuildSpec(precision=Precision.INT8, recipe=Recipe()))
+
+    gm = next(g for g in GOLDEN_MODELS if g.name == "conv_bn_relu")
+    shapes = {t.name: t.shape for t in gm.inputs}
+    rng = np.random.default_rng(0)
+
+    def feeds(n):
+        return [{k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()} for _ in range(n)]
+
+    # a floor above what w8 reaches (~47 dB) and under fp16 compute's (~68 dB): the search runs and meets it
+    out = edgekit.build(str(gm.path), target="coreml", precision="int8", calibration=feeds(24),
+                        validation=feeds(8), gates={"min_sqnr_db": 55.0},
+                        mixed_precision={"max_float_share": 1.0, "speed_check": False}, output=tmp_path / "w8.edgepkg")
+    with edgekit.load(out, runtime="coreml-reference") as m:
+        mp = m.manifest.quantization["mixed_precision"]
+    weighted = [n for n in onnx.load(str(gm.path)).graph.node if n.op_type in {"Conv", "Gemm", "MatMul"}]
+    # one quantization point per weight, none for an activation
+    assert mp["sensitivity"]["points"] == len(weighted) >= 1
+    assert mp["passed"] and mp["attempts"][0]["sqnr_db"] < 55.0 <= mp["attempts"][-1]["sqnr_db"]

@@ -79,6 +79,10 @@ class CoreMLTarget(Target):
             values["deployment_target"], given.get("deployment_target") is not None,
         )
 
+    def int8_rounds_activations(self, spec: BuildSpec) -> bool:
+        """Only W8A8 rounds activations; the default ``w8`` keeps int8 weights and computes in fp16."""
+        return self.plan(spec).compression is Compression.W8A8
+
     # -- build ----------------------------------------------------------------
     def _build(self, job: BuildJob) -> Artifact:
         model, spec, calibration, workdir = job.model, job.spec, job.calibration, job.workdir
