@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -61,19 +60,24 @@ def category(node_type: str, exec_type: str) -> str:
     return f"other {_precision_of(exec_type)}"
 
 
-def profile(compiled: Any, feed: Mapping[str, np.ndarray], runs: int, others: Sequence[Any] = ()) -> List[Dict[str, Any]]:
-    """Per node: type, exec type, median real_time (µs) over ``runs`` inferences."""
-    request = compiled.create_infer_request()
-    request.infer(dict(feed))
-    times: Dict[str, List[float]] = defaultdict(list)
-    meta: Dict[str, Tuple[str, str]] = {}
+def profile(compiled: Mapping[str, Any], feeds: Mapping[str, Mapping[str, np.ndarray]],
+            runs: int) -> Dict[str, List[Dict[str, Any]]]:
+    """Per model, per node: type, exec type, median real_time (µs) over ``runs`` inferences, the models
+    interleaved run by run so that other processes on the host weigh on each alike."""
+    requests = {k: c.create_infer_request() for k, c in compiled.items()}
+    for k, r in requests.items():
+        r.infer(dict(feeds[k]))
+    times: Dict[str, Dict[str, List[float]]] = {k: defaultdict(list) for k in compiled}
+    meta: Dict[str, Dict[str, Tuple[str, str]]] = {k: {} for k in compiled}
     for _ in range(runs):
-        request.infer(dict(feed))
-        for info in request.get_profiling_info():
-            if str(info.status).endswith("EXECUTED"):
-                times[info.node_name].append(info.real_time.total_seconds() * 1e6)
-                meta[info.node_name] = (info.node_type, info.exec_type)
-    return [{"node": n, "type": meta[n][0], "exec": meta[n][1], "us": statistics.median(t)} for n, t in times.items()]
+        for k, request in requests.items():
+            request.infer(dict(feeds[k]))
+            for info in request.get_profiling_info():
+                if str(info.status).endswith("EXECUTED"):
+                    times[k][info.node_name].append(info.real_time.total_seconds() * 1e6)
+                    meta[k][info.node_name] = (info.node_type, info.exec_type)
+    return {k: [{"node": n, "type": meta[k][n][0], "exec": meta[k][n][1], "us": statistics.median(t)}
+                for n, t in times[k].items()] for k in compiled}
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> Dict[str, Dict[str, float]]:
@@ -105,6 +109,8 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--calib-dir", type=Path, default=Path("/tmp/edgekit-bench-anchors/calibration"))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--static-anchor", action="store_true",
+                    help="reshape the anchor to the feed's shapes (the benchmark compiles it as converted)")
     a = ap.parse_args(argv)
 
     import logging
@@ -132,9 +138,11 @@ def main(argv: Any = None) -> int:
         pkg = core.compile_model(str(xml), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": parts,
                                                    "PERF_COUNT": True})
         q = nncf.quantize(ov.convert_model(str(source)), nncf.Dataset([_source_feed(f, inputs) for f in feeds]))
-        anchor = core.compile_model(q, "CPU", {"PERF_COUNT": True})
         x = feeds[0]
-        res = {"package": profile(pkg, x, a.runs), "anchor": profile(anchor, _source_feed(x, inputs), a.runs)}
+        if a.static_anchor:  # shape-agnostic execution adds per-node shape work the profile counts as node time
+            q.reshape({name: v.shape for name, v in _source_feed(x, inputs).items()})
+        anchor = core.compile_model(q, "CPU", {"PERF_COUNT": True})
+        res = profile({"package": pkg, "anchor": anchor}, {"package": x, "anchor": _source_feed(x, inputs)}, a.runs)
     load = os.getloadavg()[0]
     report: Dict[str, Any] = {"model": a.model, "float_parts": parts, "load_avg": round(load, 2)}
     for name, rows in res.items():
