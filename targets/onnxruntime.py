@@ -297,6 +297,7 @@ class OnnxRuntimeTarget(Target):
                 for p in (tmp, tmp.with_name(tmp.name + ".data")):
                     p.unlink(missing_ok=True)
 
+        requantized = _hardsigmoids_as_requantize(out_path, plan.nodes_to_exclude + pools_float)
         q = onnx.load(str(out_path), load_external_data=False)
         counts, quantized = qdq_counts(q)
         details["opset"] = next((int(i.version) for i in q.opset_import if i.domain in ("", "ai.onnx")), None)
@@ -311,6 +312,7 @@ class OnnxRuntimeTarget(Target):
             "quantized_nodes": len(quantized),
             **plan.to_json(),
             "pools_kept_float": pools_float,
+            "hardsigmoids_requantized": len(requantized),
         }
 
 
@@ -330,6 +332,24 @@ def _pre_process(model: Any, src: Path, pre: Path, details: Dict[str, Any]) -> P
         return src
     details["quant_pre_process"] = "done" + (" (symbolic shape inference skipped: no sympy)" if skip_symbolic else "")
     return pre
+
+
+def _hardsigmoids_as_requantize(path: Path, excluded: Sequence[str]) -> List[str]:
+    """:func:`~edgekit.targets.ort_int8_graph.hardsigmoid_as_requantize` on the int8 graph at ``path``, in place."""
+    import onnx
+
+    from .canonicalize import save_onnx
+    from .ort_int8_graph import hardsigmoid_as_requantize
+
+    light = onnx.load(str(path), load_external_data=False)
+    if not any(n.op_type == "HardSigmoid" for n in light.graph.node) or \
+            any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.graph.initializer):
+        return []  # nothing to rewrite, or a >2 GB graph whose data file the quantizer named: leave it as written
+    model = onnx.load(str(path))
+    done = hardsigmoid_as_requantize(model, excluded)
+    if done:
+        save_onnx(model, path)
+    return done
 
 
 def _reduce_range(recipe_value: Optional[bool], options: Mapping[str, Any]) -> Tuple[bool, str]:

@@ -176,3 +176,95 @@ def test_real_mtcnn_default_int8_runs_no_uint8_nchw_pool(tmp_path):
     producer = {o: n for n in runs.graph.node for o in n.output}
     pools = [n for n in runs.graph.node if n.op_type == "MaxPool" and (n.domain or "") == ""]
     assert not [p.name for p in pools if p.input[0] in producer and producer[p.input[0]].op_type == "QuantizeLinear"]
+
+
+# ----------------------------------------------------------------- HardSigmoid as a requantization
+def _qdq_hardsigmoid(alpha: float, in_scale: float, in_zp: int) -> Any:
+    """x → Q(in_scale, in_zp) → DQ → HardSigmoid(alpha, 0.5) → Q(1/255, 0) → DQ → y: what the quantizer writes."""
+    f = np.float32
+    inits = [numpy_helper.from_array(np.array(in_scale, f), "s_x"), numpy_helper.from_array(np.array(in_zp, np.uint8), "z_x"),
+             numpy_helper.from_array(np.array(1 / 255, f), "s_h"), numpy_helper.from_array(np.array(0, np.uint8), "z_h")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "z_x"], ["xq"], name="q_x"),
+             helper.make_node("DequantizeLinear", ["xq", "s_x", "z_x"], ["xd"], name="dq_x"),
+             helper.make_node("HardSigmoid", ["xd"], ["h"], name="hsig", alpha=alpha, beta=0.5),
+             helper.make_node("QuantizeLinear", ["h", "s_h", "z_h"], ["hq"], name="q_h"),
+             helper.make_node("DequantizeLinear", ["hq", "s_h", "z_h"], ["y"], name="dq_h")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (256,))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (256,))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("alpha, in_scale, in_zp", [(1 / 6, 0.0857, 131), (1 / 6, 0.0312, 40), (0.2, 0.0192, 97)])
+def test_hardsigmoid_becomes_one_int8_add_with_the_same_codes(alpha, in_scale, in_zp, tmp_path):
+    from edgekit.targets.ort_int8_graph import hardsigmoid_as_requantize
+
+    model = _qdq_hardsigmoid(alpha, in_scale, in_zp)
+    x = {"x": (in_scale * (np.arange(256) - in_zp)).astype(np.float32)}  # every input code once
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert hardsigmoid_as_requantize(model, ()) == ["hsig"]
+    assert [n.op_type for n in model.graph.node if n.name == "hsig"] == ["Add"]
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    after = sess.run(None, x)[0]
+    ops = _ops(onnx.load(so.optimized_model_filepath))
+    assert "HardSigmoid" not in ops and ops.get("QLinearAdd") == 1, ops
+    # the same 8-bit codes, but for a tie rounded the other way (float scale products): at most one code, rarely
+    diff = np.abs(np.round((after - before) * 255))
+    assert diff.max() <= 1 and (diff > 0).sum() <= 2
+
+
+def test_a_hardsigmoid_kept_float_or_quantized_otherwise_is_left_alone():
+    from edgekit.targets.ort_int8_graph import hardsigmoid_as_requantize
+
+    assert hardsigmoid_as_requantize(_qdq_hardsigmoid(1 / 6, 0.05, 128), ["hsig"]) == []
+    model = _qdq_hardsigmoid(1 / 6, 0.05, 128)
+    next(t for t in model.graph.initializer if t.name == "s_h").CopyFrom(
+        numpy_helper.from_array(np.array(2 / 255, np.float32), "s_h"))  # a range other than [0, 1]
+    assert hardsigmoid_as_requantize(model, ()) == []
+
+
+
+def test_int8_build_of_a_hard_swish_runs_no_float_hardsigmoid(tmp_path):
+    """conv → x * HardSigmoid(x) → conv, built int8: the graph onnxruntime runs is int8 from input to output."""
+    from edgekit.quantize.calibration import CalibrationSet
+    from edgekit.quantize.recipe import Recipe
+    from edgekit.targets import BuildSpec, Precision
+    from edgekit.targets.canonicalize import canonicalize
+    from edgekit.targets.onnxruntime import OnnxRuntimeTarget
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array((0.4 * rng.standard_normal((8, 3, 3, 3))).astype(np.float32), "w_a"),
+             numpy_helper.from_array((0.2 * rng.standard_normal((8, 8, 1, 1))).astype(np.float32), "w_b")]
+    nodes = [helper.make_node("Conv", ["x", "w_a"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+             helper.make_node("HardSigmoid", ["a"], ["g"], name="hsig", alpha=1 / 6, beta=0.5),
+             helper.make_node("Mul", ["a", "g"], ["h"], name="hswish"),
+             helper.make_node("Conv", ["h", "w_b"], ["y"], name="conv_b")]
+    graph = helper.make_graph(nodes, "hswish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 16, 16))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 8, 16, 16))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "hs.onnx"))
+    calib = CalibrationSet([{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(16)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = OnnxRuntimeTarget().build(canonicalize(tmp_path / "hs.onnx").model,
+                                        BuildSpec(precision=Precision.INT8, recipe=Recipe(num_samples=16)), calib,
+                                        tmp_path / "int8")
+    assert art.quantization["hardsigmoids_requantized"] == 1
+    ops = _ops(_optimized(tmp_path / "int8" / "model.onnx", tmp_path / "opt.onnx", ";".join(INT8_DISABLED_OPTIMIZERS)))
+    assert "HardSigmoid" not in ops and ops.get("QLinearAdd") == 1 and ops.get("QLinearMul") == 1, ops
+    assert ops.get("QuantizeLinear", 0) == 1 and ops.get("DequantizeLinear", 0) == 1, ops  # the model's input, output
+    x = {"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    y = ort.InferenceSession(str(tmp_path / "int8" / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    y32 = ort.InferenceSession(str(tmp_path / "hs.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert 10 * np.log10(np.sum(y32 ** 2) / np.sum((y - y32) ** 2)) > 25
+
+
+def _ops(model: Any) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for n in model.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
