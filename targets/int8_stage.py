@@ -253,6 +253,10 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
         raise GateError(_mixed.failure_message(floor, attempts, closest, budget, len(ranked),
                                                   default_floor=default_floor))
     _, b, v, kept = best
+    if passed:  # the target may offer a faster build of the same mix (openvino: symmetric activations, bf16 parts)
+        from .int8_variant import try_faster
+
+        b, v = try_faster(req, src, canon, checked, data, b, v, workdir / "after-search", keep=kept)
     by = {x.name: x for x in report.layers}
     kept_set = set(kept)
     record = {

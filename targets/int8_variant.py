@@ -1,24 +1,24 @@
-"""A faster int8 build a target offers once its first int8 build holds the gates, kept only if it holds them too.
+"""Faster int8 builds a target offers once an int8 build holds the gates, each kept only if it holds them too.
 
-A target may offer one: ``faster_int8_options(spec)`` returns build-option
-overrides (or None), and ``compare_int8_speed({name: (model.xml, pinned
-precision)}, feed)`` times the IRs side by side on this host.  OpenVINO offers
-symmetric activations (NNCF's PERFORMANCE preset) when the recipe's scheme is
-asymmetric: the CPU plugin's int8 convolutions then skip their zero-point
-compensation.  The int8 stage builds the offer, verifies it like any build,
-and keeps it only when every gate still holds and it costs at least
-:data:`MIN_GAIN` less CPU time per inference here; the manifest records the
-try either way (``quantization.faster_variant``).  Only a first build that
-already passes is offered a variant: when the mixed-precision search has to
-run, the more accurate scheme needs fewer float layers, which is what makes
-it fast.
+A target may offer them: ``faster_int8_options(spec, artifact)`` returns
+build-option overrides in the order to try, and ``compare_int8_speed({name:
+(model.xml, pinned precision)}, feed)`` times IRs side by side on this host.
+OpenVINO offers symmetric activations (NNCF's PERFORMANCE preset) where the
+recipe's are asymmetric — the CPU plugin's int8 convolutions then skip their
+zero-point compensation — and bf16 float parts where ``auto`` kept f32 from a
+few calibration feeds.  The int8 stage builds each offer on top of what was
+kept so far, verifies it like any build, and keeps it only when every gate
+still holds (on the held-out data) and it costs at least :data:`MIN_GAIN`
+less CPU time per inference here; the manifest records every try
+(``quantization.faster_variant``).  It runs after a first build that passes
+and after a mixed-precision search that passes, on the mix the search kept.
 """
 from __future__ import annotations
 
 import dataclasses
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from edgekit.errors import EdgekitError
 
@@ -33,28 +33,48 @@ def _ir(built: Any) -> Tuple[Path, Any]:
     return built.stage / "model" / built.artifact.entry, (built.artifact.runtime_options or {}).get("inference_precision")
 
 
-def _with_record(built: Any, record: Dict[str, Any]) -> Any:
-    art = built.artifact
-    art = dataclasses.replace(art, quantization={**(art.quantization or {}), "faster_variant": record})
-    return dataclasses.replace(built, artifact=art)
-
-
 def try_faster(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, verified: Any,
-               workdir: Path) -> Tuple[Any, Any]:
-    """(built, verified): the target's faster int8 variant when it holds the gates and is cheaper, else the first."""
+               workdir: Path, keep: Sequence[str] = ()) -> Tuple[Any, Any]:
+    """(built, verified): the cheapest of the target's faster int8 builds that still holds the gates, else the
+    first.  ``keep``: the layers mixed precision kept in float for ``built`` (its recipe's ``exclude_nodes``)."""
+    offer = getattr(req.target, "faster_int8_options", None)
+    feeds = list(data.calibration.feeds) if data.calibration is not None else []
+    if offer is None or not feeds:
+        return built, verified
+    recipe = data.spec.recipe
+    if keep:
+        recipe = dataclasses.replace(recipe, exclude_nodes=tuple(recipe.exclude_nodes)
+                                     + tuple(x for x in keep if x not in recipe.exclude_nodes))
+    base_spec = dataclasses.replace(data.spec, recipe=recipe)
+    tries: List[Dict[str, Any]] = []
+    options: Dict[str, Any] = {}
+    for i, override in enumerate(offer(base_spec, built.artifact)):
+        options = {**options, **override}
+        b, v, record = _one(req, src, canon, checked, data, base_spec, options, built, verified, workdir / f"faster-{i}")
+        record["build_options"] = dict(override)
+        tries.append(record)
+        if record["kept"]:
+            built, verified = b, v
+        else:  # the next offer builds on what was kept, not on this one
+            options = {k: x for k, x in options.items() if k not in override}
+    if not tries:
+        return built, verified
+    art = built.artifact
+    art = dataclasses.replace(art, quantization={**(art.quantization or {}), "faster_variant": tries})
+    return dataclasses.replace(built, artifact=art), verified
+
+
+def _one(req: Any, src: Any, canon: Any, checked: Any, data: Any, base_spec: Any, options: Dict[str, Any],
+         built: Any, verified: Any, wd: Path) -> Tuple[Any, Any, Dict[str, Any]]:
+    """Build and verify one variant; (its built, verified, the record with ``kept``)."""
     from .int8_stage import gates_hold
 
-    offer = getattr(req.target, "faster_int8_options", None)
-    overrides = offer(data.spec) if offer is not None else None
-    feeds = list(data.calibration.feeds) if data.calibration is not None else []
-    if not overrides or not feeds:
-        return built, verified
-    spec = dataclasses.replace(data.spec, build_options={**dict(data.spec.build_options), **overrides})
+    spec = dataclasses.replace(base_spec, build_options={**dict(base_spec.build_options), **options})
     data_v = dataclasses.replace(data, spec=spec)
-    wd = workdir / "faster-int8"
-    wd.mkdir()
+    wd.mkdir(parents=True)
     req.progress("faster int8", 0, 0)
-    record: Dict[str, Any] = {"build_options": dict(overrides)}
+    record: Dict[str, Any] = {"rule": f"kept when every gate holds and it costs ≥ {MIN_GAIN:.0%} less CPU time "
+                                      "per inference on this host than what was kept before it"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the first build already said what this one would repeat
         try:
@@ -62,20 +82,18 @@ def try_faster(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: A
             v = stages.verify(req, src, canon, checked, data_v, b, wd)
         except EdgekitError as err:  # e.g. no kernel for signed activations on this CPU: the first build stands
             record.update(kept=False, why=f"the variant did not build here: {first_line(err)}")
-            return _with_record(built, record), verified
-    record.update({
-        "first_sqnr_db": round(float(verified.parity.weakest.sqnr_db), 2),
-        "variant_sqnr_db": round(float(v.parity.weakest.sqnr_db), 2),
-        "rule": f"kept when every gate holds and it costs ≥ {MIN_GAIN:.0%} less CPU time per inference on this host",
-    })
+            return built, verified, record
+    record.update(before_sqnr_db=round(float(verified.parity.weakest.sqnr_db), 2),
+                  variant_sqnr_db=round(float(v.parity.weakest.sqnr_db), 2))
     if not gates_hold(req, v):
         record.update(kept=False, why="the variant misses a gate")
-        return _with_record(built, record), verified
-    timing = req.target.compare_int8_speed({"first": _ir(built), "variant": _ir(b)}, feeds[0])
+        return built, verified, record
+    feed = data.calibration.feeds[0]
+    timing = req.target.compare_int8_speed({"before": _ir(built), "variant": _ir(b)}, feed)
     cpu = {k: round(t["cpu"] * 1e3, 3) for k, t in timing.items()}
     record.update(cpu_ms=cpu, latency_ms={k: round(t["wall"] * 1e3, 3) for k, t in timing.items()})
-    if cpu["variant"] > (1.0 - MIN_GAIN) * cpu["first"]:
-        record.update(kept=False, why=f"not cheaper here ({cpu['variant']} vs {cpu['first']} ms CPU per inference)")
-        return _with_record(built, record), verified
+    if cpu["variant"] > (1.0 - MIN_GAIN) * cpu["before"]:
+        record.update(kept=False, why=f"not cheaper here ({cpu['variant']} vs {cpu['before']} ms CPU per inference)")
+        return built, verified, record
     record["kept"] = True
-    return _with_record(b, record), v
+    return b, v, record

@@ -150,7 +150,7 @@ def test_int8_bundled_runs_in_int8_and_agrees(bundled_int8):
     q = bundled_int8.manifest["quantization"]
     # the recipe's asymmetric activations first; symmetric ones (performance) only when they held the gates too
     # and ran cheaper on this host (the faster variant the int8 stage tries)
-    variant = q["faster_variant"]
+    variant = q["faster_variant"][0]
     assert variant["build_options"] == {"nncf_preset": "performance"} and isinstance(variant["kept"], bool)
     assert q["preset"] == ("performance" if variant["kept"] else "mixed")
     assert q["tool"] == "nncf.quantize" and q["fast_bias_correction"] is True
@@ -164,7 +164,7 @@ def test_int8_bundled_runs_in_int8_and_agrees(bundled_int8):
         assert {x["precision"] for x in weighted} == {"u8"}
     else:  # it compiled and verified here in the precision it pins
         assert {x["precision"] for x in weighted} <= {"u8", "i8"}
-        assert variant["cpu_ms"]["variant"] <= 0.95 * variant["cpu_ms"]["first"]
+        assert variant["cpu_ms"]["variant"] <= 0.95 * variant["cpu_ms"]["before"]
     host = bundled_int8.manifest["target"]["details"]["host_cpu"]
     assert host["weighted_int8"] == 4 and "compile_fallback" not in bundled_int8.manifest["target"]["details"]
 

@@ -399,30 +399,96 @@ def test_a_passing_int8_build_tries_symmetric_activations_and_records_it(tmp_pat
     too; kept only when it holds them and is cheaper here; either way both SQNRs are in the manifest."""
     with edgekit.load(_build_hs(tmp_path, "auto"), cache_dir="") as m:
         q = m.manifest.quantization
-        v = q["faster_variant"]
+        v = q["faster_variant"][0]
         assert v["build_options"] == {"nncf_preset": "performance"}
-        assert v["first_sqnr_db"] > 25 and v["variant_sqnr_db"] > 25 and "rule" in v
+        assert v["before_sqnr_db"] > 25 and v["variant_sqnr_db"] > 25 and "rule" in v
         if v["kept"]:
             assert q["preset"] == "performance" and q["preset_from"].startswith("build option")
-            assert v["cpu_ms"]["variant"] <= 0.95 * v["cpu_ms"]["first"]
+            assert v["cpu_ms"]["variant"] <= 0.95 * v["cpu_ms"]["before"]
             assert m.manifest.verification.min_sqnr_db == pytest.approx(v["variant_sqnr_db"], abs=0.01)
         else:
             assert q["preset"] == "mixed" and v["why"]
-            assert m.manifest.verification.min_sqnr_db == pytest.approx(v["first_sqnr_db"], abs=0.01)
+            assert m.manifest.verification.min_sqnr_db == pytest.approx(v["before_sqnr_db"], abs=0.01)
 
 
 def test_nncf_preset_recipe_and_performance_build_once(tmp_path):
+    def preset_tries(q: dict) -> list:  # bf16 float parts may still be offered: only the preset is asked here
+        return [t for t in q.get("faster_variant", []) if "nncf_preset" in t["build_options"]]
+
     with edgekit.load(_build_hs(tmp_path, "recipe", build_options={"nncf_preset": "recipe"}), cache_dir="") as m:
-        assert m.manifest.quantization["preset"] == "mixed" and "faster_variant" not in m.manifest.quantization
+        assert m.manifest.quantization["preset"] == "mixed" and not preset_tries(m.manifest.quantization)
     with edgekit.load(_build_hs(tmp_path, "perf", build_options={"nncf_preset": "performance"}), cache_dir="") as m:
         q = m.manifest.quantization
-        assert q["preset"] == "performance" and "faster_variant" not in q
+        assert q["preset"] == "performance" and not preset_tries(q)
     # a symmetric recipe is already the fast scheme: nothing to try
     with edgekit.load(_build_hs(tmp_path, "sym", recipe={"global_config": {"symmetric_activations": True}}),
                       cache_dir="") as m:
-        assert m.manifest.quantization["preset"] == "performance" and "faster_variant" not in m.manifest.quantization
+        assert m.manifest.quantization["preset"] == "performance" and not preset_tries(m.manifest.quantization)
 
 
 def test_no_variant_when_mixed_precision_is_off(tmp_path):
     with edgekit.load(_build_hs(tmp_path, "off", mixed_precision={"enabled": False}), cache_dir="") as m:
         assert "faster_variant" not in m.manifest.quantization
+
+
+@pytest.mark.slow
+def test_real_yolox_int8_tries_symmetric_activations(tmp_path):
+    """The ddddocr YOLOX passes its recall floor on the first (asymmetric) build; the symmetric variant is built
+    and verified too (measured here: 0.98x NNCF's default int8 at 20.9 vs 18.7 dB, where the asymmetric package
+    was 1.16x).  Whether it is kept depends on this host's timing: the gates hold either way."""
+    import sys
+
+    real = Path(__file__).resolve().parent.parent / "samples" / "real_models"
+    if str(real) not in sys.path:
+        sys.path.insert(0, str(real))
+    import fetch  # noqa: PLC0415
+    import registry  # noqa: PLC0415
+    import suite  # noqa: PLC0415
+    from edgekit.targets.pipeline import build_package
+
+    try:
+        path = fetch.fetch_one("yolox-ddddocr-416")
+    except fetch.FetchError as exc:
+        pytest.skip(f"real models not reachable: {exc}")
+    model = next(m for m in registry.MODELS if m.name == "yolox-ddddocr-416")
+    calib = suite.CalibrationCache(tmp_path / "calibration")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = build_package(path, target="openvino", precision="int8", output=tmp_path / "yolox.edgepkg",
+                            name=model.name, **suite.build_kwargs(model, calib.get(model.calibration)))
+    v = res.manifest["verification"]
+    q = res.manifest["quantization"]
+    assert v["passed"] and v["detection"]["recall"] >= 0.9
+    fv = q["faster_variant"][0]
+    assert fv["build_options"] == {"nncf_preset": "performance"} and fv["before_sqnr_db"] > fv["variant_sqnr_db"]
+    assert q["preset"] == ("performance" if fv["kept"] else "mixed")
+    if fv["kept"]:
+        assert fv["cpu_ms"]["variant"] <= 0.95 * fv["cpu_ms"]["before"]
+
+
+def test_faster_offers_follow_the_options_and_what_auto_picked(monkeypatch):
+    """The openvino target offers symmetric activations where the recipe's are asymmetric and bf16 float parts
+    where auto measured both and kept f32 (the gates on held-out data decide, not a few calibration feeds)."""
+    import edgekit.targets.openvino.target as ovt
+    from edgekit.quantize.recipe import Recipe
+    from edgekit.targets.base import Artifact, BuildSpec, Precision
+
+    target = ovt.OpenVinoTarget()
+    monkeypatch.setattr(ovt, "_host_bf16", lambda: True)
+    f32_auto = Artifact(files=[], entry="model.xml", details={"float_parts": "f32", "float_parts_choice": {}})
+    bf16_auto = Artifact(files=[], entry="model.xml", details={"float_parts": "bf16", "float_parts_choice": {}})
+
+    def offers(art: Artifact, recipe: Recipe = Recipe(), **options: object) -> list:
+        return target.faster_int8_options(BuildSpec(Precision.INT8, recipe, build_options=options), art)
+
+    assert offers(f32_auto) == [{"nncf_preset": "performance"}, {"int8_float_parts": "bf16"}]
+    assert offers(bf16_auto) == [{"nncf_preset": "performance"}]
+    assert offers(f32_auto, nncf_preset="recipe") == [{"int8_float_parts": "bf16"}]
+    assert offers(f32_auto, Recipe.from_json({"global_config": {"symmetric_activations": True}})) == \
+        [{"int8_float_parts": "bf16"}]
+    assert offers(f32_auto, int8_float_parts="f32") == [{"nncf_preset": "performance"}]
+    no_choice = Artifact(files=[], entry="model.xml", details={"float_parts": "f32"})  # auto did not measure
+    assert offers(no_choice, nncf_preset="recipe") == []
+    monkeypatch.setattr(ovt, "_host_bf16", lambda: False)
+    assert offers(f32_auto, nncf_preset="recipe") == []
+    assert target.faster_int8_options(BuildSpec(Precision.FP32, Recipe()), f32_auto) == []
