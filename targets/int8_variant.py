@@ -48,15 +48,21 @@ def try_faster(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: A
     base_spec = dataclasses.replace(data.spec, recipe=recipe)
     tries: List[Dict[str, Any]] = []
     options: Dict[str, Any] = {}
-    for i, override in enumerate(offer(base_spec, built.artifact)):
-        options = {**options, **override}
-        b, v, record = _one(req, src, canon, checked, data, base_spec, options, built, verified, workdir / f"faster-{i}")
+    tried: List[Dict[str, Any]] = []
+    while True:
+        # asked again after each try: what was kept may already give the next offer (a symmetric build whose
+        # auto float parts came out bf16 needs no bf16 try)
+        spec = dataclasses.replace(base_spec, build_options={**dict(base_spec.build_options), **options})
+        override = next((o for o in offer(spec, built.artifact) if o not in tried), None)
+        if override is None:
+            break
+        tried.append(override)
+        b, v, record = _one(req, src, canon, checked, data, base_spec, {**options, **override}, built, verified,
+                            workdir / f"faster-{len(tried) - 1}")
         record["build_options"] = dict(override)
         tries.append(record)
-        if record["kept"]:
-            built, verified = b, v
-        else:  # the next offer builds on what was kept, not on this one
-            options = {k: x for k, x in options.items() if k not in override}
+        if record["kept"]:  # the next offer builds on what was kept, not on a rejected one
+            built, verified, options = b, v, {**options, **override}
     if not tries:
         return built, verified
     art = built.artifact
