@@ -468,15 +468,21 @@ def test_real_yolox_int8_tries_symmetric_activations(tmp_path):
 
 def test_faster_offers_follow_the_options_and_what_auto_picked(monkeypatch):
     """The openvino target offers symmetric activations where the recipe's are asymmetric and bf16 float parts
-    where auto measured both and kept f32 (the gates on held-out data decide, not a few calibration feeds)."""
+    where auto measured them cheaper and kept f32 for their SQNR (the gates on held-out data decide, not a few
+    calibration feeds)."""
     import edgekit.targets.openvino.target as ovt
     from edgekit.quantize.recipe import Recipe
     from edgekit.targets.base import Artifact, BuildSpec, Precision
 
     target = ovt.OpenVinoTarget()
     monkeypatch.setattr(ovt, "_host_bf16", lambda: True)
-    f32_auto = Artifact(files=[], entry="model.xml", details={"float_parts": "f32", "float_parts_choice": {}})
-    bf16_auto = Artifact(files=[], entry="model.xml", details={"float_parts": "bf16", "float_parts_choice": {}})
+    # auto measured bf16 parts cheaper and kept f32 for their SQNR on its few feeds
+    measured = {"f32": {"cpu_ms": 2.0}, "bf16": {"cpu_ms": 1.5}}
+    f32_auto = Artifact(files=[], entry="model.xml", details={"float_parts": "f32", "float_parts_choice": measured})
+    bf16_auto = Artifact(files=[], entry="model.xml", details={"float_parts": "bf16", "float_parts_choice": measured})
+    # auto found bf16 parts no cheaper: timing them again is no new evidence
+    not_cheaper = Artifact(files=[], entry="model.xml", details={
+        "float_parts": "f32", "float_parts_choice": {"f32": {"cpu_ms": 2.0}, "bf16": {"cpu_ms": 1.95}}})
 
     def offers(art: Artifact, recipe: Recipe = Recipe(), **options: object) -> list:
         return target.faster_int8_options(BuildSpec(Precision.INT8, recipe, build_options=options), art)
@@ -489,6 +495,7 @@ def test_faster_offers_follow_the_options_and_what_auto_picked(monkeypatch):
     assert offers(f32_auto, int8_float_parts="f32") == [{"nncf_preset": "performance"}]
     no_choice = Artifact(files=[], entry="model.xml", details={"float_parts": "f32"})  # auto did not measure
     assert offers(no_choice, nncf_preset="recipe") == []
+    assert offers(not_cheaper, nncf_preset="recipe") == []
     monkeypatch.setattr(ovt, "_host_bf16", lambda: False)
     assert offers(f32_auto, nncf_preset="recipe") == []
     assert target.faster_int8_options(BuildSpec(Precision.FP32, Recipe()), f32_auto) == []
