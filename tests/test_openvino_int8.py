@@ -289,6 +289,13 @@ def test_auto_float_parts_measure_both_and_record_the_choice(tmp_path):
                             recipe={"exclude_nodes": ["/conv2/Conv"]}, output=tmp_path / "auto.edgepkg")
     with edgekit.load(pkg, cache_dir="") as m:
         details = m.manifest.data["target"]["details"]
+        kept = [t for t in m.manifest.quantization.get("faster_variant", []) if t["kept"]]
+        if "float_parts_choice" not in details:
+            # auto measured bf16 cheaper but refused it on its few feeds, and the held-out gates then kept the
+            # bf16 retry (int8_variant): the package is that build, and says so
+            assert kept and kept[-1]["build_options"] == {"int8_float_parts": "bf16"}
+            assert details["float_parts"] == "bf16" == m.manifest.runtime_options["inference_precision"]
+            return
         choice = details["float_parts_choice"]
         assert set(choice) >= {"f32", "bf16", "picked", "rule"}
         for k in ("f32", "bf16"):
