@@ -333,7 +333,14 @@ def test_missed_floor_keeps_the_most_sensitive_layers_in_float_until_it_holds(tm
     assert [t["macs"] for t in pr["trials"]] == sorted((t["macs"] for t in pr["trials"]), reverse=True)
     assert all((t["twin_sqnr_db"] >= pr["target_db"] - 0.01) == t["returned"] for t in pr["trials"])
     assert not set(pr["returned_to_int8"]) & set(kept)
-    assert len(kept) + len(pr["returned_to_int8"]) == pr["prefix_float_layers"] or not mp["attempts"][1]["passed"]
+    assert len(kept) + len(pr["returned_to_int8"]) <= pr["prefix_float_layers"] or not mp["attempts"][1]["passed"]
+    # after the pass, the twin calibrated at the passing mix may prune once more: recorded either way
+    after = pr["after_pass"]
+    assert after is not None and after["offset_db"] == pytest.approx(after["real_db"] - after["twin_db"], abs=0.02)
+    if after["kept"]:
+        assert after["refined_db"] >= 42.0 and after["returned_to_int8"] and not set(after["returned_to_int8"]) & set(kept)
+    else:
+        assert after["why"]
     assert all("benefit per cost" in x["reason"] and "MAC-equivalents" in x["reason"] for x in mp["kept_float"])
     assert mp["selection"].startswith("benefit per cost")
     assert mp["sensitivity"]["points_measured"] >= len(kept)
