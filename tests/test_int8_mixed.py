@@ -467,23 +467,9 @@ def test_real_ppocrv4_default_int8_sweeps_every_point_and_meets_the_floor_on_onn
     build's bounded sweep measures every point (a starved, wall-time-bound sweep measured 21-24 of 266 and
     ended at 19.5 dB), and the float budget counted in MACs lets the search keep the many cheap sensitive
     layers in float (measured: det 27.1 dB with 58 % of MACs int8, rec 26.6 dB with 37 %)."""
-    import sys
-    from pathlib import Path
+    from realbuild import build_real
 
-    real = Path(__file__).resolve().parent.parent / "samples" / "real_models"
-    sys.path.insert(0, str(real))
-    import fetch
-    import registry
-    import suite
-
-    try:
-        path = fetch.fetch_one(name)
-    except fetch.FetchError as exc:
-        pytest.skip(f"real models not reachable: {exc}")
-    model = registry.get(name)
-    calib = suite.CalibrationCache(tmp_path / "calibration").get(model.calibration)
-    res = build_package(path, target="onnxruntime", precision="int8", output=tmp_path / "m.edgepkg",
-                        name=model.name, **suite.build_kwargs(model, calib))
+    res = build_real(name, "onnxruntime", tmp_path)
     v = res.package.verification
     mp = res.package.quantization.to_json()["mixed_precision"]
     sens = mp["sensitivity"]

@@ -151,24 +151,11 @@ def test_pools_after_float_follow_their_producer():
 def test_real_mtcnn_default_int8_runs_no_uint8_nchw_pool(tmp_path):
     """MTCNN O-Net (mixed precision keeps its first convolution float, before a PRelu and a pool): the default
     build passes its floor, and the graph onnxruntime runs, as packaged, has no uint8 NCHW pool."""
-    name = "mtcnn-onet"
-    import sys
     import zipfile
 
-    real = Path(__file__).resolve().parent.parent / "samples" / "real_models"
-    sys.path.insert(0, str(real))
-    import fetch
-    import registry
-    import suite
+    from realbuild import build_real
 
-    try:
-        path = fetch.fetch_one(name)
-    except fetch.FetchError as exc:
-        pytest.skip(f"real models not reachable: {exc}")
-    model = registry.get(name)
-    calib = suite.CalibrationCache(tmp_path / "calibration").get(model.calibration)
-    res = build_package(path, target="onnxruntime", precision="int8", output=tmp_path / "m.edgepkg",
-                        name=model.name, **suite.build_kwargs(model, calib))
+    res = build_real("mtcnn-onet", "onnxruntime", tmp_path)
     assert res.package.verification.passed
     disabled = res.package.target_info.runtime_options["disabled_optimizers"]
     zipfile.ZipFile(res.path).extractall(tmp_path / "pkg")

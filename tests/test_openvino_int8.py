@@ -172,26 +172,9 @@ def test_pow_and_sqrt_stay_float(tmp_path):
 def test_real_silero_vad_int8_state_outputs(tmp_path):
     """Silero VAD v6 on openvino int8: hn was −0.0 dB (cn 2.4, speech_probs 8.9) even with every candidate
     layer float; with the LSTM and the STFT's Pow/Sqrt float the default floor holds on every output."""
-    import sys
+    from realbuild import build_real
 
-    real = Path(__file__).resolve().parent.parent / "samples" / "real_models"
-    if str(real) not in sys.path:
-        sys.path.insert(0, str(real))
-    import fetch  # noqa: PLC0415
-    import registry  # noqa: PLC0415
-    import suite  # noqa: PLC0415
-    from edgekit.targets.pipeline import build_package
-
-    try:
-        path = fetch.fetch_one("silero-vad-lstm")
-    except fetch.FetchError as exc:
-        pytest.skip(f"real models not reachable: {exc}")
-    model = next(m for m in registry.MODELS if m.name == "silero-vad-lstm")
-    calib = suite.CalibrationCache(tmp_path / "calibration")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = build_package(path, target="openvino", precision="int8", output=tmp_path / "vad.edgepkg",
-                            name=model.name, **suite.build_kwargs(model, calib.get(model.calibration)))
+    res = build_real("silero-vad-lstm", "openvino", tmp_path)
     v = res.package.verification
     by_output = {o.name: o.sqnr_db for o in v.outputs}
     assert v.passed and min(by_output.values()) >= 25.0, by_output
@@ -443,26 +426,9 @@ def test_real_yolox_int8_tries_symmetric_activations(tmp_path):
     """The ddddocr YOLOX passes its recall floor on the first (asymmetric) build; the symmetric variant is built
     and verified too (measured here: 0.98x NNCF's default int8 at 20.9 vs 18.7 dB, where the asymmetric package
     was 1.16x).  Whether it is kept depends on this host's timing: the gates hold either way."""
-    import sys
+    from realbuild import build_real
 
-    real = Path(__file__).resolve().parent.parent / "samples" / "real_models"
-    if str(real) not in sys.path:
-        sys.path.insert(0, str(real))
-    import fetch  # noqa: PLC0415
-    import registry  # noqa: PLC0415
-    import suite  # noqa: PLC0415
-    from edgekit.targets.pipeline import build_package
-
-    try:
-        path = fetch.fetch_one("yolox-ddddocr-416")
-    except fetch.FetchError as exc:
-        pytest.skip(f"real models not reachable: {exc}")
-    model = next(m for m in registry.MODELS if m.name == "yolox-ddddocr-416")
-    calib = suite.CalibrationCache(tmp_path / "calibration")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = build_package(path, target="openvino", precision="int8", output=tmp_path / "yolox.edgepkg",
-                            name=model.name, **suite.build_kwargs(model, calib.get(model.calibration)))
+    res = build_real("yolox-ddddocr-416", "openvino", tmp_path)
     v = res.manifest["verification"]
     q = res.manifest["quantization"]
     assert v["passed"] and v["detection"]["recall"] >= 0.9

@@ -452,28 +452,13 @@ def test_real_silero_vad_int8_on_the_htp(tmp_path):
     """Silero VAD v6 on qnn int8: 6.7 dB on its first build and 9.8 dB at best before (16-bit layers around
     the HTP's own LSTM); with the magnitude fused, per-channel 16-bit weights and the LSTM unrolled the default
     floor holds, every node on the HTP, and a stream that feeds hn/cn back stays close to fp32."""
-    import sys
-    import warnings
+    from realbuild import build_real, real_modules
 
-    real = Path(__file__).resolve().parent.parent / "samples" / "real_models"
-    if str(real) not in sys.path:
-        sys.path.insert(0, str(real))
-    import data  # noqa: PLC0415
-    import fetch  # noqa: PLC0415
-    import registry  # noqa: PLC0415
-    import suite  # noqa: PLC0415
-    from edgekit.targets.pipeline import build_package
+    res = build_real("silero-vad-lstm", "qnn", tmp_path)
+    fetch, _, _ = real_modules()
+    import data  # noqa: PLC0415 - the suite's audio (on sys.path once real_modules ran)
 
-    try:
-        path = fetch.fetch_one("silero-vad-lstm")
-    except fetch.FetchError as exc:
-        pytest.skip(f"real models not reachable: {exc}")
-    model = next(m for m in registry.MODELS if m.name == "silero-vad-lstm")
-    calib = suite.CalibrationCache(tmp_path / "calibration")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = build_package(path, target="qnn", precision="int8", output=tmp_path / "vad.edgepkg",
-                            name=model.name, **suite.build_kwargs(model, calib.get(model.calibration)))
+    path = fetch.fetch_one("silero-vad-lstm")
     v = res.package.verification
     by_output = {o.name: o.sqnr_db for o in v.outputs}
     assert v.passed and min(by_output.values()) >= 25.0, by_output
