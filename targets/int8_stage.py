@@ -225,16 +225,8 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     k, pruned = max(1, pl.k), bool(pl.returned)
     for i in range(config.max_builds):
         keep = pl.keep(k, pruned)
-        spec = dataclasses.replace(data.spec, recipe=dataclasses.replace(
-            recipe, exclude_nodes=tuple(recipe.exclude_nodes) + tuple(x for x in keep if x not in recipe.exclude_nodes)))
-        data_k = dataclasses.replace(data, spec=spec)
-        wd = workdir / f"mixed-{i}"
-        wd.mkdir()
         req.progress("mixed precision", i + 1, config.max_builds)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the first build already said what these builds would repeat
-            b = stages.target_build(req, canon, data_k, wd)
-            v = stages.verify(req, src, canon, checked, data_k, b, wd)
+        b, v = _build_mix(req, src, canon, checked, data, keep, workdir / f"mixed-{i}")
         ok = gates_hold(req, v)
         real = float(v.parity.weakest.sqnr_db)
         attempts.append(_mixed.Attempt(len(keep), real, pl.twin_db(keep) if pruned else tried.get(k), ok))
@@ -255,7 +247,7 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     _, b, v, kept = best
     refine: Optional[Dict[str, Any]] = None
     if passed and len(attempts) - 1 < config.max_builds and config.prune_evals > 0:
-        b, v, kept, refine = _refine(req, src, canon, checked, data, recipe, pl, twin, (b, v, kept),
+        b, v, kept, refine = _refine(req, src, canon, checked, data, pl, twin, (b, v, kept),
                                      float(v.parity.weakest.sqnr_db), target, floor, config, workdir)
         if refine.get("kept"):
             attempts.append(_mixed.Attempt(len(kept), float(v.parity.weakest.sqnr_db), pl.twin_db(kept), True))
@@ -296,11 +288,24 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     return Int8Outcome(dataclasses.replace(b, artifact=art), v, report, twin)
 
 
+def _build_mix(req: Any, src: Any, canon: Any, checked: Any, data: Any, keep: Sequence[str], wd: Path) -> Tuple[Any, Any]:
+    """(built, verified) of the target with the layers ``keep`` added to the recipe's ``exclude_nodes``."""
+    recipe = data.spec.recipe
+    spec = dataclasses.replace(data.spec, recipe=dataclasses.replace(
+        recipe, exclude_nodes=tuple(recipe.exclude_nodes) + tuple(x for x in keep if x not in recipe.exclude_nodes)))
+    data_k = dataclasses.replace(data, spec=spec)
+    wd.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the first build already said what these builds would repeat
+        b = stages.target_build(req, canon, data_k, wd)
+        return b, stages.verify(req, src, canon, checked, data_k, b, wd)
+
+
 #: a passing mix is pruned again only when the real build beat its twin by at least this much (dB)
 REFINE_MIN_OFFSET_DB = 0.5
 
 
-def _refine(req: Any, src: Any, canon: Any, checked: Any, data: Any, recipe: Any, pl: Plan, twin: _sens.Twin,
+def _refine(req: Any, src: Any, canon: Any, checked: Any, data: Any, pl: Plan, twin: _sens.Twin,
             passing: Tuple[Any, Any, Tuple[str, ...]], real_db: float, target_db: float, floor_db: float,
             config: _mixed.MixedPrecisionConfig, workdir: Path) -> Tuple[Any, Any, Tuple[str, ...], Dict[str, Any]]:
     """After a passing build: prune its mix again against the twin calibrated where the search ended.
@@ -326,16 +331,8 @@ def _refine(req: Any, src: Any, canon: Any, checked: Any, data: Any, recipe: Any
     if not returned:
         record["why"] = "no heavy float layer could return to int8 on the calibrated twin"
         return b, v, kept, record
-    spec = dataclasses.replace(data.spec, recipe=dataclasses.replace(
-        recipe, exclude_nodes=tuple(recipe.exclude_nodes) + tuple(x for x in left if x not in recipe.exclude_nodes)))
-    data_r = dataclasses.replace(data, spec=spec)
-    wd = workdir / "mixed-refine"
-    wd.mkdir()
     req.progress("mixed precision", config.max_builds, config.max_builds)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        b2 = stages.target_build(req, canon, data_r, wd)
-        v2 = stages.verify(req, src, canon, checked, data_r, b2, wd)
+    b2, v2 = _build_mix(req, src, canon, checked, data, left, workdir / "mixed-refine")
     record["refined_db"] = round(float(v2.parity.weakest.sqnr_db), 2)
     if not gates_hold(req, v2):
         record["why"] = "the pruned mix missed a gate in the real build"
