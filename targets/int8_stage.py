@@ -226,7 +226,7 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     for i in range(config.max_builds):
         keep = pl.keep(k, pruned)
         req.progress("mixed precision", i + 1, config.max_builds)
-        b, v = _build_mix(req, src, canon, checked, data, keep, workdir / f"mixed-{i}")
+        b, v = build_mix(req, src, canon, checked, data, workdir / f"mixed-{i}", keep)
         ok = gates_hold(req, v)
         real = float(v.parity.weakest.sqnr_db)
         attempts.append(_mixed.Attempt(len(keep), real, pl.twin_db(keep) if pruned else tried.get(k), ok))
@@ -288,13 +288,21 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     return Int8Outcome(dataclasses.replace(b, artifact=art), v, report, twin)
 
 
-def _build_mix(req: Any, src: Any, canon: Any, checked: Any, data: Any, keep: Sequence[str], wd: Path) -> Tuple[Any, Any]:
-    """(built, verified) of the target with the layers ``keep`` added to the recipe's ``exclude_nodes``."""
-    recipe = data.spec.recipe
-    spec = dataclasses.replace(data.spec, recipe=dataclasses.replace(
-        recipe, exclude_nodes=tuple(recipe.exclude_nodes) + tuple(x for x in keep if x not in recipe.exclude_nodes)))
-    data_k = dataclasses.replace(data, spec=spec)
-    wd.mkdir()
+def mix_spec(spec: Any, keep: Sequence[str] = (), build_options: Optional[Mapping[str, Any]] = None) -> Any:
+    """``spec`` with the layers ``keep`` added to its recipe's ``exclude_nodes`` and ``build_options`` over its own."""
+    recipe = spec.recipe
+    if keep:
+        recipe = dataclasses.replace(recipe, exclude_nodes=tuple(recipe.exclude_nodes)
+                                     + tuple(x for x in keep if x not in recipe.exclude_nodes))
+    return dataclasses.replace(spec, recipe=recipe,
+                               build_options={**dict(spec.build_options), **dict(build_options or {})})
+
+
+def build_mix(req: Any, src: Any, canon: Any, checked: Any, data: Any, wd: Path, keep: Sequence[str] = (),
+              build_options: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Any]:
+    """(built, verified) of the target with :func:`mix_spec`'s spec; the first build's warnings are not repeated."""
+    data_k = dataclasses.replace(data, spec=mix_spec(data.spec, keep, build_options))
+    wd.mkdir(parents=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the first build already said what these builds would repeat
         b = stages.target_build(req, canon, data_k, wd)
@@ -332,7 +340,7 @@ def _refine(req: Any, src: Any, canon: Any, checked: Any, data: Any, pl: Plan, t
         record["why"] = "no heavy float layer could return to int8 on the calibrated twin"
         return b, v, kept, record
     req.progress("mixed precision", config.max_builds, config.max_builds)
-    b2, v2 = _build_mix(req, src, canon, checked, data, left, workdir / "mixed-refine")
+    b2, v2 = build_mix(req, src, canon, checked, data, workdir / "mixed-refine", left)
     record["refined_db"] = round(float(v2.parity.weakest.sqnr_db), 2)
     if not gates_hold(req, v2):
         record["why"] = "the pruned mix missed a gate in the real build"

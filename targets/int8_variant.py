@@ -16,13 +16,11 @@ and after a mixed-precision search that passes, on the mix the search kept.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 from edgekit.errors import EdgekitError
 
-from . import stages
 from .toolchain import first_line
 
 #: the variant must cost at least this much less CPU time per inference than the first build (ratio ≤ 1 − MIN_GAIN)
@@ -41,23 +39,19 @@ def try_faster(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: A
     feeds = list(data.calibration.feeds) if data.calibration is not None else []
     if offer is None or not feeds:
         return built, verified
-    recipe = data.spec.recipe
-    if keep:
-        recipe = dataclasses.replace(recipe, exclude_nodes=tuple(recipe.exclude_nodes)
-                                     + tuple(x for x in keep if x not in recipe.exclude_nodes))
-    base_spec = dataclasses.replace(data.spec, recipe=recipe)
+    from .int8_stage import mix_spec
+
     tries: List[Dict[str, Any]] = []
     options: Dict[str, Any] = {}
     tried: List[Dict[str, Any]] = []
     while True:
         # asked again after each try: what was kept may already give the next offer (a symmetric build whose
         # auto float parts came out bf16 needs no bf16 try)
-        spec = dataclasses.replace(base_spec, build_options={**dict(base_spec.build_options), **options})
-        override = next((o for o in offer(spec, built.artifact) if o not in tried), None)
+        override = next((o for o in offer(mix_spec(data.spec, keep, options), built.artifact) if o not in tried), None)
         if override is None:
             break
         tried.append(override)
-        b, v, record = _one(req, src, canon, checked, data, base_spec, {**options, **override}, built, verified,
+        b, v, record = _one(req, src, canon, checked, data, keep, {**options, **override}, built, verified,
                             workdir / f"faster-{len(tried) - 1}")
         record["build_options"] = dict(override)
         tries.append(record)
@@ -70,25 +64,19 @@ def try_faster(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: A
     return dataclasses.replace(built, artifact=art), verified
 
 
-def _one(req: Any, src: Any, canon: Any, checked: Any, data: Any, base_spec: Any, options: Dict[str, Any],
+def _one(req: Any, src: Any, canon: Any, checked: Any, data: Any, keep: Sequence[str], options: Dict[str, Any],
          built: Any, verified: Any, wd: Path) -> Tuple[Any, Any, Dict[str, Any]]:
     """Build and verify one variant; (its built, verified, the record with ``kept``)."""
-    from .int8_stage import gates_hold
+    from .int8_stage import build_mix, gates_hold
 
-    spec = dataclasses.replace(base_spec, build_options={**dict(base_spec.build_options), **options})
-    data_v = dataclasses.replace(data, spec=spec)
-    wd.mkdir(parents=True)
     req.progress("faster int8", 0, 0)
     record: Dict[str, Any] = {"rule": f"kept when every gate holds and it costs ≥ {MIN_GAIN:.0%} less CPU time "
                                       "per inference on this host than what was kept before it"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the first build already said what this one would repeat
-        try:
-            b = stages.target_build(req, canon, data_v, wd)
-            v = stages.verify(req, src, canon, checked, data_v, b, wd)
-        except EdgekitError as err:  # e.g. no kernel for signed activations on this CPU: the first build stands
-            record.update(kept=False, why=f"the variant did not build here: {first_line(err)}")
-            return built, verified, record
+    try:
+        b, v = build_mix(req, src, canon, checked, data, wd, keep, options)
+    except EdgekitError as err:  # e.g. no kernel for signed activations on this CPU: the first build stands
+        record.update(kept=False, why=f"the variant did not build here: {first_line(err)}")
+        return built, verified, record
     record.update(before_sqnr_db=round(float(verified.parity.weakest.sqnr_db), 2),
                   variant_sqnr_db=round(float(v.parity.weakest.sqnr_db), 2))
     if not gates_hold(req, v):
