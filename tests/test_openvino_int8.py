@@ -283,6 +283,10 @@ def test_auto_float_parts_measure_both_and_record_the_choice(tmp_path):
         assert set(choice) >= {"f32", "bf16", "picked", "rule"}
         for k in ("f32", "bf16"):
             assert choice[k]["latency_ms"] > 0 and choice[k]["cpu_ms"] > 0 and choice[k]["sqnr_db"] > 10
+        # what the bf16 retry later reads: auto's own timing verdict, recorded with the figures it came from
+        from edgekit.targets.openvino.float_parts import MIN_GAIN
+
+        assert choice["bf16_cheaper"] == (choice["bf16"]["cpu_ms"] <= (1 - MIN_GAIN) * choice["f32"]["cpu_ms"])
         assert choice["picked"] == details["float_parts"] == m.manifest.runtime_options["inference_precision"]
         assert m.manifest.verification.runtime_options["inference_precision"] == choice["picked"]
         # bf16's own noise is read on the float model (every layer float), not on the int8 IR's two runs
@@ -450,12 +454,13 @@ def test_faster_offers_follow_the_options_and_what_auto_picked(monkeypatch):
     target = ovt.OpenVinoTarget()
     monkeypatch.setattr(ovt, "_host_bf16", lambda: True)
     # auto measured bf16 parts cheaper and kept f32 for their SQNR on its few feeds
-    measured = {"f32": {"cpu_ms": 2.0}, "bf16": {"cpu_ms": 1.5}}
+    measured = {"f32": {"cpu_ms": 2.0}, "bf16": {"cpu_ms": 1.5}, "bf16_cheaper": True}
     f32_auto = Artifact(files=[], entry="model.xml", details={"float_parts": "f32", "float_parts_choice": measured})
     bf16_auto = Artifact(files=[], entry="model.xml", details={"float_parts": "bf16", "float_parts_choice": measured})
     # auto found bf16 parts no cheaper: timing them again is no new evidence
     not_cheaper = Artifact(files=[], entry="model.xml", details={
-        "float_parts": "f32", "float_parts_choice": {"f32": {"cpu_ms": 2.0}, "bf16": {"cpu_ms": 1.95}}})
+        "float_parts": "f32",
+        "float_parts_choice": {"f32": {"cpu_ms": 2.0}, "bf16": {"cpu_ms": 1.95}, "bf16_cheaper": False}})
 
     def offers(art: Artifact, recipe: Recipe = Recipe(), **options: object) -> list:
         return target.faster_int8_options(BuildSpec(Precision.INT8, recipe, build_options=options), art)

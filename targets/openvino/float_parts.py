@@ -119,6 +119,7 @@ def choose(ov: Any, float_model: Any, xml: Path, feeds: Sequence[Mapping[str, np
     record["bf16_noise_margin_db"] = margin
     record.update({k: {"sqnr_db": sqnr[k], "cpu_ms": ms[k], "latency_ms": round(timing[k]["wall"] * 1e3, 3)}
                    for k in compiled})
+    record["bf16_cheaper"] = faster  # the int8 stage's bf16 retry reads this, not a second timing
     record["picked"] = "bf16" if faster and close else "f32"
     if not faster:
         record["why"] = f"bf16 parts not cheaper here ({ms['bf16']} vs {ms['f32']} ms CPU per inference)"

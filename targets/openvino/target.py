@@ -40,7 +40,6 @@ from edgekit.options import Option, OptionSchema
 from ..base import FLOAT_AND_INT8, Artifact, BuildJob, BuildSpec, CheckFindings, Precision, Target
 from ..graph import GraphInfo, domain_of, iter_nodes, qualified_op
 from ..toolchain import first_line, require
-from .float_parts import MIN_GAIN as _FLOAT_PARTS_MIN_GAIN
 from .ops import OP_TABLE, OV_ONNX_PATTERN_ONLY
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,12 +146,10 @@ class OpenVinoTarget(Target):
         if NncfPreset(options["nncf_preset"]) is NncfPreset.AUTO and preset_name(spec.recipe, options) != "performance":
             out.append({"nncf_preset": NncfPreset.PERFORMANCE.value})
         details = artifact.details or {}
-        choice = details.get("float_parts_choice") or {}
         # only where auto measured bf16 parts cheaper and refused them for their SQNR on its few feeds: where
         # it found them not cheaper, timing them again would be the same measurement twice, a coin toss
         # under load (a loaded host once kept the bf16 retry a minute after auto found it no faster)
-        cpu = {k: (choice.get(k) or {}).get("cpu_ms") for k in ("f32", "bf16")}
-        cheaper = None not in cpu.values() and cpu["bf16"] <= (1.0 - _FLOAT_PARTS_MIN_GAIN) * cpu["f32"]
+        cheaper = bool((details.get("float_parts_choice") or {}).get("bf16_cheaper"))
         if (FloatParts(options["int8_float_parts"]) is FloatParts.AUTO and details.get("float_parts") == "f32"
                 and cheaper and _host_bf16()):
             out.append({"int8_float_parts": FloatParts.BF16.value})
