@@ -4,7 +4,10 @@ For tests, benchmarks and trying the farm without hardware.  Each device is a re
 authentication, exec, SFTP chrooted to the device's directory); commands run as real processes on
 this machine with the device directory as home.  It only ever binds 127.0.0.1.
 
-Faults act where a real device would fail, never inside the runner:
+Faults act where a real device would fail, never inside the runner.  A kill, drop or hang hits when
+the runner's first stdout line (its start heartbeat, written before it loads the package) reaches the
+device's sshd: always mid-job, whatever the speed of the machine (a timer could fire after a fast
+runner had already finished, and the fault would silently not happen):
 
 * ``kill``      the runner gets SIGKILL mid-job (OOM killer, crash)
 * ``drop``      the SSH connection is aborted mid-job (Wi-Fi, cable); the session gets SIGHUP like sshd's
@@ -38,7 +41,6 @@ class FaultPlan:
     queue: List[Optional[str]] = field(default_factory=list)
     rate: float = 0.0
     kinds: Sequence[str] = FAULTS
-    after_s: Tuple[float, float] = (0.05, 0.3)   # when, after the runner starts, a kill/drop/hang hits
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def next(self, stage: str) -> Optional[str]:
@@ -100,13 +102,17 @@ class _Handler:
             if fault:
                 dev.injected.append((fault, cmd))
         conn = process.get_extra_info("connection")
-        fault_task = asyncio.ensure_future(self._inject(fault, proc, conn)) if fault in ("kill", "drop", "hang") else None
+        started_output = asyncio.Event()
+        fault_task = (asyncio.ensure_future(self._inject(fault, proc, conn, started_output))
+                      if fault in ("kill", "drop", "hang") else None)
 
         async def pump(src: Any, dst: Any) -> None:
             while True:
                 chunk = await src.read(65536)
                 if not chunk:
                     return
+                if src is proc.stdout:
+                    started_output.set()
                 try:
                     dst.write(chunk.decode("utf-8", "replace"))
                 except Exception:  # the client went away; keep draining so the process never blocks
@@ -136,9 +142,8 @@ class _Handler:
         except Exception:  # channel already gone (dropped link)
             pass
 
-    async def _inject(self, fault: Optional[str], proc: Any, conn: Any) -> None:
-        lo, hi = self.dev.faults.after_s
-        await asyncio.sleep(self.dev.faults.rng.uniform(lo, hi))
+    async def _inject(self, fault: Optional[str], proc: Any, conn: Any, started_output: asyncio.Event) -> None:
+        await started_output.wait()
         if proc.returncode is not None:
             return
         if fault == "kill":
