@@ -34,7 +34,7 @@ DTYPES = ("float32", "float16", "int8", "uint8", "int16", "uint16", "int32", "in
 LAYOUTS = ("nchw", "nhwc", "nc", "ncw", "nwc", "ntc", "any")
 TASKS = ("classify", "detect", "segment", "raw")
 #: kinds of checked parts in the verification report (see edgekit.quantize.parity)
-PART_KINDS = ("tensor", "logits", "boxes", "scores", "objectness", "mask")
+PART_KINDS = ("tensor", "logits", "boxes", "scores", "objectness", "mask", "streamed")
 _SHA256 = "^[0-9a-f]{64}$"
 _SHA256_META = meta(pattern=_SHA256, description="expected 64 lowercase hex digits")
 
@@ -306,6 +306,26 @@ class LatencyInfo:
 
 
 @record
+class StatePairInfo:
+    """A graph input that takes back a graph output on the next call (recurrent state)."""
+
+    input: str
+    output: str
+    #: the recurrent node that carries it
+    node: str
+
+
+@record
+class StreamCheck:
+    """A stateful model's verification samples run as one stream, each call fed the state the call before
+    returned, through the fp32 reference and the artifact: the ``(streamed)`` parts."""
+
+    chunks: int = field(metadata=meta(minimum=2))
+    state: Tuple[StatePairInfo, ...]
+    note: Optional[str] = None
+
+
+@record
 class Verification(_JsonView):
     """The artifact checked against the fp32 source on held-out samples."""
 
@@ -338,6 +358,8 @@ class Verification(_JsonView):
     gates: Mapping[str, float] = field(default_factory=dict)
     gate_sources: Mapping[str, str] = field(default_factory=dict)
     gate_failure: Optional[str] = None
+    #: set for a model that carries state across calls (see StreamCheck)
+    stream: Optional[StreamCheck] = None
 
 
 # ----------------------------------------------------------------- build report

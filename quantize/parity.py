@@ -81,7 +81,7 @@ class PartParity:
 
     name: str
     output: str
-    kind: str  # tensor | logits | boxes | scores | objectness (edgekit.manifest.PART_KINDS)
+    kind: str  # tensor | logits | boxes | scores | objectness | streamed (edgekit.manifest.PART_KINDS)
     sqnr_db: float
     cosine: float
     max_abs: float
@@ -397,6 +397,14 @@ def compare_outputs(
         detection=detection, mask_iou=mask_iou, reference_accuracy=ref_acc, candidate_accuracy=cand_acc,
         labelled_samples=len(labels) if (labels is not None and task == "classify") else 0,
     )
+
+
+def streamed_parts(reference: Sequence[Mapping[str, np.ndarray]],
+                   candidate: Sequence[Mapping[str, np.ndarray]]) -> Tuple[PartParity, ...]:
+    """Every output of a stateful model over a stream (targets/state.py): ``reference[k]`` and ``candidate[k]``
+    are call k of the fp32 reference's and the artifact's streams, each fed its own state back."""
+    names = _check_inputs(reference, candidate, None)
+    return tuple(_part(f"{n} (streamed)", n, "streamed", _stack(reference, n), _stack(candidate, n)) for n in names)
 
 
 #: part kinds that a judged detector's decoded detections stand for under the default floors (check_gates)

@@ -46,12 +46,14 @@ from edgekit.package import LABELS, MANIFEST, check_output, write_package
 from edgekit.quantize.calibration import CalibrationSet, load_feeds
 from edgekit.quantize.mixed import MixedPrecisionConfig
 from edgekit.quantize.ranges import recipe_for_samples
-from edgekit.quantize.parity import MIN_RECALL_DETECTIONS, ParityReport, check_gates, compare_outputs, recall_judged
+from edgekit.quantize.parity import (MIN_RECALL_DETECTIONS, ParityReport, check_gates, compare_outputs, recall_judged,
+                                    streamed_parts)
 from edgekit.quantize.recipe import Recipe
 
 from .base import Artifact, BuildSpec, Precision, SupportReport, Target
 from .canonicalize import CanonicalModel, canonicalize, load_onnx, onnx_sha256
 from .devices import DeviceProfile
+from .state import StatePair, carry_state, run_stream, state_pairs
 
 #: progress(stage, done, total): called as long steps advance (total 0 = unknown)
 ProgressFn = Callable[[str, int, int], None]
@@ -62,6 +64,8 @@ RECIPE_FILE = "recipe.json"
 RANDOM_VERIFY_SAMPLES = 8
 #: below this many verification samples the figures are rough: the build says so
 MIN_VERIFY_SAMPLES = 32
+#: a stateful model is checked as a stream when there are at least this many samples (one feeds its state on)
+MIN_STREAM_CHUNKS = 2
 GATES = ("min_sqnr_db", "max_accuracy_drop", "min_recall")
 
 #: the SQNR floor (dB) of the weakest checked part when the user sets none.  Measured by
@@ -427,6 +431,7 @@ def calibrate(req: BuildRequest, canon: Canonical, checked: Checked) -> DataSets
         verify = calib
         verify_source = "the calibration data (too few samples to hold any out)"
     if calib is not None and req.precision is Precision.INT8:
+        calib = _carry_calibration_state(canon, calib)
         # percentile / entropy on a handful of samples is guesswork: min-max, with a warning naming the count
         spec = dataclasses.replace(spec, recipe=recipe_for_samples(spec.recipe, len(calib)))
     if "max_accuracy_drop" in req.gates and (verify is None or verify.labels is None or spec.task != "classify"):
@@ -436,6 +441,22 @@ def calibrate(req: BuildRequest, canon: Canonical, checked: Checked) -> DataSets
             "Give labelled data, or drop --max-accuracy-drop"
         )
     return DataSets(spec=spec, calibration=calib, verification=verify, verify_source=verify_source)
+
+
+def _carry_calibration_state(canon: Canonical, calib: CalibrationSet) -> CalibrationSet:
+    """A stateful model calibrates on the states a stream brings its samples (targets/state.carry_state)."""
+    pairs = state_pairs(canon.model.model)
+    if not pairs or len(calib.feeds) < MIN_STREAM_CHUNKS:
+        return calib
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(canon.model.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [p.output for p in pairs]
+    feeds, changed = carry_state(calib.feeds, pairs, lambda f: dict(zip(names, sess.run(names, f))))
+    if not changed:
+        return calib
+    return dataclasses.replace(calib, feeds=feeds, source=f"{calib.source}; state inputs ({', '.join(p.input for p in pairs)}) "
+                               f"of {changed} zero-state samples carried over from the samples before, as in a stream")
 
 
 # ----------------------------------------------------------------- 5. target build
@@ -545,9 +566,10 @@ def random_feeds(canon: CanonicalModel, n: int) -> List[Dict[str, np.ndarray]]:
 
 
 def run_reference(model: Union[bytes, str], feeds: Sequence[Mapping[str, np.ndarray]],
-                  progress: ProgressFn) -> Tuple[List[Dict[str, np.ndarray]], float]:
+                  progress: ProgressFn, pairs: Sequence[StatePair] = ()
+                  ) -> Tuple[List[Dict[str, np.ndarray]], float, Optional[List[Dict[str, np.ndarray]]]]:
     """The fp32 canonical model (serialized, or the path of its file) through onnxruntime: the yardstick for
-    every target."""
+    every target.  With state ``pairs``, also the feeds run as one stream (None without)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(model, sess_options=ort.SessionOptions(), providers=["CPUExecutionProvider"])
@@ -559,7 +581,8 @@ def run_reference(model: Union[bytes, str], feeds: Sequence[Mapping[str, np.ndar
         times.append(time.perf_counter() - t0)
         out.append(dict(zip(names, values)))
         progress("verify fp32", i + 1, len(feeds))
-    return out, float(np.median(times)) if times else 0.0
+    stream = run_stream(lambda f: dict(zip(names, sess.run(names, f))), feeds, pairs) if pairs else None
+    return out, float(np.median(times)) if times else 0.0, stream
 
 
 def adapt_feed(feed: Mapping[str, np.ndarray], runner: Any) -> Dict[str, np.ndarray]:
@@ -613,9 +636,11 @@ def verify(req: BuildRequest, src: Source, canon: Canonical, checked: Checked, d
     write_package(built.stage, assemble_manifest(req, src, canon, checked, built, runtime_versions=versions).to_json(),
                   staged)
     feeds, labels, source, random_inputs = _verify_feeds(canon, data)
+    # a model that carries state across calls is also checked as one stream of the feeds (targets/state.py)
+    pairs = state_pairs(canon.model.model) if len(feeds) >= MIN_STREAM_CHUNKS else ()
     # from a file: onnxruntime given bytes holds them beside its own copy of the weights while it loads
-    reference, ref_latency = run_reference(str(canon.model.save(workdir / "reference" / "model.onnx")), feeds,
-                                           req.progress)
+    reference, ref_latency, ref_stream = run_reference(
+        str(canon.model.save(workdir / "reference" / "model.onnx")), feeds, req.progress, pairs)
     return_freed_memory()  # the reference session's memory, before the artifact's session loads
     runtime = req.target.verify_runtime or req.target.runtime
     candidate, times = [], []
@@ -627,10 +652,17 @@ def verify(req: BuildRequest, src: Source, canon: Canonical, checked: Checked, d
             times.append(m.runner.last_latency_s)
             candidate.append(dequantize_outputs(out, m.runner))
             req.progress("verify", i + 1, len(feeds))
+        cand_stream = run_stream(lambda f: dequantize_outputs(m.infer(adapt_feed(f, m.runner)), m.runner),
+                                 feeds, pairs) if pairs else None
     parity = compare_outputs(reference, candidate, task=checked.spec.task, labels=labels,
                              postprocess=canon.postprocess, class_names=req.labels)
+    if ref_stream is not None and cand_stream is not None:
+        parity = dataclasses.replace(parity, parts=parity.parts + streamed_parts(ref_stream, cand_stream))
     record = {
         "samples": len(feeds), "data": source, "random_inputs": random_inputs,
+        "stream": {"chunks": len(feeds), "state": [p.to_json() for p in pairs],
+                   "note": "the samples run in order as one stream, each call fed the state outputs of the call "
+                           "before, through the fp32 reference and the artifact; the '(streamed)' parts"} if pairs else None,
         "reference": "fp32 source model on onnxruntime (CPUExecutionProvider)",
         "runtime": runtime, "runtime_options": jt._plain(dict(art.verify_options)), "note": art.verify_note or None,
         **parity.to_json(),
