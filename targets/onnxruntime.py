@@ -260,6 +260,9 @@ class OnnxRuntimeTarget(Target):
                                tail=detection_tail(pre_model))
             unmatched_warning(plan.unmatched)
             pools_float = pools_after_float(pre_model, plan.nodes_to_exclude)
+            # float 1-D convolutions the recipe or the search keeps: as 2-D ones onnxruntime gives its blocked
+            # kernels (the helper Unsqueeze/Pad/Squeeze stay float with them)
+            convs_2d = _float_convs_as_2d(to_quantize, plan.nodes_to_exclude)
             extra: Dict[str, Any] = {
                 "ActivationSymmetric": g.symmetric_activations,
                 "WeightSymmetric": g.weight_dtype is QuantDtype.INT8,
@@ -281,7 +284,7 @@ class OnnxRuntimeTarget(Target):
                     str(to_quantize), str(out_path), CalibrationReader(used),
                     quant_format=QuantFormat.QDQ, per_channel=g.per_channel, reduce_range=reduce_range,
                     activation_type=quant_type(g.activation_dtype), weight_type=quant_type(g.weight_dtype),
-                    nodes_to_exclude=plan.nodes_to_exclude + pools_float,
+                    nodes_to_exclude=plan.nodes_to_exclude + pools_float + convs_2d,
                     calibrate_method=ort_method(recipe),
                     use_external_data_format=model.ByteSize() > (2**31 - (64 << 20)), extra_options=extra,
                 )
@@ -313,6 +316,7 @@ class OnnxRuntimeTarget(Target):
             "quantized_nodes": len(quantized),
             **plan.to_json(),
             "pools_kept_float": pools_float,
+            "float_convs_as_2d": sorted({n.rsplit("/", 1)[0] for n in convs_2d}),
             "hardsigmoids_requantized": len(requantized),
         }
 
@@ -351,6 +355,28 @@ def _hardsigmoids_as_requantize(path: Path, excluded: Sequence[str]) -> List[str
     if done:
         save_onnx(model, path)
     return done
+
+
+def _float_convs_as_2d(path: Path, excluded: Sequence[str]) -> List[str]:
+    """:func:`~edgekit.targets.ort_int8_graph.conv1d_as_conv2d` on the float-kept convolutions of the graph at
+    ``path``, in place; the helper nodes it wrote (to keep float with them)."""
+    import onnx
+
+    from .canonicalize import save_onnx
+    from .ort_int8_graph import conv1d_as_conv2d
+
+    light = onnx.load(str(path), load_external_data=False)
+    keep = set(excluded)
+    one_d = {t.name for t in light.graph.initializer if len(t.dims) == 3}
+    if not any(n.op_type == "Conv" and n.name in keep and len(n.input) > 1 and n.input[1] in one_d
+               for n in light.graph.node) or \
+            any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.graph.initializer):
+        return []  # nothing to rewrite, or a >2 GB graph: leave it as written
+    model = onnx.load(str(path))
+    helpers = conv1d_as_conv2d(model, keep)
+    if helpers:
+        save_onnx(model, path)
+    return helpers
 
 
 def _reduce_range(recipe_value: Optional[bool], options: Mapping[str, Any]) -> Tuple[bool, str]:

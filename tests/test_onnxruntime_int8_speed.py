@@ -6,6 +6,8 @@ convolution (kept out of int8, as mixed precision keeps it), PRelu with negative
 int8 PRelu), a MaxPool, then an int8 convolution.  With onnxruntime's QDQ propagation the QuantizeLinear
 the int8 convolution needs moves above the MaxPool, which then runs as a uint8 pool in NCHW layout
 (onnxruntime's generic loop: 404 of 937 µs on O-Net); the package turns that transformer off.
+A float 1-D convolution (Silero VAD's, kept float by mixed precision) reaches onnxruntime as a 2-D one, which
+its NCHWc transformer gives MLAS's blocked kernels.
 """
 from __future__ import annotations
 
@@ -255,3 +257,120 @@ def _ops(model: Any) -> Dict[str, int]:
     for n in model.graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
     return counts
+
+
+# ----------------------------------------------------------------- float 1-D convolutions as 2-D
+NCHWC = "com.microsoft.nchwc"
+
+
+def _conv1d_model(specs: List[Dict[str, Any]], shape: tuple, opset: int = 13) -> Any:
+    """A chain of 1-D convolutions (each ``dict(out=, k=, **attrs)``) with ReLUs between them."""
+    rng = np.random.default_rng(11)
+    nodes, inits, x, channels = [], [], "x", shape[1]
+    for i, s in enumerate(specs):
+        attrs = {k: v for k, v in s.items() if k not in ("out", "k")}
+        group = attrs.get("group", 1)
+        inits += [numpy_helper.from_array((0.3 * rng.standard_normal((s["out"], channels // group, s["k"])))
+                                          .astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array((0.1 * rng.standard_normal(s["out"])).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}", **attrs),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        x, channels = f"r{i}", s["out"]
+    graph = helper.make_graph(nodes, "conv1d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    # the output's shape, which the ONNX checker wants
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": np.zeros(shape, np.float32)})[0]
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info(x, TensorProto.FLOAT, y.shape))
+    return model
+
+
+def _nchwc_convs(model: Any, tmp: Path, disabled: str = "") -> int:
+    """How many convolutions onnxruntime runs with its blocked (NCHWc) kernels in ``model``."""
+    onnx.save(model, str(tmp / "m.onnx"))
+    return sum(n.op_type == "Conv" and n.domain == NCHWC
+               for n in _optimized(tmp / "m.onnx", tmp / "opt.onnx", disabled).graph.node)
+
+
+@pytest.mark.parametrize("specs, shape, opset, padded", [
+    # Silero's encoder.0: 129 input channels, padded to 132; then a strided one
+    ([dict(out=32, k=3, pads=[1, 1]), dict(out=16, k=3, pads=[1, 1], strides=[2])], (4, 129, 6), 13, ["conv0"]),
+    # the STFT shape: one input channel, a long kernel with stride (MLAS's first-layer case, no padding)
+    ([dict(out=34, k=16, strides=[8])], (3, 1, 72), 13, []),
+    # dilation, uneven pads, 10 channels (padded to 12: AVX2's block is 8), a grouped convolution (its channels
+    # left alone), axes as attributes before opset 13
+    ([dict(out=24, k=3, dilations=[2], pads=[2, 1]), dict(out=24, k=3, group=2, pads=[1, 1])], (2, 10, 9), 11,
+     ["conv0"]),
+])
+def test_conv1d_as_conv2d_is_exact(specs, shape, opset, padded):
+    from edgekit.targets.ort_int8_graph import conv1d_as_conv2d
+
+    model = _conv1d_model(specs, shape, opset)
+    x = {"x": np.random.default_rng(2).standard_normal(shape).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    names = [f"conv{i}" for i in range(len(specs))]
+    helpers = conv1d_as_conv2d(model, names + ["relu0"])  # a name that is no convolution is ignored
+    assert {n.name for n in model.graph.node if n.op_type == "Conv"} == set(names)  # the names stay
+    assert all(len(t.dims) != 3 for t in model.graph.initializer)  # 2-D weights only; no stale 1-D copy left
+    assert [h for h in helpers if h.endswith("/pad_channels")] == [f"{n}/pad_channels" for n in padded]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert after.shape == before.shape
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))
+
+
+def test_only_the_named_convolutions_are_rewritten():
+    from edgekit.targets.ort_int8_graph import conv1d_as_conv2d
+
+    model = _conv1d_model([dict(out=8, k=3), dict(out=8, k=3)], (1, 8, 12))
+    assert conv1d_as_conv2d(model, ["conv1"]) == ["conv1/as_2d", "conv1/as_1d"]
+    inits = {t.name: t for t in model.graph.initializer}
+    assert len(inits["w0"].dims) == 3 and "w1" not in inits
+    assert conv1d_as_conv2d(onnx.load_from_string(_model_bytes()), ["conv_a"]) == []  # already 2-D: untouched
+
+
+def _model_bytes() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return (_model(Path(tmp) / "m.onnx")).read_bytes()
+
+
+def test_int8_package_runs_its_float_conv1d_on_blocked_kernels(tmp_path):
+    """A 1-D convolution kept float (here by the recipe; on Silero VAD by mixed precision) reaches
+    onnxruntime as a 2-D one and runs on MLAS's NCHWc kernels; as 1-D it runs im2col + one GEMM per batch
+    item (Silero: 1.65 of 2.1 ms).  The int8 convolution after it stays int8, the outputs are the fp32
+    model's within int8 noise."""
+    plain = _conv1d_model([dict(out=32, k=3, pads=[1, 1]), dict(out=16, k=3, pads=[1, 1], strides=[2])], (8, 129, 6))
+    if _nchwc_convs(plain, tmp_path) != 0 or \
+            _nchwc_convs(_conv1d_model([dict(out=32, k=3, pads=[1, 1])], (8, 132, 6)), tmp_path) != 0:
+        pytest.fail("onnxruntime now blocks 1-D convolutions itself: the rewrite may be dropped")
+    onnx.save(plain, str(tmp_path / "conv1d.onnx"))
+    rng = np.random.default_rng(4)
+    feeds = [{"x": np.abs(rng.standard_normal((8, 129, 6))).astype(np.float32)} for _ in range(12)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = build_package(tmp_path / "conv1d.onnx", target="onnxruntime", precision="int8", calibration=feeds,
+                            recipe={"exclude_nodes": ["conv0"]}, mixed_precision=False, output=tmp_path / "p.edgepkg")
+    import zipfile
+
+    zipfile.ZipFile(res.path).extractall(tmp_path / "pkg")
+    built = onnx.load(str(tmp_path / "pkg" / "model" / "model.onnx"))
+    runs = _optimized(tmp_path / "pkg" / "model" / "model.onnx", tmp_path / "opt.onnx",
+                      ";".join(res.package.target_info.runtime_options["disabled_optimizers"]))
+    ops = _ops(runs)
+    assert ops.get("QLinearConv") == 1, ops  # conv1 is int8
+    blocked = sum(n.op_type == "Conv" and n.domain == NCHWC for n in runs.graph.node)
+    plain_conv = sum(n.op_type in ("Conv", "FusedConv") and n.domain in ("", "com.microsoft") for n in runs.graph.node)
+    if blocked == 0 and plain_conv == 1 and _nchwc_convs(onnx.load(str(_model(tmp_path / "probe.onnx"))), tmp_path) == 0:
+        pytest.skip("this onnxruntime build has no NCHWc kernels for this CPU")
+    assert blocked == 1 and plain_conv == 0, ops
+    # no rounding was added around the float convolution: its helpers stay float with it
+    helper_names = {n.name for n in built.graph.node if n.name.startswith("conv0/")}
+    assert helper_names == {"conv0/as_2d", "conv0/pad_channels", "conv0/as_1d"}
+    producer = {o: n for n in built.graph.node for o in n.output}
+    conv0 = next(n for n in built.graph.node if n.name == "conv0")
+    assert producer[conv0.input[0]].op_type == "Pad" and producer[producer[conv0.input[0]].input[0]].op_type == "Unsqueeze"
+    assert res.package.quantization.to_json()["float_convs_as_2d"] == ["conv0"]
+    assert res.package.verification.passed
