@@ -27,6 +27,7 @@ from edgekit.targets.onnxruntime import INT8_DISABLED_OPTIMIZERS  # noqa: E402
 from edgekit.targets.pipeline import build_package  # noqa: E402
 
 CONFIG_KEY = "optimization.disable_specified_optimizers"
+NCHWC = "com.microsoft.nchwc"  # the domain of the blocked-layout ops onnxruntime's NCHWc transformer writes
 SHAPE = (1, 3, 48, 48)
 
 
@@ -167,6 +168,30 @@ def test_real_mtcnn_default_int8_runs_no_uint8_nchw_pool(tmp_path):
     assert not [p.name for p in pools if p.input[0] in producer and producer[p.input[0]].op_type == "QuantizeLinear"]
 
 
+@pytest.mark.slow
+def test_real_silero_vad_float_convolutions_run_blocked(tmp_path):
+    """Silero VAD: mixed precision keeps its STFT convolution and encoder convolutions float (their int8 loses the
+    model); each runs as a 2-D convolution on MLAS's blocked kernels in the graph onnxruntime executes — no 1-D
+    float convolution is left on the im2col path — and the package still passes its floor."""
+    import zipfile
+
+    from realbuild import build_real
+
+    res = build_real("silero-vad-lstm", "onnxruntime", tmp_path)
+    assert res.package.verification.passed
+    q = res.package.quantization.to_json()
+    kept = {k["layer"] for k in q["mixed_precision"]["kept_float"] if k["op_type"] == "Conv"}
+    assert kept and set(q["float_convs_as_2d"]) == kept
+    zipfile.ZipFile(res.path).extractall(tmp_path / "pkg")
+    runs = _optimized(tmp_path / "pkg" / "model" / "model.onnx", tmp_path / "opt.onnx",
+                      ";".join(res.package.target_info.runtime_options["disabled_optimizers"]))
+    blocked = sum(n.op_type == "Conv" and n.domain == NCHWC for n in runs.graph.node)
+    if blocked == 0:
+        pytest.skip("this onnxruntime build has no NCHWc kernels for this CPU")
+    assert blocked == len(kept)
+    assert not [n.name for n in runs.graph.node if n.op_type in ("Conv", "FusedConv") and n.domain != NCHWC]
+
+
 # ----------------------------------------------------------------- HardSigmoid as a requantization
 def _qdq_hardsigmoid(alpha: float, in_scale: float, in_zp: int) -> Any:
     """x → Q(in_scale, in_zp) → DQ → HardSigmoid(alpha, 0.5) → Q(1/255, 0) → DQ → y: what the quantizer writes."""
@@ -260,7 +285,6 @@ def _ops(model: Any) -> Dict[str, int]:
 
 
 # ----------------------------------------------------------------- float 1-D convolutions as 2-D
-NCHWC = "com.microsoft.nchwc"
 
 
 def _conv1d_model(specs: List[Dict[str, Any]], shape: tuple, opset: int = 13) -> Any:
