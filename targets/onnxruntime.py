@@ -262,7 +262,7 @@ class OnnxRuntimeTarget(Target):
             pools_float = pools_after_float(pre_model, plan.nodes_to_exclude)
             # float 1-D convolutions the recipe or the search keeps: as 2-D ones onnxruntime gives its blocked
             # kernels (the helper Unsqueeze/Pad/Squeeze stay float with them)
-            convs_2d = _float_convs_as_2d(to_quantize, plan.nodes_to_exclude)
+            convs_2d, helpers_2d = _float_convs_as_2d(to_quantize, plan.nodes_to_exclude)
             extra: Dict[str, Any] = {
                 "ActivationSymmetric": g.symmetric_activations,
                 "WeightSymmetric": g.weight_dtype is QuantDtype.INT8,
@@ -284,7 +284,7 @@ class OnnxRuntimeTarget(Target):
                     str(to_quantize), str(out_path), CalibrationReader(used),
                     quant_format=QuantFormat.QDQ, per_channel=g.per_channel, reduce_range=reduce_range,
                     activation_type=quant_type(g.activation_dtype), weight_type=quant_type(g.weight_dtype),
-                    nodes_to_exclude=plan.nodes_to_exclude + pools_float + convs_2d,
+                    nodes_to_exclude=plan.nodes_to_exclude + pools_float + helpers_2d,
                     calibrate_method=ort_method(recipe),
                     use_external_data_format=model.ByteSize() > (2**31 - (64 << 20)), extra_options=extra,
                 )
@@ -316,7 +316,7 @@ class OnnxRuntimeTarget(Target):
             "quantized_nodes": len(quantized),
             **plan.to_json(),
             "pools_kept_float": pools_float,
-            "float_convs_as_2d": sorted({n.rsplit("/", 1)[0] for n in convs_2d}),
+            "float_convs_as_2d": convs_2d,
             "hardsigmoids_requantized": len(requantized),
         }
 
@@ -357,9 +357,9 @@ def _hardsigmoids_as_requantize(path: Path, excluded: Sequence[str]) -> List[str
     return done
 
 
-def _float_convs_as_2d(path: Path, excluded: Sequence[str]) -> List[str]:
+def _float_convs_as_2d(path: Path, excluded: Sequence[str]) -> Tuple[List[str], List[str]]:
     """:func:`~edgekit.targets.ort_int8_graph.conv1d_as_conv2d` on the float-kept convolutions of the graph at
-    ``path``, in place; the helper nodes it wrote (to keep float with them)."""
+    ``path``, in place: the convolutions rewritten and the helper nodes written (to keep float with them)."""
     import onnx
 
     from .canonicalize import save_onnx
@@ -371,12 +371,12 @@ def _float_convs_as_2d(path: Path, excluded: Sequence[str]) -> List[str]:
     if not any(n.op_type == "Conv" and n.name in keep and len(n.input) > 1 and n.input[1] in one_d
                for n in light.graph.node) or \
             any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.graph.initializer):
-        return []  # nothing to rewrite, or a >2 GB graph: leave it as written
+        return [], []  # nothing to rewrite, or a >2 GB graph: leave it as written
     model = onnx.load(str(path))
-    helpers = conv1d_as_conv2d(model, keep)
-    if helpers:
+    convs, helpers = conv1d_as_conv2d(model, keep)
+    if convs:
         save_onnx(model, path)
-    return helpers
+    return convs, helpers
 
 
 def _reduce_range(recipe_value: Optional[bool], options: Mapping[str, Any]) -> Tuple[bool, str]:

@@ -136,10 +136,11 @@ def hardsigmoid_as_requantize(model: Any, excluded: Collection[str]) -> List[str
     return rewritten
 
 
-def conv1d_as_conv2d(model: Any, names: Collection[str]) -> List[str]:
+def conv1d_as_conv2d(model: Any, names: Collection[str]) -> Tuple[List[str], List[str]]:
     """Rewrite, in place, the float 1-D convolutions named in ``names`` as 2-D ones on a height-1 image:
     ``Squeeze(Conv2d(Unsqueeze(x), W[:, :, None, :]))``, input channels zero-padded to a multiple of 4
-    where that decides onnxruntime's layout; the helper nodes written (the caller keeps them float too).
+    where that decides onnxruntime's layout, and a chain of them 4-D throughout (:func:`_stay_2d`); the
+    convolutions rewritten and the helper nodes written (the caller keeps them float too).
 
     onnxruntime's NCHWc transformer, which gives a float convolution MLAS's blocked kernels, takes only
     4-D weights (and, past the first layer, input channels in multiples of 4); a 1-D convolution runs as
@@ -160,6 +161,7 @@ def conv1d_as_conv2d(model: Any, names: Collection[str]) -> List[str]:
     axes_as_input = opset >= 13
     wanted = set(names)
     helpers: List[str] = []
+    rewritten: List[str] = []
     out_nodes: List[Any] = []
 
     def axes_node(op: str, x: str, y: str, name: str) -> Any:
@@ -207,11 +209,62 @@ def conv1d_as_conv2d(model: Any, names: Collection[str]) -> List[str]:
         down = axes_node("Squeeze", y4, y, f"{base}/as_1d")
         out_nodes.extend(new + [node, down])
         helpers.extend(n.name for n in new + [down])
+        rewritten.append(base)
     if helpers:
         del graph.node[:]
         graph.node.extend(out_nodes)
+        for gone in _stay_2d(graph):
+            helpers.remove(gone)
         used = {i for n in graph.node for i in n.input}
         unused = [t for t in graph.initializer if t.name not in used]  # the 1-D weights no node reads any more
         for t in unused:
             graph.initializer.remove(t)
-    return helpers
+    return rewritten, helpers
+
+
+#: ops that act element by element, whatever the rank: a chain of rewritten convolutions stays 4-D through them
+_ELEMENTWISE = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "Elu", "Selu", "Softplus")
+
+
+def _stay_2d(graph: Any) -> List[str]:
+    """Between two rewritten convolutions, drop the ``as_1d`` Squeeze and the next ``as_2d`` Unsqueeze (with at
+    most one elementwise op between them, then run on the 4-D tensor); the helper names removed.
+
+    Each Squeeze/Unsqueeze pair otherwise makes onnxruntime reorder the NCHWc output back to NCHW and in again
+    (Silero's encoder: ~60 µs of reorders between three float convolutions), and an activation between them
+    could not fuse into the blocked convolution.
+    """
+    consumers: dict = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    removed: List[str] = []
+    drop = set()
+    for sq in list(graph.node):
+        if sq.op_type != "Squeeze" or not sq.name.endswith("/as_1d"):
+            continue
+        y = sq.output[0]
+        readers = consumers.get(y, [])
+        if len(readers) != 1 or y in outputs:
+            continue
+        act = readers[0] if readers[0].op_type in _ELEMENTWISE and (readers[0].domain or "") in ("", "ai.onnx") \
+            else None
+        tail = act.output[0] if act is not None else y
+        after = consumers.get(tail, []) if act is not None else readers
+        if len(after) != 1 or tail in outputs or after[0].op_type != "Unsqueeze" \
+                or not after[0].name.endswith("/as_2d"):
+            continue
+        up = after[0]
+        if act is not None:  # the activation now reads the 4-D output and writes what the Unsqueeze wrote
+            act.input[0], act.output[0] = sq.input[0], up.output[0]
+        else:  # the next convolution's input is this one's 4-D output
+            for reader in consumers.get(up.output[0], []):
+                reader.input[:] = [sq.input[0] if i == up.output[0] else i for i in reader.input]
+        drop.update((sq.name, up.name))
+        removed.extend((sq.name, up.name))
+    if drop:
+        kept = [n for n in graph.node if n.name not in drop]
+        del graph.node[:]
+        graph.node.extend(kept)
+    return removed

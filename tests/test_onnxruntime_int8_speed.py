@@ -335,7 +335,8 @@ def test_conv1d_as_conv2d_is_exact(specs, shape, opset, padded):
     x = {"x": np.random.default_rng(2).standard_normal(shape).astype(np.float32)}
     before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
     names = [f"conv{i}" for i in range(len(specs))]
-    helpers = conv1d_as_conv2d(model, names + ["relu0"])  # a name that is no convolution is ignored
+    convs, helpers = conv1d_as_conv2d(model, names + ["relu0"])  # a name that is no convolution is ignored
+    assert convs == names
     assert {n.name for n in model.graph.node if n.op_type == "Conv"} == set(names)  # the names stay
     assert all(len(t.dims) != 3 for t in model.graph.initializer)  # 2-D weights only; no stale 1-D copy left
     assert [h for h in helpers if h.endswith("/pad_channels")] == [f"{n}/pad_channels" for n in padded]
@@ -344,14 +345,37 @@ def test_conv1d_as_conv2d_is_exact(specs, shape, opset, padded):
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))
 
 
+def test_a_chain_of_rewritten_convolutions_stays_4d(tmp_path):
+    """conv → ReLU → conv → conv, all rewritten: no Squeeze/Unsqueeze between them, so onnxruntime keeps the
+    blocked layout from the first convolution to the last (one reorder in, one out) and fuses the ReLUs."""
+    from edgekit.targets.ort_int8_graph import conv1d_as_conv2d
+
+    model = _conv1d_model([dict(out=32, k=3, pads=[1, 1]), dict(out=32, k=3, pads=[1, 1]),
+                           dict(out=16, k=3, strides=[2])], (4, 32, 10))
+    del model.graph.node[3]  # relu1: conv1 feeds conv2 directly
+    model.graph.node[3].input[0] = "c1"
+    x = {"x": np.random.default_rng(8).standard_normal((4, 32, 10)).astype(np.float32)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    convs, helpers = conv1d_as_conv2d(model, ["conv0", "conv1", "conv2"])
+    assert convs == ["conv0", "conv1", "conv2"] and helpers == ["conv0/as_2d", "conv2/as_1d"]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))
+    onnx.save(model, str(tmp_path / "chain.onnx"))
+    ops = _ops(_optimized(tmp_path / "chain.onnx", tmp_path / "opt.onnx", ""))
+    if not ops.get("ReorderOutput"):
+        pytest.skip("this onnxruntime build has no NCHWc kernels for this CPU")
+    # relu0 fused into conv0; relu2 reads the model's 1-D output after the last Squeeze
+    assert ops["ReorderOutput"] == 1 and ops.get("ReorderInput", 0) <= 1 and ops.get("Relu") == 1, ops
+
+
 def test_only_the_named_convolutions_are_rewritten():
     from edgekit.targets.ort_int8_graph import conv1d_as_conv2d
 
     model = _conv1d_model([dict(out=8, k=3), dict(out=8, k=3)], (1, 8, 12))
-    assert conv1d_as_conv2d(model, ["conv1"]) == ["conv1/as_2d", "conv1/as_1d"]
+    assert conv1d_as_conv2d(model, ["conv1"]) == (["conv1"], ["conv1/as_2d", "conv1/as_1d"])
     inits = {t.name: t for t in model.graph.initializer}
     assert len(inits["w0"].dims) == 3 and "w1" not in inits
-    assert conv1d_as_conv2d(onnx.load_from_string(_model_bytes()), ["conv_a"]) == []  # already 2-D: untouched
+    assert conv1d_as_conv2d(onnx.load_from_string(_model_bytes()), ["conv_a"]) == ([], [])  # already 2-D: untouched
 
 
 def _model_bytes() -> bytes:
