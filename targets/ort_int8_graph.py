@@ -166,6 +166,7 @@ def conv1d_as_conv2d(model: Any, names: Collection[str]) -> Tuple[List[str], Lis
     wanted = set(names)
     helpers: List[str] = []
     rewritten: List[str] = []
+    replaced: set = set()  # the 1-D weights given a 2-D copy
     out_nodes: List[Any] = []
 
     def axes_node(op: str, x: str, y: str, name: str) -> Any:
@@ -190,6 +191,7 @@ def conv1d_as_conv2d(model: Any, names: Collection[str]) -> Tuple[List[str], Lis
         if extra:
             weight = np.concatenate([weight, np.zeros((weight.shape[0], extra, weight.shape[2]), np.float32)], axis=1)
         base = node.name
+        replaced.add(w.name)
         w2 = f"{base}/weight_2d"
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight[:, :, None, :]), w2))
         x, y = node.input[0], node.output[0]
@@ -217,10 +219,13 @@ def conv1d_as_conv2d(model: Any, names: Collection[str]) -> Tuple[List[str], Lis
     if helpers:
         del graph.node[:]
         graph.node.extend(out_nodes)
-        for gone in _stay_2d(graph):
+        helpers_all = set(helpers)
+        for gone in _stay_2d(graph, set(helpers)):
             helpers.remove(gone)
         used = {i for n in graph.node for i in n.input}
-        unused = [t for t in graph.initializer if t.name not in used]  # the 1-D weights no node reads any more
+        # the 1-D weights no node reads any more, and the axes of the helpers _stay_2d dropped
+        unused = [t for t in graph.initializer if t.name not in used
+                  and (t.name in replaced or t.name.endswith("/axes") and t.name[:-len("/axes")] in helpers_all)]
         for t in unused:
             graph.initializer.remove(t)
     return rewritten, helpers
@@ -230,9 +235,10 @@ def conv1d_as_conv2d(model: Any, names: Collection[str]) -> Tuple[List[str], Lis
 _ELEMENTWISE = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "Elu", "Selu", "Softplus")
 
 
-def _stay_2d(graph: Any) -> List[str]:
+def _stay_2d(graph: Any, helpers: Collection[str]) -> List[str]:
     """Between two rewritten convolutions, drop the ``as_1d`` Squeeze and the next ``as_2d`` Unsqueeze (with at
-    most one elementwise op between them, then run on the 4-D tensor); the helper names removed.
+    most one elementwise op between them, then run on the 4-D tensor); the helper names removed.  Only the
+    Squeeze/Unsqueeze nodes named in ``helpers`` (the ones :func:`conv1d_as_conv2d` wrote) are candidates.
 
     Each Squeeze/Unsqueeze pair otherwise makes onnxruntime reorder the NCHWc output back to NCHW and in again
     (Silero's encoder: ~60 µs of reorders between three float convolutions), and an activation between them
@@ -246,7 +252,7 @@ def _stay_2d(graph: Any) -> List[str]:
     removed: List[str] = []
     drop = set()
     for sq in list(graph.node):
-        if sq.op_type != "Squeeze" or not sq.name.endswith("/as_1d"):
+        if sq.op_type != "Squeeze" or sq.name not in helpers:
             continue
         y = sq.output[0]
         readers = consumers.get(y, [])
@@ -256,8 +262,7 @@ def _stay_2d(graph: Any) -> List[str]:
             else None
         tail = act.output[0] if act is not None else y
         after = consumers.get(tail, []) if act is not None else readers
-        if len(after) != 1 or tail in outputs or after[0].op_type != "Unsqueeze" \
-                or not after[0].name.endswith("/as_2d"):
+        if len(after) != 1 or tail in outputs or after[0].op_type != "Unsqueeze" or after[0].name not in helpers:
             continue
         up = after[0]
         if act is not None:  # the activation now reads the 4-D output and writes what the Unsqueeze wrote

@@ -372,9 +372,11 @@ def test_only_the_named_convolutions_are_rewritten():
     from edgekit.targets.ort_int8_graph import conv1d_as_conv2d
 
     model = _conv1d_model([dict(out=8, k=3), dict(out=8, k=3)], (1, 8, 12))
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "spare"))  # read by no node
     assert conv1d_as_conv2d(model, ["conv1"]) == (["conv1"], ["conv1/as_2d", "conv1/as_1d"])
     inits = {t.name: t for t in model.graph.initializer}
     assert len(inits["w0"].dims) == 3 and "w1" not in inits
+    assert "spare" in inits  # only the weights it replaced are dropped
     assert conv1d_as_conv2d(onnx.load_from_string(_model_bytes()), ["conv_a"]) == ([], [])  # already 2-D: untouched
 
 
