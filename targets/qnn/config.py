@@ -29,6 +29,8 @@ BUILD_OPTIONS = OptionSchema("qnn target", [
     Option("require_npu", bool, False, "fail the build when any node would leave the HTP for the CPU"),
     Option("unroll_lstm", bool, True, "int8: unroll plain LSTMs into per-step HTP ops, each gate and state with its own "
            "16-bit range (the HTP's own LSTM op lost Silero VAD's state: 28.7 vs 39.6 dB); false keeps the one op"),
+    Option("split_16_bit_convs", bool, True, "int8: a convolution kept out of int8 runs as two with 8-bit weights "
+           "(high and low part) and an Add: the HTP computes 16-bit weights ~20 dB short of the CPU, A16W8 exactly"),
     # the SNPE/QAIRT sidecars are build-side files (and hold calibration samples): never in the device package
     Option("snpe_export_dir", str, None, "write the SNPE/QAIRT files (fp32 and QDQ ONNX, AIMET encodings, converter "
            "commands) to this folder; used by `edgekit export snpe PKG DIR`"),
