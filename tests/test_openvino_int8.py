@@ -477,3 +477,60 @@ def test_faster_offers_follow_the_options_and_what_auto_picked(monkeypatch):
     monkeypatch.setattr(ovt, "_host_bf16", lambda: False)
     assert offers(f32_auto, nncf_preset="recipe") == []
     assert target.faster_int8_options(BuildSpec(Precision.FP32, Recipe()), f32_auto) == []
+
+
+# -- NNCF's overflow fix: 7-bit weights only where the CPU's int8 kernels would saturate ----------------------------
+def test_overflow_fix_rule(monkeypatch):
+    """The recipe's reduce_range decides; else a VNNI/AMX (or Arm) host turns it off, an x86 host without VNNI and a
+    GPU/NPU build keep NNCF's default (the first quantized convolution of each input path at 7 bits)."""
+    from edgekit import cpu
+    from edgekit.quantize.recipe import Recipe
+    from edgekit.targets.openvino.int8 import overflow_fix
+
+    vnni = cpu.CpuFeatures("x86_64", frozenset({"avx2", "avx512f", "avx512_vnni"}), "test")
+    avx2 = cpu.CpuFeatures("x86_64", frozenset({"avx2", "fma"}), "test")
+    arm = cpu.CpuFeatures("aarch64", frozenset({"neon", "dotprod"}), "test")
+    monkeypatch.setattr(cpu, "cpu_features", lambda: vnni)
+    assert overflow_fix(Recipe(), "CPU")[0] == "disable"
+    assert overflow_fix(Recipe(), "GPU")[0] == "first_layer_only"
+    assert overflow_fix(Recipe.from_json({"global_config": {"reduce_range": True}}), "CPU") == \
+        ("enable", "set by the recipe (reduce_range)")
+    monkeypatch.setattr(cpu, "cpu_features", lambda: avx2)
+    fix, why = overflow_fix(Recipe(), "CPU")
+    assert fix == "first_layer_only" and "lacks VNNI" in why
+    assert overflow_fix(Recipe.from_json({"global_config": {"reduce_range": False}}), "CPU")[0] == "disable"
+    monkeypatch.setattr(cpu, "cpu_features", lambda: arm)
+    assert overflow_fix(Recipe(), "CPU")[0] == "disable"
+
+
+def _int8_weight_peak(pkg: Path) -> int:
+    """The largest |code| of the package IR's int8 weights (≤ 64 when NNCF's overflow fix made them 7-bit)."""
+    opened = open_package(pkg)
+    try:
+        model = ov.Core().read_model(str(opened.file(opened.manifest.entry)))
+        peaks = [int(np.abs(op.get_data().astype(np.int32)).max()) for op in model.get_ordered_ops()
+                 if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8"]
+    finally:
+        opened.close()
+    assert peaks, "no int8 weights in the package"
+    return max(peaks)
+
+
+@pytest.mark.parametrize("host", ["this", "avx2"])
+def test_a_layer_after_a_float_one_keeps_8_bit_weights_where_the_cpu_does_not_saturate(tmp_path, monkeypatch, host):
+    """With the first convolution kept float (what mixed precision does to a sensitive stem), NNCF's default
+    overflow fix puts the next one — now the first quantized convolution — at 7 bits, which the mixed-precision
+    twin never models; on a CPU without saturation its weights use the full 8 bits, and the manifest says why."""
+    from edgekit import cpu
+
+    if host == "avx2":
+        monkeypatch.setattr(cpu, "cpu_features",
+                            lambda: cpu.CpuFeatures("x86_64", frozenset({"avx2", "fma"}), "test: AVX2 only"))
+    full = cpu.cpu_features().vnni or not cpu.cpu_features().is_x86
+    pkg = _build_hs(tmp_path, host, recipe={"exclude_nodes": ["/conv1/Conv"]}, mixed_precision={"enabled": False},
+                    build_options={"int8_float_parts": "f32"})
+    with edgekit.load(pkg, cache_dir="") as m:
+        fix = m.manifest.quantization["overflow_fix"]
+    assert fix["value"] == ("disable" if full else "first_layer_only") and fix["why"]
+    peak = _int8_weight_peak(pkg)
+    assert (peak > 64) if full else (peak <= 64), (fix, peak)

@@ -3,7 +3,8 @@
 The recipe maps onto NNCF: the preset (asymmetric activations → ``MIXED``,
 symmetric → ``PERFORMANCE``; build option ``nncf_preset=performance`` forces
 the latter, which the int8 stage tries once a build holds its gates), per-channel weights, the range estimator
-(minmax / percentile), ``reduce_range`` → NNCF's overflow fix, and the
+(minmax / percentile), ``reduce_range`` → NNCF's overflow fix (off where the CPU has VNNI:
+:func:`overflow_fix`), and the
 ignored scope (``exclude_nodes``, ``exclude_op_types``, per-op ``skip``, and a
 detector's decode tail).  NNCF applies one setting to the whole model, so a
 per-op or per-node setting other than ``skip`` is refused with one error,
@@ -242,7 +243,34 @@ def quantized_in_scope(ov_model: Any, scope: Sequence[str]) -> List[str]:
     return sorted(leaks)
 
 
-def _advanced(nncf: Any, recipe: "Recipe") -> Any:
+def overflow_fix(recipe: "Recipe", device: str) -> Tuple[str, str]:
+    """(NNCF's overflow fix for this build — ``enable``, ``disable`` or ``first_layer_only`` — and why).
+
+    The fix is ``reduce_range``: 7-bit weights, for x86 int8 kernels without VNNI, which sum u8×s8 products
+    in pairs into int16 and saturate with full 8-bit weights; VNNI/AMX accumulate in int32 and Arm kernels
+    widen.  NNCF's default (``first_layer_only``) halves the weights of the first quantized convolution on each
+    path from an input — after mixed precision kept a backbone in float, that is every int8 convolution
+    the float part feeds (PP-OCRv4 det: 4 of its 16 int8 convolutions, the 192-channel neck among them,
+    at 7 bits; 25.4 → 27.1 dB held out at the same float layers without it), and the mixed-precision
+    twin, which rounds weights to 8 bits, never sees it.  So where the CPU has no saturation to guard
+    against, no layer gets it: the recipe decides when it says, else this build host's CPU (the package
+    is for this kind of CPU, as the onnxruntime target's ``reduce_range``), and a GPU/NPU build keeps
+    NNCF's default."""
+    from edgekit.cpu import cpu_features
+
+    rr = recipe.global_config.reduce_range
+    if rr is not None:
+        return ("enable" if rr else "disable"), "set by the recipe (reduce_range)"
+    if device != "CPU":
+        return "first_layer_only", f"NNCF's default for a {device} build"
+    cpu = cpu_features()
+    if cpu.is_x86 and not cpu.vnni:
+        return "first_layer_only", f"NNCF's default: this build host's x86 CPU lacks VNNI (detected from {cpu.source})"
+    why = "VNNI/AMX" if cpu.is_x86 else f"a {cpu.machine} CPU"
+    return "disable", f"this build host's CPU has {why} (detected from {cpu.source}): int8 products do not saturate"
+
+
+def _advanced(nncf: Any, recipe: "Recipe", fix: str = "first_layer_only") -> Any:
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix, \
         QuantizationParameters
     from nncf.quantization.range_estimator import AggregatorType, RangeEstimatorParameters, \
@@ -254,9 +282,7 @@ def _advanced(nncf: Any, recipe: "Recipe") -> Any:
     kwargs: Dict[str, Any] = {}
     if not g.per_channel:
         kwargs["weights_quantization_params"] = QuantizationParameters(per_channel=False)
-    if g.reduce_range is not None:
-        # NNCF's overflow fix is reduce_range: 7-bit weights for x86 CPUs without VNNI
-        kwargs["overflow_fix"] = OverflowFix.ENABLE if g.reduce_range else OverflowFix.DISABLE
+    kwargs["overflow_fix"] = OverflowFix(fix)  # see overflow_fix()
     method, percentile = _range_rule(recipe)
     if method is CalibrationMethod.PERCENTILE:
         stat = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE,
@@ -290,7 +316,8 @@ def quantize(
     nncf_device = nncf.TargetDevice(options["nncf_target_device"])
     model_type = nncf.ModelType(options["model_type"]) if options["model_type"] else None
     dataset = nncf.Dataset([dict(f) for f in used.feeds])
-    advanced = _advanced(nncf, recipe)
+    fix, fix_why = overflow_fix(recipe, str((spec.runtime_options or {}).get("device") or "CPU").strip().upper())
+    advanced = _advanced(nncf, recipe, fix)
     common = dict(preset=preset, target_device=nncf_device, subset_size=len(used),
                   fast_bias_correction=options["fast_bias_correction"], model_type=model_type,
                   ignored_scope=nncf.IgnoredScope(names=names, validate=False) if names else None)
@@ -305,6 +332,7 @@ def quantize(
         "fast_bias_correction": options["fast_bias_correction"],
         "model_type": model_type.value if model_type else None,
         "range_estimator": _range_rule(recipe)[0].value,
+        "overflow_fix": {"value": fix, "why": fix_why},
         "calibration": used.summary(),
         "calibration_samples_given": n,
         "ignored_scope": names,
