@@ -15,7 +15,9 @@ Build (every step through onnxruntime and onnxruntime-qnn, no Qualcomm SDK):
    recipe's skip, the mixed-precision search's layers, the ops every target
    keeps float): 16-bit activations in and out over a range with headroom,
    16-bit weights (per channel where the int8 ones are) — a float node
-   inside an int8 HTP graph is not float on the NPU.  Before that, two
+   inside an int8 HTP graph is not float on the NPU; a kept convolution runs
+   as two with 8-bit weights (high and low part) and an Add, since the HTP
+   computes A16W8 as the CPU does and A16W16 ~20 dB short (:mod:`.split_weights`).  Before that, two
    rewrites exact in fp32 (int8 only): an STFT magnitude ``Sqrt(a² + b²)``
    becomes one ReduceL2 (:mod:`.magnitude`), and a plain LSTM is unrolled
    into per-step ops whose gates and states each get their own 16-bit range,
