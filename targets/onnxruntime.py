@@ -197,6 +197,14 @@ class OnnxRuntimeTarget(Target):
         details["execution_precision"] = {Precision.FP32: "f32", Precision.INT8: "int8 Q/DQ (float between)"}.get(
             precision, "f16 where the CPU EP has float16 kernels, f32 (inserted casts) elsewhere")
         if precision is Precision.FP32:
+            # every 1-D convolution as a 2-D one, which onnxruntime gives MLAS's blocked kernels (exact up to
+            # summation order): Silero VAD fp32, one thread, 1.48 -> 0.59 ms CPU per inference
+            convs = _conv1d_names(model)
+            if convs:
+                from .ort_int8_graph import conv1d_as_conv2d
+
+                model = _copy(model)
+                details["float_convs_as_2d"] = conv1d_as_conv2d(model, convs)[0]
             save_onnx(model, out_path)
         elif precision is Precision.FP16:
             from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -357,6 +365,20 @@ def _hardsigmoids_as_requantize(path: Path, excluded: Sequence[str]) -> List[str
     return done
 
 
+def _conv1d_names(model: Any) -> List[str]:
+    """Names of the default-domain convolutions with a constant 1-D weight ([out, in/group, k])."""
+    one_d = {t.name for t in model.graph.initializer if len(t.dims) == 3}
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and (n.domain or "") in ("", "ai.onnx")
+            and n.name and len(n.input) > 1 and n.input[1] in one_d]
+
+
+def _copy(model: Any) -> Any:
+    """A copy of ``model`` to rewrite: the canonical model is the pipeline's, read again after the build."""
+    out = type(model)()
+    out.CopyFrom(model)
+    return out
+
+
 def _float_convs_as_2d(path: Path, excluded: Sequence[str]) -> Tuple[List[str], List[str]]:
     """:func:`~edgekit.targets.ort_int8_graph.conv1d_as_conv2d` on the float-kept convolutions of the graph at
     ``path``, in place: the convolutions rewritten and the helper nodes written (to keep float with them)."""
@@ -367,9 +389,7 @@ def _float_convs_as_2d(path: Path, excluded: Sequence[str]) -> Tuple[List[str], 
 
     light = onnx.load(str(path), load_external_data=False)
     keep = set(excluded)
-    one_d = {t.name for t in light.graph.initializer if len(t.dims) == 3}
-    if not any(n.op_type == "Conv" and n.name in keep and len(n.input) > 1 and n.input[1] in one_d
-               for n in light.graph.node) or \
+    if not keep.intersection(_conv1d_names(light)) or \
             any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.graph.initializer):
         return [], []  # nothing to rewrite, or a >2 GB graph: leave it as written
     model = onnx.load(str(path))

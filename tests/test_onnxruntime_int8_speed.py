@@ -345,6 +345,31 @@ def test_conv1d_as_conv2d_is_exact(specs, shape, opset, padded):
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * float(np.abs(before).max()))
 
 
+def test_fp32_package_runs_its_conv1d_on_blocked_kernels(tmp_path):
+    """fp32 too: every 1-D convolution of the package is a 2-D one onnxruntime blocks; the numbers are the
+    source's (the pipeline verifies fp32 at 60 dB; here within float summation order)."""
+    import zipfile
+
+    plain = _conv1d_model([dict(out=32, k=3, pads=[1, 1]), dict(out=16, k=3, pads=[1, 1], strides=[2])], (8, 129, 6))
+    onnx.save(plain, str(tmp_path / "conv1d.onnx"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = build_package(tmp_path / "conv1d.onnx", target="onnxruntime", precision="fp32",
+                            output=tmp_path / "p.edgepkg")
+    assert res.package.target_info.details["float_convs_as_2d"] == ["conv0", "conv1"]
+    zipfile.ZipFile(res.path).extractall(tmp_path / "pkg")
+    ops = _ops(_optimized(tmp_path / "pkg" / "model" / "model.onnx", tmp_path / "opt.onnx", ""))
+    if not ops.get("ReorderOutput"):
+        pytest.skip("this onnxruntime build has no NCHWc kernels for this CPU")
+    assert ops.get("Conv") == 2 and "FusedConv" not in ops and ops["ReorderOutput"] == 1, ops
+    x = {"x": np.random.default_rng(9).standard_normal((8, 129, 6)).astype(np.float32)}
+    want = ort.InferenceSession(str(tmp_path / "conv1d.onnx"), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    with edgekit.load(res.path, require_signature=False) as m:
+        got = next(iter(m.infer(x).values()))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    assert res.package.verification.passed
+
+
 def test_a_chain_of_rewritten_convolutions_stays_4d(tmp_path):
     """conv → ReLU → conv → conv, all rewritten: no Squeeze/Unsqueeze between them, so onnxruntime keeps the
     blocked layout from the first convolution to the last (one reorder in, one out) and fuses the ReLUs."""
