@@ -101,7 +101,7 @@ def plan(reference: Path, data: Path, packages: Sequence[Path], workdir: Path) -
         key = tuple((s.name, tuple(s.shape), s.dtype) for s in specs)
         if key not in cache:
             feeds = load_feeds(data, specs).feeds
-            expected, _ = run_reference(model_bytes, feeds, lambda *a: None)
+            expected, _, _ = run_reference(model_bytes, feeds, lambda *a: None)
             cache[key] = (list(feeds), expected)
         feeds, expected = cache[key]
         adapted = [adapt_feed(f, manifest) for f in feeds]
