@@ -537,6 +537,14 @@ def test_split_convolution_is_exact_in_fp32_and_its_high_part_is_on_the_8_bit_gr
         np.testing.assert_array_equal(np.round(hi[c] / scale) * scale, hi[c])
         assert np.abs(w[c] - hi[c]).max() <= scale / 2 * (1 + 1e-6)
     assert high_part(np.zeros((2, 3), np.float32), 0).tolist() == [[0.0] * 3] * 2  # a zero channel stays zero
+    # a weight two kept convolutions share: a pair of parts for each, the shared one gone
+    shared = onnx.load(str(src))
+    shared.graph.node.insert(1, helper.make_node("Conv", ["x", "w1", "b1"], ["c2"], pads=[1, 1, 1, 1], name="stem2"))
+    shared.graph.node[-1].input[0] = "c2"
+    parts = split_convs(shared, {"stem", "stem2"})
+    assert [(p.high, p.low) for p in parts] == [("w1__hi", "w1__lo"), ("w1__stem2__hi", "w1__stem2__lo")]
+    onnx.checker.check_model(shared, full_check=True)
+    assert "w1" not in {t.name for t in shared.graph.initializer}
 
 
 def test_16_bit_convolutions_run_as_two_8_bit_parts_on_the_htp(tmp_path):

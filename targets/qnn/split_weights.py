@@ -92,8 +92,12 @@ def split_convs(model: Any, nodes: Collection[str], *, per_channel: bool = True)
         axis = SPLIT_AXIS[nd.op_type] if per_channel and (nd.op_type == "Conv" or _group(nd) == 1) else None
         hi = high_part(w, axis)
         lo = (w.astype(np.float32) - hi).astype(np.float32)
-        hi_name, lo_name = f"{w_init.name}__hi", f"{w_init.name}__lo"
-        model.graph.initializer.extend([numpy_helper.from_array(hi, hi_name), numpy_helper.from_array(lo, lo_name)])
+        # a weight two kept convolutions share gets a pair per convolution
+        stem = w_init.name if f"{w_init.name}__hi" not in inits else f"{w_init.name}__{nd.name}"
+        hi_name, lo_name = f"{stem}__hi", f"{stem}__lo"
+        for name, value in ((hi_name, hi), (lo_name, lo)):
+            inits[name] = numpy_helper.from_array(value, name)
+            model.graph.initializer.append(inits[name])
         out = nd.output[0]
         high = onnx.NodeProto()
         high.CopyFrom(nd)
