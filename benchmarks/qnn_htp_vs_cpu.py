@@ -106,8 +106,8 @@ def compare(fp32_path: Path, qdq_path: Path, feeds: Sequence[np.ndarray], htp_ar
         nd = producer.get(tensor)
         rows.append({"tensor": tensor, "op": nd.op_type if nd is not None else "input",
                      "node": nd.name if nd is not None else "", "inputs": list(nd.input) if nd is not None else [],
-                     "cpu_db": _sqnr(ref, cpu), "htp_db": _sqnr(ref, got),
-                     "cpu_vs_htp_db": _sqnr(cpu, got), "max_code_diff": int(np.abs(np.rint((cpu - got) / scale)).max())})
+                     "cpu_db": _sqnr(ref, cpu), "htp_db": _sqnr(ref, got), "cpu_vs_htp_db": _sqnr(cpu, got),
+                     "max_code_diff": int(np.abs(np.rint((cpu - got) / scale)).max())})
     return rows
 
 

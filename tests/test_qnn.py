@@ -545,6 +545,22 @@ def test_split_convolution_is_exact_in_fp32_and_its_high_part_is_on_the_8_bit_gr
     assert [(p.high, p.low) for p in parts] == [("w1__hi", "w1__lo"), ("w1__stem2__hi", "w1__stem2__lo")]
     onnx.checker.check_model(shared, full_check=True)
     assert "w1" not in {t.name for t in shared.graph.initializer}
+    # a ConvTranspose (DBNet's upsampling): weight [in, out, k, k], split per output channel (axis 1)
+    rng_w = np.random.default_rng(5)
+    wt = rng_w.standard_normal((8, 4, 2, 2)).astype(np.float32)
+    up = helper.make_model(helper.make_graph(
+        [helper.make_node("ConvTranspose", ["x", "wt", "bt"], ["y"], strides=[2, 2], name="up")], "up",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 10, 10])],
+        [numpy_helper.from_array(wt, "wt"), numpy_helper.from_array(np.arange(4, dtype=np.float32), "bt")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    up.ir_version = 8
+    before = up.SerializeToString()
+    assert [(p.node, p.axis) for p in split_convs(up, {"up"})] == [("up", 1)]
+    x = {"x": rng_w.standard_normal((1, 8, 5, 5)).astype(np.float32)}
+    run = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, x)[0]
+           for m in (up.SerializeToString(), before)]
+    np.testing.assert_allclose(run[0], run[1], rtol=1e-5, atol=1e-5)
 
 
 def test_16_bit_convolutions_run_as_two_8_bit_parts_on_the_htp(tmp_path):
