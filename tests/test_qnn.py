@@ -619,3 +619,47 @@ def test_real_ppocrv4_det_int8_on_the_htp(tmp_path):
     assert v.passed and v.min_sqnr_db >= 25.0, v.min_sqnr_db
     details = res.manifest["target"]["details"]
     assert details["placement"]["all_on_npu"] and details["convs_split_into_8_bit_parts"] > 0
+
+
+def test_16_bit_hardsigmoid_carries_the_encoding_the_htp_uses(tmp_path):
+    """The HTP writes a 16-bit HardSigmoid output on [0, 1] whatever encoding the Q/DQ graph gives it: an SE
+    gate calibrated to [0, 0.92] read 19 dB when its codes were read with the graph's own scale (PP-OCRv4 rec's
+    gate: 11 dB) — the dequantized value the HTP passes on is right, but the graph, and the AIMET encodings
+    exported from it, said something else.  Encoded over [0, 1], the codes mean what the graph says."""
+    from onnxruntime.quantization.quant_utils import find_by_name
+
+    from edgekit.quantize.calibration import CalibrationSet
+    from edgekit.runners.qnn import native_stdout_to_stderr, qnn_devices
+    from edgekit.targets.qnn.target import _quantize
+    import onnxruntime_qnn
+
+    src = tmp_path / "gate.onnx"
+    g = helper.make_graph([helper.make_node("HardSigmoid", ["x"], ["y"], alpha=1 / 6, beta=0.5, name="gate")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 240, 1, 1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 240, 1, 1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(src))
+    rng = np.random.default_rng(1)
+    feeds = [{"x": (rng.standard_normal((1, 240, 1, 1)) - 1.6).astype(np.float32)} for _ in range(40)]
+    spec = BuildSpec(precision=Precision.INT8, recipe=Recipe(exclude_nodes=("gate",), num_samples=32))
+    q = _quantize(src, tmp_path / "gate_qdq.onnx", spec, CalibrationSet(feeds=feeds[:32]))
+    assert q["kept_out_of_int8_as_16_bit"] == ["gate"]
+    qdq = onnx.load(str(tmp_path / "gate_qdq.onnx"))
+    quant = next(n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0].startswith("y"))
+    scale = float(numpy_helper.to_array(find_by_name(quant.input[1], qdq.graph.initializer)))
+    zero = int(numpy_helper.to_array(find_by_name(quant.input[2], qdq.graph.initializer)))
+    qdq.graph.output.append(helper.make_empty_tensor_value_info(quant.output[0]))  # the codes the HTP writes
+    onnx.save(qdq, str(tmp_path / "codes.onnx"))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as the target compiles it
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    so.add_provider_for_devices(qnn_devices(ort, onnxruntime_qnn), {"backend_type": "htp", "htp_arch": "73",
+                                                                    "offload_graph_io_quantization": "0"})
+    with native_stdout_to_stderr():
+        htp = ort.InferenceSession(str(tmp_path / "codes.onnx"), so)
+    ref = np.concatenate([np.clip(f["x"] / 6 + 0.5, 0, 1) for f in feeds[32:]])
+    codes = np.concatenate([htp.run([quant.output[0]], f)[0] for f in feeds[32:]]).astype(np.float64)
+    db = _sqnr(ref, (codes - zero) * scale)
+    assert db >= 60.0, db
+    assert (scale, zero) == (pytest.approx(1 / 65535), 0)

@@ -332,8 +332,9 @@ def _wide_ranges(model: Any, overrides: Dict[str, List[Dict[str, Any]]], used: A
         pad = WIDE_HEADROOM * (hi - lo)
         # a tensor that never went negative (after a ReLU) keeps 0 as its floor
         out[tensor][0].update(rmin=np.float32(lo - pad if lo < 0 else 0.0), rmax=np.float32(hi + pad))
-    # a 16-bit HardSigmoid computes garbage on the HTP unless its output is encoded over its whole [0, 1]: an SE
-    # block's gate of PP-OCRv4 rec, calibrated [0, 0.73], read 11 dB against the same graph on the CPU (69 dB)
+    # the HTP writes a 16-bit HardSigmoid's output on [0, 1] whatever encoding the graph asks for (as it does a
+    # Sigmoid's): PP-OCRv4 rec's SE gate, calibrated [0, 0.73], read 11 dB when its codes were read with the
+    # graph's scale. The value passed on is right; the graph, and the AIMET encodings exported from it, now say so
     for nd in model.graph.node:
         if nd.op_type == "HardSigmoid" and nd.output[0] in out:
             out[nd.output[0]][0].update(rmin=np.float32(0.0), rmax=np.float32(1.0))
