@@ -481,8 +481,9 @@ def test_faster_offers_follow_the_options_and_what_auto_picked(monkeypatch):
 
 # -- NNCF's overflow fix: 7-bit weights only where the CPU's int8 kernels would saturate ----------------------------
 def test_overflow_fix_rule(monkeypatch):
-    """The recipe's reduce_range decides; else a VNNI/AMX (or Arm) host turns it off, an x86 host without VNNI and a
-    GPU/NPU build keep NNCF's default (the first quantized convolution of each input path at 7 bits)."""
+    """The recipe's reduce_range decides; else NNCF's default (the first quantized convolution of each input path
+    at 7 bits) unless build option int8_overflow_fix=cpu, where a VNNI/AMX (or Arm) host turns it off and an x86
+    host without VNNI and a GPU/NPU build keep NNCF's default."""
     from edgekit import cpu
     from edgekit.quantize.recipe import Recipe
     from edgekit.targets.openvino.int8 import overflow_fix
@@ -491,16 +492,17 @@ def test_overflow_fix_rule(monkeypatch):
     avx2 = cpu.CpuFeatures("x86_64", frozenset({"avx2", "fma"}), "test")
     arm = cpu.CpuFeatures("aarch64", frozenset({"neon", "dotprod"}), "test")
     monkeypatch.setattr(cpu, "cpu_features", lambda: vnni)
-    assert overflow_fix(Recipe(), "CPU")[0] == "disable"
-    assert overflow_fix(Recipe(), "GPU")[0] == "first_layer_only"
-    assert overflow_fix(Recipe.from_json({"global_config": {"reduce_range": True}}), "CPU") == \
+    assert overflow_fix(Recipe(), "CPU")[0] == "first_layer_only"  # the default: NNCF's own
+    assert overflow_fix(Recipe(), "CPU", "cpu")[0] == "disable"
+    assert overflow_fix(Recipe(), "GPU", "cpu")[0] == "first_layer_only"
+    assert overflow_fix(Recipe.from_json({"global_config": {"reduce_range": True}}), "CPU", "cpu") == \
         ("enable", "set by the recipe (reduce_range)")
     monkeypatch.setattr(cpu, "cpu_features", lambda: avx2)
-    fix, why = overflow_fix(Recipe(), "CPU")
+    fix, why = overflow_fix(Recipe(), "CPU", "cpu")
     assert fix == "first_layer_only" and "lacks VNNI" in why
     assert overflow_fix(Recipe.from_json({"global_config": {"reduce_range": False}}), "CPU")[0] == "disable"
     monkeypatch.setattr(cpu, "cpu_features", lambda: arm)
-    assert overflow_fix(Recipe(), "CPU")[0] == "disable"
+    assert overflow_fix(Recipe(), "CPU", "cpu")[0] == "disable"
 
 
 def _int8_weight_peak(pkg: Path) -> int:
@@ -516,19 +518,20 @@ def _int8_weight_peak(pkg: Path) -> int:
     return max(peaks)
 
 
-@pytest.mark.parametrize("host", ["this", "avx2"])
+@pytest.mark.parametrize("host", ["this", "avx2", "nncf"])
 def test_a_layer_after_a_float_one_keeps_8_bit_weights_where_the_cpu_does_not_saturate(tmp_path, monkeypatch, host):
     """With the first convolution kept float (what mixed precision does to a sensitive stem), NNCF's default
     overflow fix puts the next one — now the first quantized convolution — at 7 bits, which the mixed-precision
-    twin never models; on a CPU without saturation its weights use the full 8 bits, and the manifest says why."""
+    twin never models; with int8_overflow_fix=cpu, on a CPU without saturation its weights use the full 8 bits,
+    and the manifest says why either way."""
     from edgekit import cpu
 
     if host == "avx2":
         monkeypatch.setattr(cpu, "cpu_features",
                             lambda: cpu.CpuFeatures("x86_64", frozenset({"avx2", "fma"}), "test: AVX2 only"))
-    full = cpu.cpu_features().vnni or not cpu.cpu_features().is_x86
+    full = host != "nncf" and (cpu.cpu_features().vnni or not cpu.cpu_features().is_x86)
     pkg = _build_hs(tmp_path, host, recipe={"exclude_nodes": ["/conv1/Conv"]}, mixed_precision={"enabled": False},
-                    build_options={"int8_float_parts": "f32"})
+                    build_options={"int8_float_parts": "f32", "int8_overflow_fix": "nncf" if host == "nncf" else "cpu"})
     with edgekit.load(pkg, cache_dir="") as m:
         fix = m.manifest.quantization["overflow_fix"]
     assert fix["value"] == ("disable" if full else "first_layer_only") and fix["why"]

@@ -92,6 +92,14 @@ class NncfPreset(str, enum.Enum):
     PERFORMANCE = "performance"  # symmetric activations whatever the recipe says (NNCF's own default)
 
 
+class OverflowFixChoice(str, enum.Enum):
+    """Which int8 weights NNCF's overflow fix puts at 7 bits (build option ``int8_overflow_fix``); the recipe's
+    ``reduce_range`` decides over both when set (see :func:`.int8.overflow_fix`)."""
+
+    NNCF = "nncf"  # NNCF's default: the first quantized convolution on each path from an input
+    CPU = "cpu"  # none where this build host's CPU has VNNI/AMX or is Arm (no saturation); NNCF's default elsewhere
+
+
 class OpenVinoTarget(Target):
     """Intel NUC (CPU, iGPU, NPU) through OpenVINO: fp32, bf16, fp16 or NNCF int8 IR."""
 
@@ -116,6 +124,9 @@ class OpenVinoTarget(Target):
         Option("int8_float_parts", FloatParts, FloatParts.AUTO, "int8 on the CPU: what the layers kept in float "
                "run in — auto: bf16 where this build host's CPU has AVX512-BF16/AMX (verified in bf16; a device "
                "CPU without bf16 runs them in f32), else f32; f32; bf16 (needs such a build host)"),
+        Option("int8_overflow_fix", OverflowFixChoice, OverflowFixChoice.NNCF, "int8: which weights get 7 bits "
+               "against int8 saturation — nncf: NNCF's default (the first quantized convolution of each input path); "
+               "cpu: none where this build host's CPU has VNNI/AMX or is Arm, NNCF's default elsewhere"),
         Option("nncf_preset", NncfPreset, NncfPreset.AUTO, "int8: auto — the recipe's activation scheme, and "
                "when that build holds its gates with asymmetric activations, symmetric ones too, kept if they "
                "hold the gates and run cheaper on this host (the CPU plugin's int8 kernels pay for input zero "
