@@ -290,7 +290,8 @@ def _advanced(nncf: Any, recipe: "Recipe", fix: str = "first_layer_only") -> Any
     kwargs: Dict[str, Any] = {}
     if not g.per_channel:
         kwargs["weights_quantization_params"] = QuantizationParameters(per_channel=False)
-    kwargs["overflow_fix"] = OverflowFix(fix)  # see overflow_fix()
+    if fix != OverflowFix.FIRST_LAYER.value:  # NNCF's own default for 8-bit schemes: left to NNCF (see overflow_fix())
+        kwargs["overflow_fix"] = OverflowFix(fix)
     method, percentile = _range_rule(recipe)
     if method is CalibrationMethod.PERCENTILE:
         stat = StatisticsCollectorParameters(statistics_type=StatisticsType.QUANTILE,
