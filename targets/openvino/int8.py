@@ -258,9 +258,10 @@ def overflow_fix(recipe: "Recipe", device: str, choice: str = "nncf") -> Tuple[s
     and a GPU/NPU build keeps NNCF's default.  The recipe's ``reduce_range`` decides over both when set.
 
     Not the default (``nncf``), measured side by side against NNCF's default int8 (CPU time): det 1.17 →
-    1.13× at load 0.75 and 1.17 → 1.17× at load 5.2 (no gain beyond noise; +0.6 dB), but YOLOv8n 0.77 → 0.97×: the higher real SQNR let the after-pass prune return two more layers
-    to int8 (112 float), and the symmetric-activation variant then read 24.9 dB (< 25) and was refused, so
-    the package kept the asymmetric kernels.  Turning it on by default wants the variants tried before the
+    1.13× at load 0.75 and 1.17 → 1.17× at load 5.2 (no gain beyond noise; +0.6 dB), but YOLOv8n 0.77 →
+    0.97×: the higher real SQNR let the after-pass prune return two more layers to int8 (112 float), and the
+    symmetric-activation variant then read 24.9 dB (< 25) and was refused, so the package kept the asymmetric
+    kernels.  Turning it on by default wants the variants tried before the
     after-pass prune (or the prune aiming at the variant's floor)."""
     from edgekit.cpu import cpu_features
 
