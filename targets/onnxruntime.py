@@ -24,7 +24,7 @@ import importlib.util
 import io
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from edgekit.manifest import TensorSpec
 from edgekit.options import Option, OptionSchema
@@ -347,18 +347,26 @@ def _pre_process(model: Any, src: Path, pre: Path, details: Dict[str, Any]) -> P
     return pre
 
 
-def _hardsigmoids_as_requantize(path: Path, excluded: Sequence[str]) -> List[str]:
-    """:func:`~edgekit.targets.ort_int8_graph.hardsigmoid_as_requantize` on the int8 graph at ``path``, in place."""
+def _load_to_rewrite(path: Path, applies: Callable[[Any], bool]) -> Any:
+    """The graph at ``path`` with its weights, to rewrite in place and save back; None when ``applies`` (asked of
+    the graph without its weights) says there is nothing to rewrite, or for a >2 GB graph, whose data file the
+    quantizer named: that one is left as written."""
     import onnx
 
+    light = onnx.load(str(path), load_external_data=False)
+    if not applies(light) or any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.graph.initializer):
+        return None
+    return onnx.load(str(path))
+
+
+def _hardsigmoids_as_requantize(path: Path, excluded: Sequence[str]) -> List[str]:
+    """:func:`~edgekit.targets.ort_int8_graph.hardsigmoid_as_requantize` on the int8 graph at ``path``, in place."""
     from .canonicalize import save_onnx
     from .ort_int8_graph import hardsigmoid_as_requantize
 
-    light = onnx.load(str(path), load_external_data=False)
-    if not any(n.op_type == "HardSigmoid" for n in light.graph.node) or \
-            any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.graph.initializer):
-        return []  # nothing to rewrite, or a >2 GB graph whose data file the quantizer named: leave it as written
-    model = onnx.load(str(path))
+    model = _load_to_rewrite(path, lambda g: any(n.op_type == "HardSigmoid" for n in g.graph.node))
+    if model is None:
+        return []
     done = hardsigmoid_as_requantize(model, excluded)
     if done:
         save_onnx(model, path)
@@ -382,17 +390,13 @@ def _copy(model: Any) -> Any:
 def _float_convs_as_2d(path: Path, excluded: Sequence[str]) -> Tuple[List[str], List[str]]:
     """:func:`~edgekit.targets.ort_int8_graph.conv1d_as_conv2d` on the float-kept convolutions of the graph at
     ``path``, in place: the convolutions rewritten and the helper nodes written (to keep float with them)."""
-    import onnx
-
     from .canonicalize import save_onnx
     from .ort_int8_graph import conv1d_as_conv2d
 
-    light = onnx.load(str(path), load_external_data=False)
     keep = set(excluded)
-    if not keep.intersection(_conv1d_names(light)) or \
-            any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.graph.initializer):
-        return [], []  # nothing to rewrite, or a >2 GB graph: leave it as written
-    model = onnx.load(str(path))
+    model = _load_to_rewrite(path, lambda g: bool(keep.intersection(_conv1d_names(g))))
+    if model is None:
+        return [], []
     convs, helpers = conv1d_as_conv2d(model, keep)
     if convs:
         save_onnx(model, path)
