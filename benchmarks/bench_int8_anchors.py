@@ -58,7 +58,16 @@ def _prepare(model: Any, target: str, calib: "suite.CalibrationCache") -> Any:
     canon = stages.canonicalize_stage(req, src)
     checked = stages.check(req, canon)
     data = stages.calibrate(req, canon, checked)
-    return data, int8_stage._scorer(checked, canon)
+    return data, int8_stage._scorer(checked, canon), lambda ref, cand: _decoded(ref, cand, checked, canon)
+
+
+def _decoded(ref: Feeds, cand: Feeds, checked: Any, canon: Any) -> Any:
+    """Recall / precision of the decoded boxes against fp32's (detectors, text detectors), else None."""
+    from edgekit.quantize.parity import compare_outputs
+
+    d = compare_outputs(ref, cand, task=checked.spec.task, postprocess=canon.postprocess).detection
+    return None if d is None else {"recall": round(d.recall, 3), "precision": round(d.precision, 3),
+                                   "reference_boxes": d.reference_detections}
 
 
 def _as_package_outputs(out: Sequence[np.ndarray], source_names: Sequence[str],
@@ -133,7 +142,7 @@ def row(model: Any, target: str, out_dir: Path, calib: "suite.CalibrationCache",
     source = _fetch.fetch_one(model.name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data, score = _prepare(model, target, calib)
+        data, score, decoded = _prepare(model, target, calib)
         calib_feeds = [dict(f) for f in data.calibration.feeds]
         held_out = [dict(f) for f in (data.verification or data.calibration).feeds]
         pkgs = {}
@@ -171,6 +180,7 @@ def row(model: Any, target: str, out_dir: Path, calib: "suite.CalibrationCache",
                 theirs = [_as_package_outputs(anchor(_source_feed(f, inputs)), outputs, names) for f in held_out]
                 r["sqnr_db"] = round(score(ref, ours), 2)
                 r["anchor_sqnr_db"] = round(score(ref, theirs), 2)
+                r["boxes"], r["anchor_boxes"] = decoded(ref, ours), decoded(ref, theirs)
                 x = held_out[0]
                 xs = _source_feed(x, inputs)
                 cpu: Dict[str, List[float]] = {"int8": [], "fp32": [], "anchor": []}
@@ -210,7 +220,10 @@ def fmt(r: Dict[str, Any]) -> str:
             f"fp32 {r['fp32_ms']:.2f} ms (int8/fp32 ×{r['int8_vs_fp32']:.2f}) | CPU time int8/anchor "
             f"×{r['int8_vs_anchor_cpu']:.2f}, int8/fp32 ×{r['int8_vs_fp32_cpu']:.2f}, load {r['load_avg']} | "
             f"{r['float_layers']}/{r.get('quantizable_layers') or '-'} float"
-            + (f", {100 * share:.1f}% MACs int8" if share is not None else ""))
+            + (f", {100 * share:.1f}% MACs int8" if share is not None else "")
+            + (f" | boxes vs fp32 ({r['boxes']['reference_boxes']}): recall/precision int8 {r['boxes']['recall']:.3f}/"
+               f"{r['boxes']['precision']:.3f}, anchor {r['anchor_boxes']['recall']:.3f}/{r['anchor_boxes']['precision']:.3f}"
+               if r.get("boxes") else ""))
 
 
 def main(argv: Any = None) -> int:

@@ -126,7 +126,7 @@ def main(argv: Any = None) -> int:
     logging.getLogger("nncf").setLevel(logging.WARNING)
     model = next(m for m, _ in suite.int8_cases([a.model], ["openvino"]))
     calib = suite.CalibrationCache(a.calib_dir)
-    data, _ = _prepare(model, "openvino", calib)
+    data = _prepare(model, "openvino", calib)[0]
     feeds = [dict(f) for f in data.calibration.feeds]
     source = _fetch.fetch_one(model.name)
     proto = onnx.load(str(source), load_external_data=False)

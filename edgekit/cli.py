@@ -342,7 +342,7 @@ def build(
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16 or int8 (default: the device's, else fp32)."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images folder, .npz or .npy."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation data; a folder of class subfolders gives accuracy."),
-    task: str = typer.Option("raw", "--task", help="classify, detect, segment or raw."),
+    task: str = typer.Option("raw", "--task", help="classify, detect, segment, text-detect or raw."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Text file, one class name per line."),
     size: Optional[str] = typer.Option(None, "--size", help="Input size HxW; fixes dynamic dims and sets the resize."),
     resize: Optional[str] = typer.Option(None, "--resize", help="stretch, letterbox or crop."),
@@ -357,7 +357,7 @@ def build(
     min_sqnr: Optional[float] = typer.Option(None, "--min-sqnr", help="Fail the build below this SQNR (dB)."),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="Fail above this drop (points)."),
     min_recall: Optional[float] = typer.Option(
-        None, "--min-recall", help="--task detect: fail below this recall vs fp32's detections (0-1; default floor per precision)."),
+        None, "--min-recall", help="--task detect / text-detect: fail below this recall vs fp32's detections (0-1; default floor per precision)."),
     allow_gate_failure: bool = typer.Option(False, "--allow-gate-failure", help="Keep the package even if a gate fails."),
     require_npu: bool = typer.Option(False, "--require-npu", help="Fail if any node would leave the NPU (qnn target)."),
     output: Optional[Path] = typer.Option(None, "-o", "--out", help="Output .edgepkg (or a directory)."),
@@ -384,7 +384,7 @@ def build(
         raise ConfigError(f"{model}: no such model file; give the path of an .onnx model")
     if output_name is not None and task == "raw":
         raise ConfigError("--output picks the model output a task reads, but --task raw returns every output; "
-                          "give --task classify|detect|segment, or drop --output")
+                          "give --task classify|detect|segment|text-detect, or drop --output")
     steps = _preprocess_steps(model, preprocess_file, calib, val, size=size, resize=resize,
                               interpolation=interpolation, color=color, mean=mean, std=std, scale=scale, layout=layout)
     build_options = _key_values(build_option or [], "--build-option")  # the target's schema checks them
@@ -720,6 +720,12 @@ def _result_text(doc: Dict[str, Any]) -> str:
     if task == "segment":
         classes = ", ".join(f"{c.get('label') or c['class_id']} {100 * c['fraction']:.1f}%" for c in doc["classes"])
         return f"{head}: mask {doc['shape']}: {classes}"
+    if task == "text-detect":
+        lines = [f"{head}: {len(doc['boxes'])} text box(es)"]
+        for b in doc["boxes"]:
+            pts = " ".join(f"({x:.1f}, {y:.1f})" for x, y in b["points"])
+            lines.append(f"  {b['score']:.3f} {pts}")
+        return "\n".join(lines)
     shapes = ", ".join(f"{k} {v['shape']} {v['dtype']}" for k, v in doc.get("outputs", {}).items())
     return f"{head}: {shapes}"
 

@@ -32,7 +32,7 @@ SCHEMA = "edgekit.manifest/1"
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 DTYPES = ("float32", "float16", "int8", "uint8", "int16", "uint16", "int32", "int64", "bool")
 LAYOUTS = ("nchw", "nhwc", "nc", "ncw", "nwc", "ntc", "any")
-TASKS = ("classify", "detect", "segment", "raw")
+TASKS = ("classify", "detect", "segment", "text-detect", "raw")
 #: kinds of checked parts in the verification report (see edgekit.quantize.parity)
 PART_KINDS = ("tensor", "logits", "boxes", "scores", "objectness", "mask", "streamed")
 _SHA256 = "^[0-9a-f]{64}$"

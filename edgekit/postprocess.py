@@ -16,6 +16,9 @@ Tasks (the ``postprocess`` object of ``manifest.json``, see
               :class:`DetectResult`.
 ``segment``   ``[1, C, H, W]`` or ``[1, H, W, C]`` → per-pixel argmax →
               :class:`SegmentResult`.
+``text-detect`` a DB text detector's probability map ``[1, 1, H, W]`` →
+              regions, minimum-area rectangles, unclip, corners mapped back to the
+              original image → :class:`TextDetectResult` (:mod:`edgekit.textdet`).
 ``raw``       the output tensors untouched → :class:`RawResult`.
 
 Geometry comes from preprocessing as a duck-typed *transform* (see
@@ -95,6 +98,7 @@ class Task(str, Enum):
     CLASSIFY = "classify"
     DETECT = "detect"
     SEGMENT = "segment"
+    TEXT_DETECT = "text-detect"
     RAW = "raw"
 
 
@@ -228,6 +232,13 @@ def _unit_number(value: Any) -> float:
     return float(value)
 
 
+def _non_negative(value: Any) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not (0.0 <= float(value) <= 1e6):  # also rejects NaN and inf
+        raise _Invalid("a number >= 0")
+    return float(value)
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise _Invalid("true or false")
@@ -350,6 +361,30 @@ class SegmentConfig:
 
 
 @record
+class TextDetectConfig:
+    """Text detection as DB-style detectors (PP-OCR det, DBNet) are read: their one-channel text probability
+    map ``[1, 1, H, W]`` (or ``[1, H, W]``), at the input's resolution, becomes text boxes.
+
+    Pixels above ``threshold`` are text; each 8-connected region becomes its minimum-area rectangle, kept
+    when the mean probability over the region is at least ``box_threshold`` and its shorter side at least
+    ``min_size`` pixels, then grown on every side by area × ``unclip_ratio`` / perimeter (DB's maps mark a
+    shrunk text core); at most ``max_candidates`` regions, largest first (:mod:`edgekit.textdet`).  The
+    defaults are PP-OCR's own.
+    """
+
+    task: ClassVar[Task] = Task.TEXT_DETECT
+    threshold: float = 0.3
+    box_threshold: float = 0.6
+    unclip_ratio: float = 1.5
+    min_size: int = 3
+    max_candidates: int = 1000
+    output: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+@record
 class RawConfig:
     """No postprocessing: the result carries the output tensors."""
 
@@ -359,7 +394,7 @@ class RawConfig:
         _validate(self)
 
 
-TaskConfig = Union[ClassifyConfig, DetectConfig, SegmentConfig, RawConfig]
+TaskConfig = Union[ClassifyConfig, DetectConfig, SegmentConfig, TextDetectConfig, RawConfig]
 
 # Field tables as data: one checker per field, used for construction and JSON.
 _FIELDS: Dict[type, Dict[str, _Check]] = {
@@ -375,6 +410,14 @@ _FIELDS: Dict[type, Dict[str, _Check]] = {
         "strides": _strides,
     },
     SegmentConfig: {"output": _output_name, "scores": _enum(SegmentScores), "layout": _enum(SegmentLayout)},
+    TextDetectConfig: {
+        "threshold": _unit_number,
+        "box_threshold": _unit_number,
+        "unclip_ratio": _non_negative,
+        "min_size": _int_min(1),
+        "max_candidates": _int_min(1),
+        "output": _output_name,
+    },
     RawConfig: {},
 }
 
@@ -382,8 +425,12 @@ _CONFIGS: Dict[Task, type] = {
     Task.CLASSIFY: ClassifyConfig,
     Task.DETECT: DetectConfig,
     Task.SEGMENT: SegmentConfig,
+    Task.TEXT_DETECT: TextDetectConfig,
     Task.RAW: RawConfig,
 }
+
+
+_CONFIG_NAMES = ", ".join(c.__name__ for c in _FIELDS)
 
 
 def config_for_task(task: Union[Task, str], **params: Any) -> TaskConfig:
@@ -407,7 +454,7 @@ def config_for_task(task: Union[Task, str], **params: Any) -> TaskConfig:
 def config_to_json(cfg: TaskConfig) -> Dict[str, Any]:
     """The JSON object stored as ``manifest.postprocess`` (has a "task" key)."""
     if type(cfg) not in _FIELDS:
-        raise ConfigError(f"expected a ClassifyConfig, DetectConfig, SegmentConfig or RawConfig, got {type(cfg).__name__}")
+        raise ConfigError(f"expected a task config ({_CONFIG_NAMES}), got {type(cfg).__name__}")
     data: Dict[str, Any] = {"task": cfg.task.value}
     for f in fields(cfg):
         value = getattr(cfg, f.name)
@@ -587,6 +634,26 @@ class SegmentResult:
 
 
 @record(eq=False)
+class TextDetectResult:
+    """Text boxes, top to bottom then left to right: each an :class:`edgekit.textdet.TextBox` whose four
+    ``points`` (x, y), clockwise from the top-left one, are in original-image pixels (model-input pixels
+    for tensor inputs), with ``score``, the mean text probability of its region."""
+
+    boxes: List[Any]
+    outputs: Dict[str, np.ndarray] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.boxes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"task": Task.TEXT_DETECT.value,
+                "boxes": [{"points": [list(p) for p in b.points], "score": b.score} for b in self.boxes]}
+
+
+@record(eq=False)
 class RawResult:
     """The output tensors, untouched."""
 
@@ -604,7 +671,7 @@ class RawResult:
         return {"task": Task.RAW.value, "outputs": out}
 
 
-Result = Union[ClassifyResult, DetectResult, SegmentResult, RawResult]
+Result = Union[ClassifyResult, DetectResult, SegmentResult, TextDetectResult, RawResult]
 
 
 # ---------------------------------------------------------------------------
@@ -960,6 +1027,33 @@ def _binary(score_map: np.ndarray, scores: SegmentScores, name: str) -> np.ndarr
     return (np.asarray(score_map) > threshold).astype(np.int32)
 
 
+def text_map(name: str, out: np.ndarray) -> np.ndarray:
+    """The ``(H, W)`` map of one image from a ``[1, 1, H, W]`` or ``[1, H, W]`` text-detect output."""
+    if out.ndim not in (3, 4) or (out.ndim == 4 and out.shape[1] != 1):
+        raise InputError(f"text-detect: output {name!r} has shape {_shape(out)}; expected one probability map "
+                         "[1, 1, H, W] or [1, H, W]")
+    _check_batch(name, out)
+    return np.asarray(out[0, 0] if out.ndim == 4 else out[0], dtype=np.float32)
+
+
+def _text_detect(cfg: TextDetectConfig, name: str, out: np.ndarray, outputs: Dict[str, np.ndarray],
+                 transform: Any, labels: Optional[Sequence[str]]) -> TextDetectResult:
+    from . import textdet
+
+    boxes = textdet.decode_text_map(text_map(name, out), threshold=cfg.threshold, box_threshold=cfg.box_threshold,
+                                    unclip_ratio=cfg.unclip_ratio, min_size=cfg.min_size,
+                                    max_candidates=cfg.max_candidates)
+    if transform is not None and boxes:
+        # corners as degenerate xyxy boxes: the transform maps (and clips) points the way it maps boxes
+        pts = np.array([b.points for b in boxes], dtype=np.float64).reshape(-1, 2)
+        mapped = np.asarray(transform.to_original(np.concatenate([pts, pts], axis=1)), dtype=np.float64)
+        if mapped.shape != (len(pts), 4):  # a bug in the transform, not a user error
+            raise ValueError(f"transform.to_original returned shape {mapped.shape} for boxes shaped {(len(pts), 4)}")
+        quads = mapped[:, :2].reshape(-1, 4, 2)
+        boxes = [dataclasses.replace(b, points=tuple((float(x), float(y)) for x, y in q)) for b, q in zip(boxes, quads)]
+    return TextDetectResult(boxes=boxes, outputs=outputs)
+
+
 def _raw(cfg: RawConfig, outputs: Dict[str, np.ndarray]) -> RawResult:
     return RawResult(outputs=outputs)
 
@@ -968,6 +1062,7 @@ _TASKS: Dict[type, Callable[..., Any]] = {
     ClassifyConfig: _classify,
     DetectConfig: _detect,
     SegmentConfig: _segment,
+    TextDetectConfig: _text_detect,
 }
 
 
@@ -995,7 +1090,7 @@ def postprocess(
     """
     if type(config) not in _FIELDS:
         raise ConfigError(
-            "postprocess needs a ClassifyConfig, DetectConfig, SegmentConfig or RawConfig, "
+            f"postprocess needs a task config ({_CONFIG_NAMES}), "
             f"got {type(config).__name__} (use config_from_json for a JSON object)"
         )
     outs = dict(outputs)
@@ -1205,6 +1300,22 @@ def _resolve_yolox(cfg: "DetectConfig", graph: Any, shape: Sequence[Any], input_
     return dataclasses.replace(cfg, input_size=size)
 
 
+def check_text_map(cfg: TextDetectConfig, graph: Any, shape: Sequence[Any]) -> None:
+    """ConfigError unless the output text-detect reads is one probability map: ``[1, 1, H, W]`` or
+    ``[1, H, W]``, made by a sigmoid (its thresholds are probabilities; a logit map read at 0.3 would be
+    text everywhere the logit is above 0.3)."""
+    dims = [_dim(d) for d in shape]
+    one_map = (len(dims) == 4 and dims[1] in (1, None)) or len(dims) == 3
+    if not one_map:
+        raise ConfigError(
+            f"task text-detect reads one text probability map [1, 1, H, W], but output {cfg.output!r} is "
+            f"{_shape_text(shape)}; pick the map with --output NAME, or use --task segment / raw for this model")
+    if segment_scores_from_graph(graph, cfg.output) is not SegmentScores.PROBABILITIES:
+        raise ConfigError(
+            f"task text-detect thresholds probabilities, but output {cfg.output!r} is not made by a Sigmoid "
+            "(through reshapes or resampling at most): export the detector with its sigmoid, or use --task raw")
+
+
 def segment_layout_for(shape: Sequence[Any], labels: Optional[Sequence[str]] = None,
                        input_layout: Optional[str] = None) -> SegmentLayout:
     """Where a 4-D segmentation output keeps its classes: the labels decide when their
@@ -1252,6 +1363,8 @@ def resolve_for_model(
             cfg = dataclasses.replace(cfg, layout=segment_layout_for(shapes[cfg.output], labels, input_layout))
     if isinstance(cfg, DetectConfig) and cfg.output is not None:
         cfg = _resolve_yolox(cfg, graph, shapes[cfg.output], input_layout)
+    if isinstance(cfg, TextDetectConfig) and cfg.output is not None:
+        check_text_map(cfg, graph, shapes[cfg.output])
     if not isinstance(cfg, RawConfig) and cfg.output is not None:
         check_class_count(cfg, labels, shapes[cfg.output])
     return cfg

@@ -24,6 +24,9 @@ of the task, and the gates apply to the weakest one:
   with fp32's at IoU ≥ 0.5 with the same class: recall, precision and the
   mean score error of the matches.
 * ``segment`` — the score map, and the mean IoU of the argmax masks.
+* ``text-detect`` — the text probability map (kind ``scores``) and the corners of the decoded text boxes
+  matched with fp32's at IoU ≥ 0.5 (kind ``boxes``, pixels), with recall and precision of the boxes: a
+  DB map is read through its boxes, as a detector's class scores are through its detections.
 * ``raw`` — every output.
 Other outputs of a model are checked as tensors.
 """
@@ -313,6 +316,62 @@ def match_detections(reference: Sequence[Any], candidate: Sequence[Any], iou: fl
     return len(errors), errors
 
 
+def _text_boxes(postprocess: Any, outputs: Mapping[str, np.ndarray], name: str) -> List[Any]:
+    from edgekit import postprocess as _post
+    from edgekit.textdet import decode_text_map
+
+    c = postprocess
+    return decode_text_map(_post.text_map(name, np.asarray(outputs[name])), threshold=c.threshold,
+                           box_threshold=c.box_threshold, unclip_ratio=c.unclip_ratio, min_size=c.min_size,
+                           max_candidates=c.max_candidates)
+
+
+def _aligned(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``cand``'s four corners in the cyclic order closest to ``ref``'s: a rectangle near 0° or 90° may start
+    its corners one place apart in two decodes."""
+    shifts = [np.roll(cand, k, axis=0) for k in range(4)]
+    return min(shifts, key=lambda c: float(np.sum((c - ref) ** 2)))
+
+
+def _text_agreement(name: str, reference: Sequence[Mapping[str, np.ndarray]],
+                    candidate: Sequence[Mapping[str, np.ndarray]],
+                    postprocess: Any) -> Tuple[List[PartParity], DetectionParity]:
+    """The decoded text boxes of each sample matched one-to-one with fp32's (best fp32 score first, highest
+    quad IoU ≥ :data:`MATCH_IOU`): the ``boxes`` part over the matched corners, and recall / precision."""
+    from edgekit.textdet import quad_iou
+
+    ref_pts: List[np.ndarray] = []
+    cand_pts: List[np.ndarray] = []
+    errors: List[float] = []
+    n_ref = n_cand = 0
+    for r, c in zip(reference, candidate):
+        rb, cb = _text_boxes(postprocess, r, name), _text_boxes(postprocess, c, name)
+        n_ref, n_cand = n_ref + len(rb), n_cand + len(cb)
+        if not rb or not cb:
+            continue
+        rq = np.array([b.points for b in rb], dtype=np.float64)
+        cq = np.array([b.points for b in cb], dtype=np.float64)
+        ious = quad_iou(rq, cq)
+        used: set = set()
+        for i in np.argsort([-b.score for b in rb], kind="stable"):
+            free = [j for j in range(len(cb)) if j not in used and ious[i, j] >= MATCH_IOU]
+            if not free:
+                continue
+            j = max(free, key=lambda k: ious[i, k])
+            used.add(j)
+            ref_pts.append(rq[i])
+            cand_pts.append(_aligned(rq[i], cq[j]))
+            errors.append(abs(rb[i].score - cb[j].score))
+    parts = []
+    if ref_pts:
+        parts.append(_part(f"{name} text boxes", name, "boxes", np.stack(ref_pts), np.stack(cand_pts)))
+    det = DetectionParity(recall=len(errors) / n_ref if n_ref else 1.0,
+                          precision=len(errors) / n_cand if n_cand else 1.0, matched=len(errors),
+                          reference_detections=n_ref, candidate_detections=n_cand,
+                          score_error=float(np.mean(errors)) if errors else None)
+    return parts, det
+
+
 def _detection_agreement(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[Mapping[str, np.ndarray]],
                          postprocess: Any, class_names: Optional[Sequence[str]]) -> DetectionParity:
     from edgekit import postprocess as _post
@@ -379,6 +438,9 @@ def compare_outputs(
         ref, cand = _stack(reference, n), _stack(candidate, n)
         if n == main and task == "detect":
             parts += _detect_parts(n, ref, cand, postprocess, class_names)
+        elif n == main and task == "text-detect":
+            text_parts, detection = _text_agreement(n, reference, candidate, postprocess)
+            parts += [_part(n, n, "scores", ref, cand)] + text_parts
         else:
             parts.append(_part(n, n, "logits" if n == main else "tensor", ref, cand))
     if task == "detect":
@@ -422,21 +484,21 @@ def _recall_failures(report: ParityReport, min_recall: float, recall_floor: bool
     d = report.detection
     if d is None:
         return [] if recall_floor else [
-            "the min_recall gate could not be evaluated: it judges decoded detections (give --task detect, "
-            "or drop --min-recall)"]
+            "the min_recall gate could not be evaluated: it judges decoded detections (give --task detect or "
+            "text-detect, or drop --min-recall)"]
     if not recall_judged(report, recall_floor):
         return []
     what = "the default floor" if recall_floor else "required"
+    same = " with the same class" if report.task == "detect" else ""
     out: List[str] = []
     if precision_too and d.precision < min_recall:
         # the class scores were judged by the detections: spurious boxes fail as surely as missed ones
         out.append(f"decoded detections: precision {d.precision:.3f} vs fp32 ({d.matched} of "
-                   f"{d.candidate_detections} detections match fp32's at IoU ≥ {d.iou_threshold:g} with the same "
-                   f"class) < {what} {min_recall:.2f}; to accept it pass --min-sqnr and --min-recall of your own, "
+                   f"{d.candidate_detections} detections match fp32's at IoU ≥ {d.iou_threshold:g}{same}) < {what} {min_recall:.2f}; to accept it pass --min-sqnr and --min-recall of your own, "
                    "or build at a higher precision")
     if d.recall < min_recall:
         out.append(f"decoded detections: recall {d.recall:.3f} vs fp32 ({d.matched} of {d.reference_detections} "
-                   f"fp32 detections matched at IoU ≥ {d.iou_threshold:g} with the same class; precision "
+                   f"fp32 detections matched at IoU ≥ {d.iou_threshold:g}{same}; precision "
                    f"{d.precision:.3f}) < {what} {min_recall:.2f}; to accept it pass --min-recall "
                    f"{math.floor(d.recall * 100) / 100:.2f} (or lower), or build at a higher precision")
     return out

@@ -82,6 +82,9 @@ DEFAULT_MIN_SQNR_DB: Mapping[Precision, float] = {
     Precision.INT8: 25.0,
 }
 
+#: tasks whose decoded boxes a recall gate judges (a text detector's boxes carry no class)
+RECALL_TASKS = ("detect", "text-detect")
+
 #: a detector's floor on recall vs fp32 (its decoded detections matched with fp32's at IoU ≥ 0.5, same
 #: class) when the user sets no --min-recall; it judges once fp32 found MIN_RECALL_DETECTIONS boxes
 #: (edgekit.quantize.parity).  Measured (benchmarks/bench_detect_recall.py; golden yolo_head on random-normal
@@ -678,13 +681,13 @@ def verify(req: BuildRequest, src: Source, canon: Canonical, checked: Checked, d
 # ----------------------------------------------------------------- 7. gate
 def effective_gates(req: BuildRequest) -> Tuple[Dict[str, float], Dict[str, str]]:
     """The user's gates plus the precision's default floors where the user set none: SQNR for every
-    build, recall for a detector (``--task detect``)."""
+    build, recall for a detector (``--task detect`` or ``text-detect``)."""
     gates = dict(req.gates)
     sources = {k: "user" for k in gates}
     if "min_sqnr_db" not in gates:
         gates["min_sqnr_db"] = DEFAULT_MIN_SQNR_DB[req.precision]
         sources["min_sqnr_db"] = f"default floor for {req.precision.value}"
-    if "min_recall" not in gates and req.task == "detect":
+    if "min_recall" not in gates and req.task in RECALL_TASKS:
         gates["min_recall"] = DEFAULT_MIN_RECALL[req.precision]
         sources["min_recall"] = f"default floor for {req.precision.value} detection"
     return gates, sources
@@ -701,9 +704,9 @@ def check_effective_gates(req: BuildRequest, parity: ParityReport) -> None:
 
 def check_task_gates(task: str, gates: Mapping[str, float]) -> None:
     """A gate the task cannot evaluate is refused before any long step."""
-    if "min_recall" in gates and task != "detect":
+    if "min_recall" in gates and task not in RECALL_TASKS:
         raise ConfigError(f"the min_recall gate judges decoded detections, but the task is {task!r}; "
-                          "give --task detect, or drop --min-recall")
+                          "give --task detect or text-detect, or drop --min-recall")
 
 
 def gate(req: BuildRequest, verified: Verified) -> Verification:

@@ -156,7 +156,7 @@ def test_config_defaults_and_enums():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: config_for_task("x"), "\"task\" must be one of {'classify', 'detect', 'segment', 'raw'}, but got 'x'"),
+        (lambda: config_for_task("x"), "\"task\" must be one of {'classify', 'detect', 'segment', 'text-detect', 'raw'}, but got 'x'"),
         (lambda: ClassifyConfig(softmax="maybe"), "\"softmax\" must be one of {'auto', 'always', 'never'}, but got 'maybe'"),
         (lambda: ClassifyConfig(top_k=0), '"top_k" must be an integer >= 1, but got 0'),
         (lambda: ClassifyConfig(top_k=True), '"top_k" must be an integer >= 1, but got True'),
@@ -220,7 +220,7 @@ def test_config_from_json_defaults():
         ({"task": "segment", "output": 3}, "manifest.postprocess.output: expected an output name"),
         ({"task": "detect", "iou_treshold": 0.5}, "manifest.postprocess.iou_treshold: unknown field for task 'detect'"),
         ({"task": "raw", "top_k": 5}, "manifest.postprocess.top_k: unknown field for task 'raw'"),
-        ({"task": "pose"}, "manifest.postprocess.task: expected one of {'classify', 'detect', 'segment', 'raw'}, got 'pose'"),
+        ({"task": "pose"}, "manifest.postprocess.task: expected one of {'classify', 'detect', 'segment', 'text-detect', 'raw'}, got 'pose'"),
         ({"top_k": 5}, "manifest.postprocess.task: required field is missing"),
         ([1, 2], "manifest.postprocess: expected an object"),
     ],
