@@ -165,6 +165,7 @@ def test_int8_bundled_runs_in_int8_and_agrees(bundled_int8):
     else:  # it compiled and verified here in the precision it pins
         assert {x["precision"] for x in weighted} <= {"u8", "i8"}
         assert variant["cpu_ms"]["variant"] <= 0.95 * variant["cpu_ms"]["before"]
+        assert variant["latency_ms"]["variant"] <= variant["latency_ms"]["before"]
     host = bundled_int8.manifest["target"]["details"]["host_cpu"]
     assert host["weighted_int8"] == 4 and "compile_fallback" not in bundled_int8.manifest["target"]["details"]
 

@@ -399,6 +399,7 @@ def test_a_passing_int8_build_tries_symmetric_activations_and_records_it(tmp_pat
         if v["kept"]:
             assert q["preset"] == "performance" and q["preset_from"].startswith("build option")
             assert v["cpu_ms"]["variant"] <= 0.95 * v["cpu_ms"]["before"]
+            assert v["latency_ms"]["variant"] <= v["latency_ms"]["before"]  # cheaper and not slower
             assert m.manifest.verification.min_sqnr_db == pytest.approx(v["variant_sqnr_db"], abs=0.01)
         else:
             assert q["preset"] == "mixed" and v["why"]

@@ -3,9 +3,9 @@
     python samples/ocr_page/ocr.py det.edgepkg rec.edgepkg page.png [--keys rec.edgepkg.keys.json] [--save boxes.png]
 
 Two PP-OCRv4 packages chained with the device-side API only (numpy + Pillow +
-the packages' runtime): the detector's probability map is turned into line
-boxes (DB post-processing: threshold, connected components, box score,
-unclip), each box is cut from the page, scaled to 48 px high and padded to
+the packages' runtime): the detector package's text boxes (its runtime runs
+the DB post-processing: threshold, connected components, box score, unclip)
+are the lines, each box is cut from the page, scaled to 48 px high and padded to
 the recognizer's 320 px, and the recognizer's per-step class scores are
 decoded greedily (CTC: collapse repeats, drop blanks) with the dictionary
 written next to the recognizer package.  Prints one line per text line,
@@ -29,63 +29,8 @@ import edgekit
 
 Box = Tuple[int, int, int, int]
 
-#: DB post-processing thresholds of PaddleOCR / RapidOCR
-BIN_THRESHOLD = 0.3
-BOX_THRESHOLD = 0.5
-UNCLIP_RATIO = 1.6
-MIN_SIDE = 3
 REC_HEIGHT, REC_WIDTH = 48, 320
 PAD_GREY = 128  # PaddleOCR pads with 0 after (x/255 - 0.5) / 0.5, i.e. mid grey
-
-
-def components(mask: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """4-connected components of a boolean mask, each as (ys, xs) pixel index arrays.
-
-    Run-length labelling with union-find: one pass over the rows, merging a run
-    with the runs it touches in the row above.  Fast enough for a 640x640 map.
-    """
-    parent: List[int] = []
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    runs: List[Tuple[int, int, int]] = []  # (row, start, end) end exclusive
-    prev: List[int] = []
-    for y in range(mask.shape[0]):
-        row = mask[y]
-        if not row.any():
-            prev = []
-            continue
-        d = np.diff(np.concatenate(([0], row.astype(np.int8), [0])))
-        starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-        cur = []
-        j = 0
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            idx = len(runs)
-            runs.append((y, s, e))
-            parent.append(idx)
-            while j < len(prev) and runs[prev[j]][2] <= s:
-                j += 1
-            k = j
-            while k < len(prev) and runs[prev[k]][1] < e:
-                a, b = find(idx), find(prev[k])
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-                k += 1
-            cur.append(idx)
-        prev = cur
-    groups: Dict[int, List[int]] = {}
-    for i in range(len(runs)):
-        groups.setdefault(find(i), []).append(i)
-    out = []
-    for members in groups.values():
-        ys = np.concatenate([np.full(runs[i][2] - runs[i][1], runs[i][0]) for i in members])
-        xs = np.concatenate([np.arange(runs[i][1], runs[i][2]) for i in members])
-        out.append((ys, xs))
-    return out
 
 
 @dataclass(frozen=True)
@@ -108,31 +53,23 @@ class Line:
 
 
 def detect_lines(det: "edgekit.Model", page: Image.Image) -> List[Line]:
-    """Text lines in page pixels, top to bottom."""
-    out = det.predict(np.asarray(page))
-    prob = next(iter(out.outputs.values()))[0, 0]
-    mh, mw = prob.shape
-    sx, sy = page.width / mw, page.height / mh  # the package stretches the page to the model's size
+    """Text lines in page pixels, top to bottom: the package's own text boxes (task text-detect: DB
+    post-processing in the runtime, corners mapped back to the page), each widened by a quarter of its height
+    at both ends — the map's round line ends clip the first and last letters."""
+    if det.manifest.postprocess.task.value != "text-detect":
+        raise SystemExit(f"error: {det.path} is a {det.manifest.postprocess.task.value!r} package; build the "
+                         "detector with --task text-detect (samples/real_models/build.py ppocrv4-det does)")
     lines = []
-    for ys, xs in components(prob > BIN_THRESHOLD):
-        if xs.max() - xs.min() < MIN_SIDE or ys.max() - ys.min() < MIN_SIDE:
-            continue
-        score = float(prob[ys, xs].mean())
-        if score < BOX_THRESHOLD:
-            continue
-        # the region's orientation in page pixels (scanned lines are rarely level), then its extent
-        px, py = (xs + 0.5) * sx, (ys + 0.5) * sy
-        slope = np.polyfit(px, py, 1)[0] if np.ptp(px) > 0 else 0.0
-        angle = math.atan(slope)
-        c, s = math.cos(angle), math.sin(angle)
-        along, across = px * c + py * s, -px * s + py * c
-        w, h = float(np.ptp(along)) + sx, float(np.ptp(across)) + sy
-        # unclip: DB shrinks text regions when training; grow them back by area * ratio / perimeter
-        d = w * h * UNCLIP_RATIO / (2 * (w + h))
-        ma, mc = (along.max() + along.min()) / 2, (across.max() + across.min()) / 2
-        # plus a quarter of the height at each end: the map's round line ends clip first/last letters
-        lines.append(Line(cx=ma * c - mc * s, cy=ma * s + mc * c, width=w + 2 * d + (h + 2 * d) / 2, height=h + 2 * d, angle=angle,
-                          score=score))
+    for box in det.predict(np.asarray(page)).boxes:
+        p = np.asarray(box.points, dtype=np.float64)
+        edges = [p[1] - p[0], p[2] - p[1]]
+        along, across = sorted(edges, key=lambda e: -float(np.hypot(*e)))  # a text line runs along its long side
+        if along[0] < 0:
+            along = -along
+        w, h = float(np.hypot(*along)), float(np.hypot(*across))
+        cx, cy = p.mean(axis=0)
+        lines.append(Line(cx=float(cx), cy=float(cy), width=w + h / 2, height=h, angle=math.atan2(along[1], along[0]),
+                          score=box.score))
     return sorted(lines, key=lambda ln: (round(ln.cy / 10), ln.cx))
 
 
