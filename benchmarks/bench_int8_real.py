@@ -59,7 +59,8 @@ def row(model: Any, target: str, out_dir: Path, calib: "suite.CalibrationCache")
         int8_mac_share=mp.get("int8_mac_share", 1.0 if not mp else None),
         speed_ratio=sp.get("ratio"), int8_ms=sp.get("int8_median_ms"), fp32_ms=sp.get("fp32_median_ms"),
         seconds=round(time.perf_counter() - t0, 1), mixed_seconds=stages.get("mixed precision"),
-        top1=v.get("top1_agreement"), samples=v["samples"],
+        top1=v.get("top1_agreement"), samples=v["samples"], detection=v.get("detection"),
+        parts={p["name"]: p["sqnr_db"] for p in v.get("parts") or []},
     )
     return r
 
@@ -73,9 +74,13 @@ def fmt(r: Dict[str, Any]) -> str:
         (f", {100 * share:.1f}% MACs int8" if share is not None else "")
     sp = f"int8/fp32 {r['speed_ratio']:.2f} ({r['int8_ms']:.2f}/{r['fp32_ms']:.2f} ms)" if r.get("speed_ratio") else \
         "speed -"
+    d = r.get("detection")
+    boxes = f"  boxes vs fp32 ({d['reference_detections']}): recall {d['recall']:.3f}, precision {d['precision']:.3f}" \
+        if d else ""
     return (f"{head} {r['first_sqnr_db']:6.1f} → {r['sqnr_db']:6.1f} dB {'pass' if r['passed'] else 'MISS'} "
             f"(floor {r['floor']:g}, weakest {r['weakest']})  {mix}  {sp}  {r['seconds']:.0f}s "
-            f"(mixed {r.get('mixed_seconds') or 0:.0f}s)")
+            f"(mixed {r.get('mixed_seconds') or 0:.0f}s){boxes}  parts "
+            + ", ".join(f"{k} {v:.1f}" for k, v in (r.get("parts") or {}).items()))
 
 
 def timing(name: str, samples: int) -> Dict[str, Any]:
@@ -113,7 +118,8 @@ def timing(name: str, samples: int) -> Dict[str, Any]:
     rep = _sens.analyse(twin, feeds, score=score, bound=cfg.sweep_bound())
     t_sens = time.perf_counter() - t0
     floor = stages.DEFAULT_MIN_SQNR_DB[stages.Precision.INT8]
-    order, k, tried, _ = int8_stage.plan(twin, rep, feeds, score, floor + cfg.margin_db, cfg)
+    pl = int8_stage.plan(twin, rep, feeds, score, floor + cfg.margin_db, cfg)
+    order, k, tried = pl.order, pl.k, pl.tried
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     macs = {x.name: x.macs for x in twin.layers}
     return {"model": name, "params": n_params, "calibration_samples": len(data.calibration),

@@ -479,6 +479,14 @@ def recall_judged(report: ParityReport, recall_floor: bool) -> bool:
     return d is not None and (not recall_floor or d.reference_detections >= MIN_RECALL_DETECTIONS)
 
 
+def judged_by_detections(report: ParityReport, *, floor: bool, min_recall: Optional[float],
+                         recall_floor: bool) -> bool:
+    """Whether the score parts (class scores, objectness, a text map) answer to the decoded detections instead
+    of their SQNR: under the default SQNR floor, with a recall gate that judges this report."""
+    return (floor and min_recall is not None and recall_judged(report, recall_floor)
+            and any(p.kind in DETECTION_SCORE_KINDS for p in report.parts))
+
+
 def _recall_failures(report: ParityReport, min_recall: float, recall_floor: bool, *,
                      precision_too: bool = False) -> List[str]:
     d = report.detection
@@ -532,8 +540,7 @@ def check_gates(
     # detections, recall and precision both, instead of their SQNR: a score tensor at 20 dB whose detections
     # match fp32's is a good detector, and one whose detections do not is caught whatever its SQNR.  A user's
     # --min-sqnr judges every part.
-    by_detections = (floor and min_recall is not None and recall_judged(report, recall_floor)
-                     and any(p.kind in DETECTION_SCORE_KINDS for p in report.parts))
+    by_detections = judged_by_detections(report, floor=floor, min_recall=min_recall, recall_floor=recall_floor)
     if min_recall is not None:
         failures += _recall_failures(report, min_recall, recall_floor, precision_too=by_detections)
     if min_sqnr_db is not None:
