@@ -105,20 +105,24 @@ def _scorer(checked: Any, canon: Any) -> _sens.ScoreFn:
     return score
 
 
-def gate_db(req: Any, report: Any) -> float:
+def gate_db(req: Any, report: Any, by_detections: Optional[bool] = None) -> float:
     """One figure for the search to aim at, judged as the gates judge: the weakest checked part — but where the
     score parts answer to the decoded detections (a detector's class scores, a text detector's map), the weakest
     of the other parts, put under the floor when recall or precision misses its floor.  Aiming at the score
     parts' SQNR instead keeps float layers the gates never asked for: PP-OCRv4 det on onnxruntime shipped 157
-    float layers (62 % of MACs int8) to lift its map to 26 dB, with recall 0.969 on fp32's boxes.  The
-    detections are judged whatever fp32's box count (the plan's few samples hold fewer boxes than the gate's
-    count rule wants); the real build's verification applies the rule."""
-    from edgekit.quantize.parity import DETECTION_SCORE_KINDS, judged_by_detections
+    float layers (62 % of MACs int8) to lift its map to 26 dB, with recall 0.969 on fp32's boxes.
 
-    gates, sources = stages.effective_gates(req)
+    ``by_detections``: whether the detections judge, decided by the caller on the gate's own data — the
+    plan's few samples hold fewer boxes than the gate's count rule wants, so the twin cannot tell (YOLOv8n's
+    13 held-out boxes put its class scores under SQNR; a twin that judged them by its boxes planned 0 float
+    layers and four real builds missed).  None: the gate's rule on ``report`` itself."""
+    from edgekit.quantize.parity import DETECTION_SCORE_KINDS
+
+    gates = stages.effective_gates(req)[0]
     floor, min_recall = gates["min_sqnr_db"], gates.get("min_recall")
-    if not judged_by_detections(report, floor=sources["min_sqnr_db"] != "user", min_recall=min_recall,
-                                recall_floor=False):
+    if by_detections is None:
+        by_detections = _judged_by_detections(req, report)
+    if not by_detections or report.detection is None or min_recall is None:
         return float(report.weakest.sqnr_db)
     rest = [p.sqnr_db for p in report.parts if p.kind not in DETECTION_SCORE_KINDS]
     db = float(min(rest)) if rest else float(report.weakest.sqnr_db)
@@ -128,11 +132,20 @@ def gate_db(req: Any, report: Any) -> float:
     return db
 
 
-def _gate_scorer(req: Any, checked: Any, canon: Any) -> _sens.ScoreFn:
+def _judged_by_detections(req: Any, report: Any) -> bool:
+    from edgekit.quantize.parity import judged_by_detections
+
+    gates, sources = stages.effective_gates(req)
+    return judged_by_detections(report, floor=sources["min_sqnr_db"] != "user", min_recall=gates.get("min_recall"),
+                                recall_floor=sources.get("min_recall") != "user")
+
+
+def _gate_scorer(req: Any, checked: Any, canon: Any, by_detections: bool) -> _sens.ScoreFn:
     """:func:`gate_db` of the twin's outputs against fp32's."""
     def score(ref: _sens.Outputs, cand: _sens.Outputs) -> float:
         try:
-            return gate_db(req, compare_outputs(ref, cand, task=checked.spec.task, postprocess=canon.postprocess))
+            return gate_db(req, compare_outputs(ref, cand, task=checked.spec.task, postprocess=canon.postprocess),
+                           by_detections)
         except Exception:  # noqa: BLE001 - as _scorer
             return _sens.weakest_output_sqnr(ref, cand)
     return score
@@ -253,7 +266,10 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
     # the twin's search runs on the samples the sweep kept (its MAC bound cut them evenly): bounded the same way
     feeds = _evenly(feeds, report.samples)
     target = floor + config.margin_db
-    pl = plan(twin, report, feeds, _gate_scorer(req, checked, canon), target, config, confirm_feeds=judge.feeds)
+    # whether the detections judge the score parts, as the gate decided on the first build's held-out data
+    by_detections = _judged_by_detections(req, verified.parity)
+    pl = plan(twin, report, feeds, _gate_scorer(req, checked, canon, by_detections), target, config,
+              confirm_feeds=judge.feeds)
     order, ranked, tried = pl.order, pl.ranked, pl.tried
     budget = config.budget_in(ranked, {x.name: x.macs for x in twin.layers})
     first = _mixed.Attempt(0, float(verified.parity.weakest.sqnr_db), report.all_int8_db, False)

@@ -216,13 +216,17 @@ def test_the_search_aims_at_what_the_gates_judge():
     from edgekit.targets.int8_stage import gate_db
 
     cfg = post.config_for_task("text-detect", output="maps")
-    ref, cand = _ref_and_noisy(3, noise=0.06)  # 9 fp32 boxes: fewer than the gate's count rule, judged anyway
+    ref, cand = _ref_and_noisy(8, noise=0.06)  # 24 fp32 boxes: the default recall floor judges
     rep = compare_outputs(ref, cand, task="text-detect", postprocess=cfg)
     parts = {p.kind: p.sqnr_db for p in rep.parts}
     req = SimpleNamespace(gates={}, precision=Precision.INT8, task="text-detect")
     assert gate_db(req, rep) == pytest.approx(parts["boxes"]) and parts["boxes"] > 25 > parts["scores"]
     lost = compare_outputs(ref, [{"maps": _bar_map([])}] + cand[1:], task="text-detect", postprocess=cfg)
-    assert gate_db(req, lost) < 25.0  # recall 6/9: under the floor whatever the boxes that matched read
+    assert gate_db(req, lost) < 25.0  # recall 21/24: under the floor whatever the boxes that matched read
+    # the plan's few samples (9 boxes) are judged as the gate judged the whole held-out set
+    few = compare_outputs(ref[:3], cand[:3], task="text-detect", postprocess=cfg)
+    assert gate_db(req, few) == pytest.approx(few.weakest.sqnr_db)  # the gate's own count rule: the map
+    assert gate_db(req, few, by_detections=True) > 25.0
     user = SimpleNamespace(gates={"min_sqnr_db": 25.0}, precision=Precision.INT8, task="text-detect")
     assert gate_db(user, rep) == pytest.approx(parts["scores"])  # a user's --min-sqnr judges the map too
     raw = SimpleNamespace(gates={}, precision=Precision.INT8, task="raw")
