@@ -132,7 +132,8 @@ def _fp32_reference(source: Path) -> RunFn:
     return lambda feed: sess.run(None, feed)
 
 
-def row(model: Any, target: str, out_dir: Path, calib: "suite.CalibrationCache", rounds: int) -> Dict[str, Any]:
+def row(model: Any, target: str, out_dir: Path, calib: "suite.CalibrationCache", rounds: int,
+        build_options: Mapping[str, str] = {}) -> Dict[str, Any]:  # noqa: B006 - read only
     import onnx
 
     import edgekit
@@ -150,7 +151,8 @@ def row(model: Any, target: str, out_dir: Path, calib: "suite.CalibrationCache",
         for precision in ("int8", "fp32"):
             res = build_package(source, target=target, precision=precision, name=model.name, allow_gate_failure=True,
                                 output=out_dir / f"{model.name}-{target}-{precision}.edgepkg",
-                                **suite.build_kwargs(model, calib.get(model.calibration)))
+                                **{**suite.build_kwargs(model, calib.get(model.calibration)),
+                                   **({"build_options": dict(build_options)} if build_options else {})})
             pkgs[precision] = res
         r["build_seconds"] = round(time.perf_counter() - t0, 1)
         mp = (pkgs["int8"].manifest.get("quantization") or {}).get("mixed_precision") or {}
@@ -233,13 +235,15 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=Path("/tmp/edgekit-bench-anchors"))
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--build-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a target build option for the packages (e.g. int8_overflow_fix=cpu); repeatable")
     a = ap.parse_args(argv)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     calib = suite.CalibrationCache(a.out_dir / "calibration")
     rows: List[Dict[str, Any]] = []
     for m, t in suite.int8_cases(a.models, a.targets):
         try:
-            r = row(m, t, a.out_dir, calib, a.rounds)
+            r = row(m, t, a.out_dir, calib, a.rounds, dict(o.split("=", 1) for o in a.build_option))
         except Exception as exc:  # noqa: BLE001 - one failed row must not lose the others
             r = {"model": m.name, "target": t, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
         rows.append(r)
