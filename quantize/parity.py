@@ -502,7 +502,8 @@ def _recall_failures(report: ParityReport, min_recall: float, recall_floor: bool
     if precision_too and d.precision < min_recall:
         # the class scores were judged by the detections: spurious boxes fail as surely as missed ones
         out.append(f"decoded detections: precision {d.precision:.3f} vs fp32 ({d.matched} of "
-                   f"{d.candidate_detections} detections match fp32's at IoU ≥ {d.iou_threshold:g}{same}) < {what} {min_recall:.2f}; to accept it pass --min-sqnr and --min-recall of your own, "
+                   f"{d.candidate_detections} detections match fp32's at IoU ≥ {d.iou_threshold:g}{same}) < {what} "
+                   f"{min_recall:.2f}; to accept it pass --min-sqnr and --min-recall of your own, "
                    "or build at a higher precision")
     if d.recall < min_recall:
         out.append(f"decoded detections: recall {d.recall:.3f} vs fp32 ({d.matched} of {d.reference_detections} "

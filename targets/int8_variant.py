@@ -11,9 +11,9 @@ kept so far, verifies it like any build, and keeps it only when every gate
 still holds (on the held-out data) and it costs at least :data:`MIN_GAIN`
 less CPU time per inference here without taking longer (wall time) — CPU time
 alone is a coin toss on a loaded host: PP-OCRv4 det's symmetric variant once
-read 5.7 % less CPU time and 33 % more latency, and cost 2 dB and two boxes
-of 32 for a speed that interleaved benchmark runs did not find (17.4 vs
-17.7 ms); the manifest records every try
+read 5.7 % less CPU time and 33 % more latency, and cost 2 dB of its map,
+one of fp32's 32 text boxes and two spurious ones, for a speed interleaved
+benchmark runs put at 1-2 % (17.4 vs 17.7 ms); the manifest records every try
 (``quantization.faster_variant``).  It runs after a first build that passes
 and after a mixed-precision search that passes, on the mix the search kept.
 """

@@ -35,7 +35,8 @@ def _map_model(path: Path, channels: int = 1, sigmoid: bool = True) -> Path:
     nodes = [helper.make_node("Conv", ["image", "w", "b"], ["logits" if sigmoid else "maps"], name="conv")]
     if sigmoid:
         nodes.append(helper.make_node("Sigmoid", ["logits"], ["maps"], name="sigmoid"))
-    graph = helper.make_graph(nodes, "text_map", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
+    graph = helper.make_graph(nodes, "text_map",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W])],
                               [helper.make_tensor_value_info("maps", TensorProto.FLOAT, [1, channels, H, W])], [w, b])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     return path
