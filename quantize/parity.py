@@ -316,16 +316,6 @@ def match_detections(reference: Sequence[Any], candidate: Sequence[Any], iou: fl
     return len(errors), errors
 
 
-def _text_boxes(postprocess: Any, outputs: Mapping[str, np.ndarray], name: str) -> List[Any]:
-    from edgekit import postprocess as _post
-    from edgekit.textdet import decode_text_map
-
-    c = postprocess
-    return decode_text_map(_post.text_map(name, np.asarray(outputs[name])), threshold=c.threshold,
-                           box_threshold=c.box_threshold, unclip_ratio=c.unclip_ratio, min_size=c.min_size,
-                           max_candidates=c.max_candidates)
-
-
 def _aligned(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     """``cand``'s four corners in the cyclic order closest to ``ref``'s: a rectangle near 0° or 90° may start
     its corners one place apart in two decodes."""
@@ -338,6 +328,7 @@ def _text_agreement(name: str, reference: Sequence[Mapping[str, np.ndarray]],
                     postprocess: Any) -> Tuple[List[PartParity], DetectionParity]:
     """The decoded text boxes of each sample matched one-to-one with fp32's (best fp32 score first, highest
     quad IoU ≥ :data:`MATCH_IOU`): the ``boxes`` part over the matched corners, and recall / precision."""
+    from edgekit import postprocess as _post
     from edgekit.textdet import quad_iou
 
     ref_pts: List[np.ndarray] = []
@@ -345,7 +336,8 @@ def _text_agreement(name: str, reference: Sequence[Mapping[str, np.ndarray]],
     errors: List[float] = []
     n_ref = n_cand = 0
     for r, c in zip(reference, candidate):
-        rb, cb = _text_boxes(postprocess, r, name), _text_boxes(postprocess, c, name)
+        # the device's own decode, in model pixels (no transform), on the output the task reads
+        rb, cb = _post.postprocess(postprocess, r).boxes, _post.postprocess(postprocess, c).boxes
         n_ref, n_cand = n_ref + len(rb), n_cand + len(cb)
         if not rb or not cb:
             continue
