@@ -1,4 +1,5 @@
-"""Draw a result on its image: boxes with labels for detections, a coloured overlay for masks.
+"""Draw a result on its image: boxes with labels for detections, text boxes as outlines, a coloured overlay
+for masks.
 
 Device side: Pillow and numpy only.  Used by ``edgekit run --save`` and the
 sample apps.  The image is the original one (EXIF orientation applied, as the
@@ -57,6 +58,17 @@ def draw_detections(image: Image.Image, detections: Sequence[Any], *, width: Opt
     return out
 
 
+def draw_text_boxes(image: Image.Image, boxes: Sequence[Any], *, width: Optional[int] = None) -> Image.Image:
+    """A copy of ``image`` with each text box's four corners joined (a text-detect result)."""
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    lw = width or max(1, round(min(out.size) / 300))
+    for b in boxes:
+        pts = [(float(x), float(y)) for x, y in b.points]
+        draw.line(pts + pts[:1], fill=PALETTE[3], width=lw)
+    return out
+
+
 def draw_mask(image: Image.Image, mask: np.ndarray, *, alpha: float = 0.45, background: int = 0) -> Image.Image:
     """A copy of ``image`` with every class but ``background`` tinted in its colour.
 
@@ -78,12 +90,14 @@ def draw_mask(image: Image.Image, mask: np.ndarray, *, alpha: float = 0.45, back
 
 
 def annotate(source: Any, result: Any) -> Image.Image:
-    """``source`` (path, PIL image or uint8 array) with ``result`` (detections or mask) drawn on it."""
+    """``source`` (path, PIL image or uint8 array) with ``result`` (detections, text boxes or mask) drawn on it."""
     image = open_rgb(source)
     if hasattr(result, "detections"):
         return draw_detections(image, result.detections)
     if hasattr(result, "mask"):
         return draw_mask(image, result.mask)
+    if hasattr(result, "boxes"):  # text boxes
+        return draw_text_boxes(image, result.boxes)
     top = getattr(result, "top", None)
     if top:  # a classification: its best guess in the corner
         out = image.copy()
@@ -91,5 +105,5 @@ def annotate(source: Any, result: Any) -> Image.Image:
         ImageDraw.Draw(out).text((4, 4), f"{best.label if best.label is not None else best.index} {best.score:.2f}",
                                  fill=(255, 0, 0))
         return out
-    raise InputError("nothing to draw: --save of an image needs a classify, detect or segment package; "
+    raise InputError("nothing to draw: --save of an image needs a classify, detect, segment or text-detect package; "
                      "save raw outputs to an .npz instead")

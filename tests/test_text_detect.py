@@ -232,3 +232,16 @@ def test_the_search_aims_at_what_the_gates_judge():
     assert gate_db(user, rep) == pytest.approx(parts["scores"])  # a user's --min-sqnr judges the map too
     raw = SimpleNamespace(gates={}, precision=Precision.INT8, task="raw")
     assert gate_db(raw, compare_outputs(ref, cand, task="raw")) == pytest.approx(parts["scores"])
+
+
+def test_run_save_draws_the_text_boxes():
+    """`edgekit run --save` (annotate): each text box's outline on the image, nothing inside it."""
+    from edgekit.annotate import PALETTE, annotate
+
+    res = post.postprocess(post.config_for_task("text-detect", output="maps"), {"maps": _bar_map([(20, 30, 10, 40)])})
+    (box,) = res.boxes
+    img = np.asarray(annotate(np.zeros((H, W, 3), np.uint8), res))
+    x0, y0 = (int(round(v)) for v in box.points[0])
+    x2, y2 = (int(round(v)) for v in box.points[2])
+    assert tuple(img[y0, (x0 + x2) // 2]) == PALETTE[3]  # the top edge
+    assert tuple(img[(y0 + y2) // 2, (x0 + x2) // 2]) == (0, 0, 0)  # inside stays as it was
