@@ -1027,7 +1027,7 @@ def _binary(score_map: np.ndarray, scores: SegmentScores, name: str) -> np.ndarr
     return (np.asarray(score_map) > threshold).astype(np.int32)
 
 
-def text_map(name: str, out: np.ndarray) -> np.ndarray:
+def _text_map(name: str, out: np.ndarray) -> np.ndarray:
     """The ``(H, W)`` map of one image from a ``[1, 1, H, W]`` or ``[1, H, W]`` text-detect output."""
     if out.ndim not in (3, 4) or (out.ndim == 4 and out.shape[1] != 1):
         raise InputError(f"text-detect: output {name!r} has shape {_shape(out)}; expected one probability map "
@@ -1040,7 +1040,7 @@ def _text_detect(cfg: TextDetectConfig, name: str, out: np.ndarray, outputs: Dic
                  transform: Any, labels: Optional[Sequence[str]]) -> TextDetectResult:
     from . import textdet
 
-    boxes = textdet.decode_text_map(text_map(name, out), threshold=cfg.threshold, box_threshold=cfg.box_threshold,
+    boxes = textdet.decode_text_map(_text_map(name, out), threshold=cfg.threshold, box_threshold=cfg.box_threshold,
                                     unclip_ratio=cfg.unclip_ratio, min_size=cfg.min_size,
                                     max_candidates=cfg.max_candidates)
     if transform is not None and boxes:
