@@ -157,6 +157,9 @@ class Target(ABC):
     #: Python module → distribution the build needs (checked by :meth:`toolchain`), and the extra installing them
     requires: ClassVar[Mapping[str, str]] = {}
     extra: ClassVar[str] = "build"
+    #: fp32-exact graph rewrites (targets/rewrites.py) an int8 build runs beside the default ones, where this
+    #: target's runtime measured them faster
+    int8_rewrites: ClassVar[Tuple[str, ...]] = ()
 
     def toolchain(self) -> Tuple[bool, str]:
         """(installed here?, versions or the pip command that installs it)."""

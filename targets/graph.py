@@ -266,7 +266,7 @@ def detector_stem(model: Any, info: Optional[GraphInfo] = None) -> List[str]:
     return stem
 
 
-def detection_tail(model: Any) -> List[str]:
+def detection_tail(model: Any, stem: bool = True) -> List[str]:
     """Names of a detector's nodes kept out of the shared 8-bit ranges: its decode tail and its stem.
 
     A detector output (rank 3, e.g. YOLOv8's [1, 4+C, N] or YOLOv5's
@@ -279,14 +279,14 @@ def detection_tail(model: Any) -> List[str]:
     cheap, so it runs in float (or at 16 bits) on every target.  The tail is not enough on a real export: the class scores are
     the part of a detector most sensitive to noise anywhere before the head,
     and most of it comes from the high-resolution stem (:func:`detector_stem`),
-    which joins the tail.  Empty when no output is such a Concat of separate
-    branches (not a detector: nothing is kept).
+    which joins the tail unless ``stem`` is false (a target that tries the stem in int8 once the build holds
+    its gates).  Empty when no output is such a Concat of separate branches (not a detector: nothing is kept).
     """
     info = GraphInfo(model)
     tail = _decode_tail(model, info)
     if not tail:
         return []
-    keep = set(tail) | set(detector_stem(model, info))
+    keep = set(tail) | (set(detector_stem(model, info)) if stem else set())
     order = {(n.name or n.output[0]): i for i, n in enumerate(model.graph.node)}
     return sorted(keep, key=lambda k: order.get(k, 0))
 

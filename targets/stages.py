@@ -359,7 +359,8 @@ def canonicalize_stage(req: BuildRequest, src: Source) -> Canonical:
     # checked and copied again (its weights are dropped right after, see drop_source_weights); a caller's
     # ModelProto is copied
     canon = canonicalize(src.proto, input_shapes=req.input_shapes, size=req.size, layout=layout,
-                         rewrites=rewrites.DEFAULT if req.precision is Precision.INT8 else (),
+                         rewrites=rewrites.DEFAULT + tuple(req.target.int8_rewrites)
+                         if req.precision is Precision.INT8 else (),
                          owned=src.proto is not req.model)
     steps = tuple(req.steps)
     input_layout = None

@@ -7,6 +7,7 @@ is clipped at every step.  The op (and Pow/Sqrt, which the mixed-precision searc
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -437,11 +438,90 @@ def test_real_yolox_int8_tries_symmetric_activations(tmp_path):
     v = res.manifest["verification"]
     q = res.manifest["quantization"]
     assert v["passed"] and v["detection"]["recall"] >= 0.9
-    fv = q["faster_variant"][0]
+    fv = next(t for t in q["faster_variant"] if "nncf_preset" in t["build_options"])
     assert fv["build_options"] == {"nncf_preset": "performance"} and fv["before_sqnr_db"] > fv["variant_sqnr_db"]
     assert q["preset"] == ("performance" if fv["kept"] else "mixed")
     if fv["kept"]:
         assert fv["cpu_ms"]["variant"] <= 0.95 * fv["cpu_ms"]["before"]
+
+
+# -- a detector's stem: float first, int8 as a faster variant; a FakeQuantize moved below a SpaceToDepth ----------
+def _focus_conv(quantize_input: bool = True):
+    """image [1, 3, 16, 16] (0–255) → FakeQuantize → SpaceToDepth(2) → Conv 12→8 3×3 with FakeQuantize'd
+    weights: a Focus stem as NNCF leaves it."""
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 3, 16, 16], np.float32, name="image")
+    lo, hi = ops.constant(np.float32(0)), ops.constant(np.float32(255))
+    q = ops.fake_quantize(x, lo, hi, lo, hi, 256) if quantize_input else x
+    s2d = ops.space_to_depth(q, "blocks_first", 2)
+    w = rng.normal(0, 0.1, (8, 12, 3, 3)).astype(np.float32)
+    a = float(np.abs(w).max())
+    wq = ops.fake_quantize(ops.constant(w), ops.constant(np.float32(-a)), ops.constant(np.float32(a)),
+                           ops.constant(np.float32(-a)), ops.constant(np.float32(a)), 255)
+    conv = ops.convolution(s2d, wq, [1, 1], [1, 1], [1, 1], [1, 1])
+    return ov.Model([conv], [x], "focus")
+
+
+def test_fake_quantize_moves_below_space_to_depth_exactly_and_the_conv_runs_int8():
+    from edgekit.runners.openvino import runtime_layers
+    from edgekit.targets.openvino.fusions import sink_fake_quantize
+
+    core = ov.Core()
+    x = np.random.default_rng(1).integers(0, 256, (1, 3, 16, 16)).astype(np.float32)
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+    def conv_precision(model: object) -> str:
+        return next(x["precision"] for x in runtime_layers(core.compile_model(model, "CPU", f32))
+                    if x["type"] == "Convolution")
+
+    model = _focus_conv()
+    want = core.compile_model(model, "CPU", f32)(x)[0]
+    assert conv_precision(model) not in ("u8", "i8")  # the plugin carries no dequantization through SpaceToDepth
+    assert sink_fake_quantize(model) == 1
+    kinds = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert kinds.index("SpaceToDepth") < kinds.index("FakeQuantize")
+    got = core.compile_model(model, "CPU", f32)(x)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * float(np.abs(want).max()))
+    assert conv_precision(model) in ("u8", "i8")
+    assert sink_fake_quantize(_focus_conv(quantize_input=False)) == 0
+
+
+def test_a_passing_detector_build_tries_its_stem_in_int8(tmp_path):
+    """auto: the stem is float in the first build (as every target keeps it) and int8 in a faster variant, kept
+    only if the gates hold and it is cheaper; int8 / float ask for one build of either."""
+    from models.meta import GOLDEN_MODELS
+
+    from edgekit.targets.graph import detector_stem
+
+    yolo = next(g for g in GOLDEN_MODELS if g.name == "yolo_head")
+    stem = detector_stem(onnx.load(str(yolo.path)))
+    stem_convs = {n for n in stem if n.startswith("conv")}
+    rng = np.random.default_rng(1)
+    feeds = [{t.name: rng.standard_normal(t.shape).astype(np.float32) for t in yolo.inputs} for _ in range(24)]
+
+    def build(name: str, **kw: object) -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pkg = edgekit.build(str(yolo.path), target="openvino", precision="int8", calibration=feeds, task="detect",
+                                output=tmp_path / f"{name}.edgepkg", allow_gate_failure=True, **kw)
+        with edgekit.load(pkg, cache_dir="") as m:
+            return m.manifest.quantization
+
+    def float_convs(q: dict) -> set:
+        return {name.split("/")[0] for name in q["float_layers"]} & stem_convs
+
+    off = {"mixed_precision": {"enabled": False}}
+    q = build("int8stem", build_options={"int8_detector_stem": "int8"}, **off)
+    assert q["detector_stem"] == {"nodes": stem, "precision": "int8"} and not float_convs(q)
+    q = build("floatstem", build_options={"int8_detector_stem": "float"}, **off)
+    assert q["detector_stem"]["precision"] == "float" and float_convs(q) == stem_convs
+    q = build("auto")
+    tried = [t for t in q.get("faster_variant", []) if "int8_detector_stem" in t["build_options"]]
+    assert len(tried) == 1 and tried[0]["build_options"] == {"int8_detector_stem": "int8"}
+    assert q["detector_stem"]["precision"] == ("int8" if tried[0]["kept"] else "float")
+    assert float_convs(q) == (set() if tried[0]["kept"] else stem_convs)
 
 
 def test_faster_offers_follow_the_options_and_what_auto_picked(monkeypatch):
@@ -472,6 +552,13 @@ def test_faster_offers_follow_the_options_and_what_auto_picked(monkeypatch):
     assert offers(f32_auto, Recipe.from_json({"global_config": {"symmetric_activations": True}})) == \
         [{"int8_float_parts": "bf16"}]
     assert offers(f32_auto, int8_float_parts="f32") == [{"nncf_preset": "performance"}]
+    # a detector whose stem the first build kept float: the int8 stem is tried first
+    stem_float = Artifact(files=[], entry="model.xml", details={"float_parts": "bf16", "float_parts_choice": measured},
+                          quantization={"detector_stem": {"nodes": ["conv_0"], "precision": "float"}})
+    assert offers(stem_float) == [{"int8_detector_stem": "int8"}, {"nncf_preset": "performance"}]
+    assert offers(stem_float, int8_detector_stem="float", nncf_preset="recipe") == []
+    stem_int8 = dataclasses.replace(stem_float, quantization={"detector_stem": {"nodes": ["conv_0"], "precision": "int8"}})
+    assert offers(stem_int8, nncf_preset="recipe") == []
     no_choice = Artifact(files=[], entry="model.xml", details={"float_parts": "f32"})  # auto did not measure
     assert offers(no_choice, nncf_preset="recipe") == []
     assert offers(not_cheaper, nncf_preset="recipe") == []

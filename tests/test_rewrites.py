@@ -181,3 +181,45 @@ def test_default_order_names_every_rewrite():
     assert DEFAULT == ("hardsigmoid", "hardswish_clip", "scale_bias_into_producer", "scale_bias_into_consumer")
     with pytest.raises(ValueError, match="unknown rewrite"):
         rewrite(_model([helper.make_node("Relu", ["x"], ["y"], name="r")], [], (1, 2), "y"), ["fold_everything"])
+
+
+@pytest.mark.parametrize("kernel,stride,pads,gather", [(3, 1, [1, 1, 1, 1], False), (1, 1, [0, 0, 0, 0], False),
+                                                       (3, 2, [1, 0, 2, 1], False), (2, 1, [0, 0, 0, 0], False),
+                                                       (3, 1, [1, 1, 1, 1], True)])
+def test_space_to_depth_into_conv_is_one_conv_with_the_same_function(kernel, stride, pads, gather):
+    """A Focus stem: SpaceToDepth(2) → Conv, or with a Gather putting the channels in YOLOv5's order between them
+    (the canonical YOLOX's); folded into one Conv on the pixels (larger kernel, stride, pads)."""
+    w = RNG.standard_normal((6, 12, kernel, kernel)) * 0.3
+    order = np.array([0, 1, 2, 6, 7, 8, 3, 4, 5, 9, 10, 11], np.int64)  # (0,0), (1,0), (0,1), (1,1) blocks
+    nodes = [helper.make_node("SpaceToDepth", ["x"], ["s0" if gather else "s"], name="focus", blocksize=2)]
+    nodes += [helper.make_node("Gather", ["s0", "order"], ["s"], name="focus_order", axis=1)] if gather else []
+    nodes += [helper.make_node("Conv", ["s", "w", "b"], ["y"], name="stem", kernel_shape=[kernel, kernel],
+                               strides=[stride, stride], pads=pads)]
+    inits = [_c("w", w), _c("b", RNG.standard_normal(6)), numpy_helper.from_array(order, "order")]
+    m = _model(nodes, inits, (1, 3, 16, 16), "y", raw=True)
+    out, fired = rewrite(m, ["space_to_depth_into_conv"])
+    assert fired == {"space_to_depth_into_conv": 1} and _ops(out) == {"Conv": 1}
+    conv = out.graph.node[0]
+    assert conv.name == "stem" and conv.input[0] == "x"
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    assert attrs["kernel_shape"] == [2 * kernel] * 2 and attrs["strides"] == [2 * stride] * 2
+    assert attrs["pads"] == [2 * p for p in pads]
+    feeds = [{"x": RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(3)]
+    want, got = _run(m, feeds), _run(out, feeds)
+    assert [a.shape for a in got] == [a.shape for a in want]
+    assert _sqnr(want, got) > 120
+    assert "space_to_depth_into_conv" not in DEFAULT  # a target asks for it (openvino)
+
+
+def test_space_to_depth_read_elsewhere_or_into_a_grouped_conv_stays():
+    w = RNG.standard_normal((12, 1, 3, 3)) * 0.3
+    grouped = [helper.make_node("SpaceToDepth", ["x"], ["s"], name="focus", blocksize=2),
+               helper.make_node("Conv", ["s", "w"], ["y"], name="dw", group=12, pads=[1, 1, 1, 1])]
+    m = _model(grouped, [_c("w", w)], (1, 3, 8, 8), "y", y_shape=(1, 12, 4, 4), raw=True)
+    assert rewrite(m, ["space_to_depth_into_conv"])[1] == {}
+    shared = [helper.make_node("SpaceToDepth", ["x"], ["s"], name="focus", blocksize=2),
+              helper.make_node("Conv", ["s", "w2"], ["c"], name="conv"),
+              helper.make_node("Add", ["c", "s"], ["y"], name="skip")]
+    m = _model(shared, [_c("w2", RNG.standard_normal((12, 12, 1, 1)))], (1, 3, 8, 8), "y", y_shape=(1, 12, 4, 4),
+               raw=True)
+    assert rewrite(m, ["space_to_depth_into_conv"])[1] == {}

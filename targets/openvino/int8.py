@@ -26,9 +26,10 @@ import numpy as np
 
 from edgekit.errors import CalibrationError, ConfigError
 
-from ..graph import ALWAYS_FLOAT_OPS, detection_tail, domain_of, iter_nodes
+from ..graph import ALWAYS_FLOAT_OPS, detection_tail, detector_stem, domain_of, iter_nodes
 from ..ort_tools import unmatched_warning
 from ..toolchain import first_line, require
+from .fusions import sink_fake_quantize
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.quantize.calibration import CalibrationSet
@@ -191,10 +192,12 @@ def onnx_to_ov_ops(ov_model: Any, onnx_model: Any, keep: Sequence[str]) -> Dict[
     return out
 
 
-def ignored_scope(ov_model: Any, onnx_model: Any, recipe: "Recipe") -> Tuple[List[str], List[str], List[str]]:
+def ignored_scope(ov_model: Any, onnx_model: Any, recipe: "Recipe",
+                  stem: bool = True) -> Tuple[List[str], List[str], List[str]]:
     """(OpenVINO op names the recipe and the detector tail keep in float, the tail's ONNX nodes,
-    recipe names not in the model)."""
-    tail = detection_tail(onnx_model)
+    recipe names not in the model).  ``stem`` false: a detector's stem is left to int8 (build option
+    ``int8_detector_stem``)."""
+    tail = detection_tail(onnx_model, stem=stem)
     keep = [name for name, node in iter_nodes(onnx_model.graph) if recipe.skips(name, node.op_type)] + tail
     out: Set[str] = set()
     for ops in onnx_to_ov_ops(ov_model, onnx_model, keep).values():
@@ -319,7 +322,9 @@ def quantize(
     refuse_unsupported_recipe(recipe)
     used, n = CalibrationSet.required(calibration, recipe.num_samples)
     preset = nncf.QuantizationPreset(preset_name(recipe, options))
-    names, tail, unmatched = ignored_scope(ov_model, onnx_model, recipe)
+    stem_choice = str(getattr(options.get("int8_detector_stem"), "value", options.get("int8_detector_stem")) or "auto")
+    names, tail, unmatched = ignored_scope(ov_model, onnx_model, recipe, stem=stem_choice != "int8")
+    stem = detector_stem(onnx_model) if detection_tail(onnx_model, stem=False) else []
     unmatched_warning(unmatched)
     float_ops, float_nodes = always_float(ov_model, onnx_model)
     names = sorted(set(names) | set(float_ops))
@@ -348,6 +353,9 @@ def quantize(
         "calibration_samples_given": n,
         "ignored_scope": names,
         "detection_tail": tail,
+        # a detector's high-resolution stem: float with the tail unless int8_detector_stem says int8 (the int8
+        # stage tries that as a faster variant once a build holds its gates; see the target's faster_int8_options)
+        "detector_stem": {"nodes": stem, "precision": "int8" if stem_choice == "int8" else "float"} if stem else None,
         # ops NNCF would quantize that the twin and the other targets keep float (recurrent, Pow, Sub, ...)
         "always_float_nodes": float_nodes,
     }
@@ -357,6 +365,7 @@ def quantize(
         except (ValueError, TypeError, KeyError, RuntimeError) as err:
             raise CalibrationError(f"NNCF quantization failed: {first_line(err)}; check that the calibration "
                                    "data matches the model inputs") from None
+    info["fake_quantize_sunk"] = sink_fake_quantize(quantized)
     leaks = quantized_in_scope(quantized, names)
     if leaks:
         # a FakeQuantize shared with an int8 consumer can still feed an op kept in float

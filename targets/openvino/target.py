@@ -92,6 +92,16 @@ class NncfPreset(str, enum.Enum):
     PERFORMANCE = "performance"  # symmetric activations whatever the recipe says (NNCF's own default)
 
 
+class DetectorStem(str, enum.Enum):
+    """What an int8 detector's high-resolution stem runs in (build option ``int8_detector_stem``)."""
+
+    #: float, as every target keeps it (targets/graph.py detector_stem); once that build holds its gates, the
+    #: int8 stage also builds the stem in int8 and keeps it if the gates still hold and it runs cheaper here
+    AUTO = "auto"
+    FLOAT = "float"
+    INT8 = "int8"
+
+
 class OverflowFixChoice(str, enum.Enum):
     """Which int8 weights NNCF's overflow fix puts at 7 bits (build option ``int8_overflow_fix``); the recipe's
     ``reduce_range`` decides over both when set (see :func:`.int8.overflow_fix`)."""
@@ -112,6 +122,8 @@ class OpenVinoTarget(Target):
     requires = {"openvino": "openvino", "nncf": "nncf"}
     extra = "openvino,build"
     op_table = OP_TABLE
+    #: a Focus stem's SpaceToDepth → Conv as one Conv: the quantized image then feeds an int8 convolution
+    int8_rewrites = ("space_to_depth_into_conv",)
     build_options = OptionSchema("openvino target", [
         Option("fast_bias_correction", bool, True, "int8: NNCF's fast bias correction (false: the slower, "
                "more exact one)"),
@@ -127,6 +139,9 @@ class OpenVinoTarget(Target):
         Option("int8_overflow_fix", OverflowFixChoice, OverflowFixChoice.NNCF, "int8: which weights get 7 bits "
                "against int8 saturation — nncf: NNCF's default (the first quantized convolution of each input path); "
                "cpu: none where this build host's CPU has VNNI/AMX or is Arm, NNCF's default elsewhere"),
+        Option("int8_detector_stem", DetectorStem, DetectorStem.AUTO, "int8 detectors: the stem (the layers "
+               "down to stride 4) — auto: float, and when that build holds its gates an int8 stem too, kept if "
+               "the gates still hold and it runs cheaper on this host; float; int8"),
         Option("nncf_preset", NncfPreset, NncfPreset.AUTO, "int8: auto — the recipe's activation scheme, and "
                "when that build holds its gates with asymmetric activations, symmetric ones too, kept if they "
                "hold the gates and run cheaper on this host (the CPU plugin's int8 kernels pay for input zero "
@@ -143,6 +158,12 @@ class OpenVinoTarget(Target):
           ddddocr YOLOX every convolution ran the slower kernel (``brgconv_avx512_amx_I8`` instead of
           ``..._i8``), 28 % more convolution time and 13 % more CPU time per inference, for 7 dB more SQNR
           on the class scores;
+        * a detector's stem in int8 where it was kept float: the rule that keeps it float comes from
+          YOLOv8n (its stem carries the widest activations of the network, and in int8 its boxes read 22 dB
+          and recall 0.92), but a Focus stem on 0–255 pixels quantizes well — the ddddocr YOLOX with an int8
+          stem kept all 32 of fp32's boxes (class scores 25.8 dB, boxes 43.8) and ran 0.96–0.98× NNCF's
+          default int8 where the float stem ran 1.01–1.04× (AMD EPYC, AVX512-BF16, no AMX); the gates decide
+          per model;
         * bf16 float parts where ``auto`` kept f32 on a bf16 host: its rule reads a few calibration feeds,
           the gates read the held-out data (PP-OCRv4 rec after mixed precision: bf16 parts cost 1.7 dB on
           calibration feeds, f32 kept; held out 26.2 dB against the 25 dB floor, 0.90× NNCF's default int8
@@ -154,6 +175,9 @@ class OpenVinoTarget(Target):
         if spec.precision is not Precision.INT8:
             return []
         out: List[Dict[str, Any]] = []
+        stem = (artifact.quantization or {}).get("detector_stem") or {}
+        if DetectorStem(options["int8_detector_stem"]) is DetectorStem.AUTO and stem.get("precision") == "float":
+            out.append({"int8_detector_stem": DetectorStem.INT8.value})
         if NncfPreset(options["nncf_preset"]) is NncfPreset.AUTO and preset_name(spec.recipe, options) != "performance":
             out.append({"nncf_preset": NncfPreset.PERFORMANCE.value})
         details = artifact.details or {}
