@@ -49,7 +49,7 @@ def divergence(package: Path, source: Optional[Path], data: Optional[Path],
 
 
 def _recorded_lines(doc: Dict[str, Any]) -> List[str]:
-    from .int8_stage import _mixed_lines
+    from .int8_stage import _mixed_lines, speed_line
 
     class _A:  # _mixed_lines reads built.artifact.quantization
         def __init__(self, q: Dict[str, Any]) -> None:
@@ -58,8 +58,7 @@ def _recorded_lines(doc: Dict[str, Any]) -> List[str]:
     lines = _mixed_lines(_A({"mixed_precision": doc["mixed_precision"]})) if doc["mixed_precision"] else []
     sp = doc.get("speed") or {}
     if sp.get("ratio") is not None:
-        lines.append(f"speed at build ({sp['runtime']}): int8 {sp['int8_median_ms']:.3f} ms, fp32 "
-                     f"{sp['fp32_median_ms']:.3f} ms, ratio {sp['ratio']:.2f}")
+        lines.append(speed_line("speed at build", sp))
     rec = doc.get("recorded_divergence")
     if rec:
         first = rec.get("first_departure")

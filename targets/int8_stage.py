@@ -18,10 +18,14 @@ and why, the share of MACs left in int8, the attempts and the ranked table.
 :func:`speed` builds the same model at fp32 through the same target (a fp32
 package pins f32 execution), runs both packages side by side in the same
 runner on the verification feeds and records the median latencies; int8 that
-is not faster warns.
+is not faster warns.  Where the target's runtime runs a float model in another
+precision by default on this host (``Target.host_float_runs``: OpenVINO in
+bf16 on an AVX512-BF16/AMX CPU), the fp32 package is timed that way too, with
+its SQNR against f32, and int8 that is not faster than that warns as well.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -35,7 +39,7 @@ from edgekit.errors import GateError
 from edgekit.quantize import mixed as _mixed
 from edgekit.quantize import ranges as _ranges
 from edgekit.quantize import sensitivity as _sens
-from edgekit.quantize.parity import compare_outputs
+from edgekit.quantize.parity import compare_outputs, sqnr_db
 
 from . import stages
 from .base import Precision
@@ -440,28 +444,47 @@ def speed(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, w
         staged[tag] = path
     runtime = req.target.verify_runtime or req.target.runtime
     feeds = list(feeds)[:8]
-    times: Dict[str, List[float]] = {"int8": [], "fp32": []}
-    with _load(staged["int8"], runtime=runtime, require_signature=False) as m8, \
-            _load(staged["fp32"], runtime=runtime, require_signature=False) as m32:
-        ready = {"int8": [stages.adapt_feed(f, m8.runner) for f in feeds],
-                 "fp32": [stages.adapt_feed(f, m32.runner) for f in feeds]}
-        for m, tag in ((m8, "int8"), (m32, "fp32")):  # warm-up: first runs compile and allocate
-            m.infer(ready[tag][0])
-        for _ in range(rounds):  # interleaved so both see the same machine load
+    # the fp32 package as this host's runtime runs a float model by default where that is not f32 (OpenVINO on
+    # an AVX512-BF16/AMX CPU: bf16): int8 must be worth it against that too
+    also = dict(getattr(req.target, "host_float_runs", lambda spec: {})(data.spec))
+    with contextlib.ExitStack() as stack:
+        models = {"int8": stack.enter_context(_load(staged["int8"], runtime=runtime, require_signature=False)),
+                  "fp32": stack.enter_context(_load(staged["fp32"], runtime=runtime, require_signature=False))}
+        for name, options in also.items():
+            models[f"fp32_{name}"] = stack.enter_context(_load(staged["fp32"], runtime=runtime,
+                                                               require_signature=False, **options))
+        ready = {tag: [stages.adapt_feed(f, m.runner) for f in feeds] for tag, m in models.items()}
+        outs = {tag: [m.infer(x) for x in ready[tag]] for tag, m in models.items()}  # also the warm-up
+        times: Dict[str, List[float]] = {tag: [] for tag in models}
+        for _ in range(rounds):  # interleaved so all see the same machine load
             for i in range(len(feeds)):
-                for m, tag in ((m8, "int8"), (m32, "fp32")):
+                for tag, m in models.items():
                     t0 = time.perf_counter()
                     m.infer(ready[tag][i])
                     times[tag].append(time.perf_counter() - t0)
-    i8, f32 = float(np.median(times["int8"])) * 1e3, float(np.median(times["fp32"])) * 1e3
+    ms = {tag: float(np.median(t)) * 1e3 for tag, t in times.items()}
+    i8, f32 = ms["int8"], ms["fp32"]
     ratio = i8 / f32 if f32 > 0 else None
-    out = {"int8_median_ms": round(i8, 4), "fp32_median_ms": round(f32, 4),
-           "ratio": None if ratio is None else round(ratio, 3), "runs_each": len(times["int8"]), "runtime": runtime,
-           "note": "same runner on the build host, fp32 package pinned to f32, runs interleaved"}
+    out: Dict[str, Any] = {
+        "int8_median_ms": round(i8, 4), "fp32_median_ms": round(f32, 4),
+        "ratio": None if ratio is None else round(ratio, 3), "runs_each": len(times["int8"]), "runtime": runtime,
+        "note": "same runner on the build host, fp32 package pinned to f32, runs interleaved"}
     if ratio is not None and ratio >= 1.0:
         warnings.warn(f"the int8 package is not faster than fp32 on this build host with {runtime}: "
                       f"{i8:.3f} ms vs {f32:.3f} ms (×{ratio:.2f}); int8 may still pay off on the device, "
                       "but check with `edgekit bench` there", stacklevel=2)
+    for name, options in also.items():
+        tag = f"fp32_{name}"
+        db = min(sqnr_db(np.concatenate([np.ravel(o[k]) for o in outs["fp32"]]),
+                         np.concatenate([np.ravel(o[k]) for o in outs[tag]])) for k in outs["fp32"][0])
+        alt = {"median_ms": round(ms[tag], 4), "int8_ratio": round(i8 / ms[tag], 3) if ms[tag] > 0 else None,
+               "sqnr_db_vs_f32": round(float(db), 2), "runner_options": dict(options)}
+        out[tag] = alt
+        if alt["int8_ratio"] is not None and alt["int8_ratio"] >= 1.0:
+            warnings.warn(f"the int8 package is not faster than the fp32 package run in {name} on this build host "
+                          f"with {runtime} ({i8:.3f} ms vs {ms[tag]:.3f} ms, ×{alt['int8_ratio']:.2f}; {name} reads "
+                          f"{alt['sqnr_db_vs_f32']:.1f} dB against f32): build --precision {name} may serve better",
+                          stacklevel=2)
     return out
 
 
@@ -498,13 +521,23 @@ def finish(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, 
         lines = mp_lines + lines
     sp = extra.get("speed") or {}
     if sp.get("ratio") is not None:
-        lines.append(f"speed on this host ({sp['runtime']}): int8 {sp['int8_median_ms']:.3f} ms, fp32 "
-                     f"{sp['fp32_median_ms']:.3f} ms, ratio {sp['ratio']:.2f}")
+        lines.append(speed_line("speed on this host", sp))
     if not extra:
         return built, tuple(lines)
     art = built.artifact
     art = dataclasses.replace(art, quantization={**(art.quantization or {}), **extra})
     return dataclasses.replace(built, artifact=art), tuple(lines if req.explain else ())
+
+
+def speed_line(head: str, sp: Mapping[str, Any]) -> str:
+    """One line of the speed verdict (``edgekit build --explain``, ``edgekit inspect``)."""
+    line = (f"{head} ({sp['runtime']}): int8 {sp['int8_median_ms']:.3f} ms, fp32 {sp['fp32_median_ms']:.3f} ms, "
+            f"ratio {sp['ratio']:.2f}")
+    for key, alt in sp.items():
+        if key.startswith("fp32_") and isinstance(alt, dict) and alt.get("int8_ratio") is not None:
+            line += (f"; fp32 run in {key[5:]} {alt['median_ms']:.3f} ms ({alt['sqnr_db_vs_f32']:.1f} dB vs f32), "
+                     f"ratio {alt['int8_ratio']:.2f}")
+    return line
 
 
 def _mixed_lines(built: Any) -> List[str]:

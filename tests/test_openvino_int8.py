@@ -625,3 +625,22 @@ def test_a_layer_after_a_float_one_keeps_8_bit_weights_where_the_cpu_does_not_sa
     assert fix["value"] == ("disable" if full else "first_layer_only") and fix["why"]
     peak = _int8_weight_peak(pkg)
     assert (peak > 64) if full else (peak <= 64), (fix, peak)
+
+
+def test_int8_speed_verdict_also_times_the_fp32_package_in_bf16_on_a_bf16_host(tmp_path):
+    """On a CPU with AVX512-BF16/AMX, OpenVINO runs a float model in bf16 by default: the speed verdict times
+    the fp32 package that way too (with its SQNR against f32), and says it in --explain's line."""
+    from edgekit.cpu import cpu_features
+    from edgekit.targets.int8_stage import speed_line
+
+    with edgekit.load(_build_hs(tmp_path, "speed", build_options={"nncf_preset": "recipe"}), cache_dir="") as m:
+        sp = m.manifest.quantization["speed"]
+    assert sp["int8_median_ms"] > 0 and sp["fp32_median_ms"] > 0
+    if not cpu_features().bf16:
+        assert "fp32_bf16" not in sp and "bf16" not in speed_line("speed", sp)
+        return
+    alt = sp["fp32_bf16"]
+    assert alt["runner_options"] == {"inference_precision": "bf16"} and alt["median_ms"] > 0
+    assert alt["int8_ratio"] == pytest.approx(sp["int8_median_ms"] / alt["median_ms"], rel=0.01)
+    assert 20 < alt["sqnr_db_vs_f32"] < 90  # bf16 rounding is measured, not assumed exact
+    assert f"fp32 run in bf16 {alt['median_ms']:.3f} ms" in speed_line("speed", sp)

@@ -190,6 +190,13 @@ class OpenVinoTarget(Target):
             out.append({"int8_float_parts": FloatParts.BF16.value})
         return out
 
+    def host_float_runs(self, spec: BuildSpec) -> Dict[str, Dict[str, Any]]:
+        """Runner options under which this build host runs an fp32 IR as OpenVINO would by default, where that
+        is not the f32 an fp32 package pins: bf16 on a CPU with AVX512-BF16/AMX.  The int8 speed verdict
+        times the fp32 package that way too (int8 must be worth it against it)."""
+        device, _ = _pinned(spec, self.build_option_values(spec))
+        return {"bf16": {"inference_precision": "bf16"}} if device == "CPU" and _host_bf16() else {}
+
     def compare_int8_speed(self, irs: Mapping[str, Tuple[Path, Optional[str]]],
                            feed: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
         """Median wall and CPU seconds per inference of int8 IRs (name → (model.xml, the inference precision
