@@ -324,7 +324,7 @@ def quantize(
     preset = nncf.QuantizationPreset(preset_name(recipe, options))
     stem_choice = str(getattr(options.get("int8_detector_stem"), "value", options.get("int8_detector_stem")) or "auto")
     names, tail, unmatched = ignored_scope(ov_model, onnx_model, recipe, stem=stem_choice != "int8")
-    stem = detector_stem(onnx_model) if detection_tail(onnx_model, stem=False) else []
+    stem = detector_stem(onnx_model) if tail else []  # a tail means a detector, whose stem the option decides
     unmatched_warning(unmatched)
     float_ops, float_nodes = always_float(ov_model, onnx_model)
     names = sorted(set(names) | set(float_ops))
