@@ -161,9 +161,9 @@ class OpenVinoTarget(Target):
         * a detector's stem in int8 where it was kept float: the rule that keeps it float comes from
           YOLOv8n (its stem carries the widest activations of the network, and in int8 its boxes read 22 dB
           and recall 0.92), but a Focus stem on 0–255 pixels quantizes well — the ddddocr YOLOX with an int8
-          stem kept all 32 of fp32's boxes (class scores 25.8 dB, boxes 43.8) and ran 0.96–0.98× NNCF's
-          default int8 where the float stem ran 1.01–1.04× (AMD EPYC, AVX512-BF16, no AMX); the gates decide
-          per model;
+          stem kept all 32 of fp32's boxes (class scores 25.8 dB, boxes 45.5) and ran 0.95–0.97× NNCF's
+          default int8 where the float stem ran 0.98–1.04× (AMD EPYC, AVX512-BF16, no AMX); YOLOv8n's int8
+          stem reads 19.6 dB and is refused: the gates decide per model;
         * bf16 float parts where ``auto`` kept f32 on a bf16 host: its rule reads a few calibration feeds,
           the gates read the held-out data (PP-OCRv4 rec after mixed precision: bf16 parts cost 1.7 dB on
           calibration feeds, f32 kept; held out 26.2 dB against the 25 dB floor, 0.90× NNCF's default int8
