@@ -176,6 +176,8 @@ class OnnxRuntimeTarget(Target):
     requires = {"onnxruntime": "onnxruntime"}
     extra = "onnxruntime"
     op_table = OP_TABLE
+    #: a Focus stem's SpaceToDepth → Conv as one Conv (ddddocr YOLOX int8: 0.92–0.98× the CPU time)
+    int8_rewrites = ("space_to_depth_into_conv",)
     build_options = OptionSchema("onnxruntime target", [
         Option("fp16_io", bool, False, "fp16: float16 model inputs and outputs too (default: keep float32 IO)"),
         Option("arch", str, None, "the device's CPU architecture (x86_64, arm64): decides int8 reduce_range",

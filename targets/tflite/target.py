@@ -53,6 +53,8 @@ class TfliteTarget(Target):
     description = "Raspberry Pi 4/5, Arm Linux boards, Android: LiteRT with XNNPACK (fp32, fp16 weights, int8)"
     verify_runtime = "tflite"
     op_table = _op_table()
+    #: a Focus stem's SpaceToDepth → Conv as one Conv (ddddocr YOLOX int8 on XNNPACK: 0.97× the CPU time)
+    int8_rewrites = ("space_to_depth_into_conv",)
     build_options = OptionSchema("tflite target", [
         Option("io_dtype", str, "float32", "int8 builds: the model's input/output type (float32 = quantize "
                "inside the model; int8/uint8 = the preprocessing quantizes, the manifest has scale/zero point)",
