@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.errors import GateError
+from edgekit.errors import EdgekitError, GateError
 from edgekit.quantize import mixed as _mixed
 from edgekit.quantize import ranges as _ranges
 from edgekit.quantize import sensitivity as _sens
@@ -43,6 +43,7 @@ from edgekit.quantize.parity import compare_outputs, sqnr_db
 
 from . import stages
 from .base import Precision
+from .toolchain import first_line
 
 #: calibration feeds the ranges of the twin are computed on (the sweep itself uses config.samples)
 RANGE_SAMPLES = 64
@@ -447,12 +448,17 @@ def speed(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, w
     # the fp32 package as this host's runtime runs a float model by default where that is not f32 (OpenVINO on
     # an AVX512-BF16/AMX CPU: bf16): int8 must be worth it against that too
     also = dict(getattr(req.target, "host_float_runs", lambda spec: {})(data.spec))
+    skipped: Dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         models = {"int8": stack.enter_context(_load(staged["int8"], runtime=runtime, require_signature=False)),
                   "fp32": stack.enter_context(_load(staged["fp32"], runtime=runtime, require_signature=False))}
-        for name, options in also.items():
-            models[f"fp32_{name}"] = stack.enter_context(_load(staged["fp32"], runtime=runtime,
-                                                               require_signature=False, **options))
+        for name, options in list(also.items()):
+            try:
+                models[f"fp32_{name}"] = stack.enter_context(_load(staged["fp32"], runtime=runtime,
+                                                                   require_signature=False, **options))
+            except EdgekitError as err:  # this host cannot run it that way after all: the f32 verdict stands
+                skipped[f"fp32_{name}"] = {"skipped": first_line(err)}
+                del also[name]
         ready = {tag: [stages.adapt_feed(f, m.runner) for f in feeds] for tag, m in models.items()}
         outs = {tag: [m.infer(x) for x in ready[tag]] for tag, m in models.items()}  # also the warm-up
         times: Dict[str, List[float]] = {tag: [] for tag in models}
@@ -468,7 +474,7 @@ def speed(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, w
     out: Dict[str, Any] = {
         "int8_median_ms": round(i8, 4), "fp32_median_ms": round(f32, 4),
         "ratio": None if ratio is None else round(ratio, 3), "runs_each": len(times["int8"]), "runtime": runtime,
-        "note": "same runner on the build host, fp32 package pinned to f32, runs interleaved"}
+        "note": "same runner on the build host, fp32 package pinned to f32, runs interleaved", **skipped}
     if ratio is not None and ratio >= 1.0:
         warnings.warn(f"the int8 package is not faster than fp32 on this build host with {runtime}: "
                       f"{i8:.3f} ms vs {f32:.3f} ms (×{ratio:.2f}); int8 may still pay off on the device, "
