@@ -225,18 +225,19 @@ def _int_min(minimum: int) -> _Check:
     return check
 
 
-def _unit_number(value: Any) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not (0.0 <= float(value) <= 1.0):  # also rejects NaN
-        raise _Invalid("a number in [0, 1]")
-    return float(value)
+def _number_in(high: float, what: str) -> _Check:
+    """A real number in [0, ``high``] (also rejects NaN and inf); ``what`` names the allowed values."""
+    def check(value: Any) -> float:
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not ok or not (0.0 <= float(value) <= high):
+            raise _Invalid(what)
+        return float(value)
+
+    return check
 
 
-def _non_negative(value: Any) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not (0.0 <= float(value) <= 1e6):  # also rejects NaN and inf
-        raise _Invalid("a number >= 0")
-    return float(value)
+_unit_number = _number_in(1.0, "a number in [0, 1]")
+_non_negative = _number_in(1e6, "a number >= 0")
 
 
 def _bool(value: Any) -> bool:

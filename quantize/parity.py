@@ -289,6 +289,31 @@ def _detect_parts(name: str, ref: np.ndarray, cand: np.ndarray, postprocess: Any
             _part(f"{name} class scores", name, "scores", ref[..., 5:], cand[..., 5:])]
 
 
+def _greedy_match(ious: np.ndarray, reference: Sequence[Any], candidate: Sequence[Any], iou: float,
+                  same_class: bool) -> List[Tuple[int, int]]:
+    """(reference, candidate) index pairs matched one to one, best reference score first, each to its highest
+    IoU ≥ ``iou`` among the candidates left (of the same ``class_id`` when ``same_class``)."""
+    used: set = set()
+    pairs: List[Tuple[int, int]] = []
+    for i in np.argsort([-d.score for d in reference], kind="stable"):
+        best, best_iou = None, iou
+        for j in range(len(candidate)):
+            if j in used or (same_class and candidate[j].class_id != reference[i].class_id):
+                continue
+            if ious[i, j] >= best_iou:
+                best, best_iou = j, ious[i, j]
+        if best is not None:
+            used.add(best)
+            pairs.append((int(i), best))
+    return pairs
+
+
+def _detection_parity(matched: int, n_ref: int, n_cand: int, errors: Sequence[float]) -> DetectionParity:
+    return DetectionParity(recall=matched / n_ref if n_ref else 1.0, precision=matched / n_cand if n_cand else 1.0,
+                           matched=matched, reference_detections=n_ref, candidate_detections=n_cand,
+                           score_error=float(np.mean(errors)) if errors else None)
+
+
 def match_detections(reference: Sequence[Any], candidate: Sequence[Any], iou: float = MATCH_IOU) -> Tuple[int, List[float]]:
     """Greedy one-to-one matching (best score first) at IoU ≥ ``iou`` with the same class.
 
@@ -300,20 +325,8 @@ def match_detections(reference: Sequence[Any], candidate: Sequence[Any], iou: fl
         return 0, []
     rb = np.array([d.box for d in reference], dtype=np.float64)
     cb = np.array([d.box for d in candidate], dtype=np.float64)
-    ious = box_iou(rb, cb)
-    used = set()
-    errors = []
-    for i in np.argsort([-d.score for d in reference], kind="stable"):
-        best, best_iou = None, iou
-        for j in range(len(candidate)):
-            if j in used or candidate[j].class_id != reference[i].class_id:
-                continue
-            if ious[i, j] >= best_iou:
-                best, best_iou = j, ious[i, j]
-        if best is not None:
-            used.add(best)
-            errors.append(abs(reference[i].score - candidate[best].score))
-    return len(errors), errors
+    pairs = _greedy_match(box_iou(rb, cb), reference, candidate, iou, same_class=True)
+    return len(pairs), [abs(reference[i].score - candidate[j].score) for i, j in pairs]
 
 
 def _aligned(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
@@ -343,25 +356,14 @@ def _text_agreement(name: str, reference: Sequence[Mapping[str, np.ndarray]],
             continue
         rq = np.array([b.points for b in rb], dtype=np.float64)
         cq = np.array([b.points for b in cb], dtype=np.float64)
-        ious = quad_iou(rq, cq)
-        used: set = set()
-        for i in np.argsort([-b.score for b in rb], kind="stable"):
-            free = [j for j in range(len(cb)) if j not in used and ious[i, j] >= MATCH_IOU]
-            if not free:
-                continue
-            j = max(free, key=lambda k: ious[i, k])
-            used.add(j)
+        for i, j in _greedy_match(quad_iou(rq, cq), rb, cb, MATCH_IOU, same_class=False):
             ref_pts.append(rq[i])
             cand_pts.append(_aligned(rq[i], cq[j]))
             errors.append(abs(rb[i].score - cb[j].score))
     parts = []
     if ref_pts:
         parts.append(_part(f"{name} text boxes", name, "boxes", np.stack(ref_pts), np.stack(cand_pts)))
-    det = DetectionParity(recall=len(errors) / n_ref if n_ref else 1.0,
-                          precision=len(errors) / n_cand if n_cand else 1.0, matched=len(errors),
-                          reference_detections=n_ref, candidate_detections=n_cand,
-                          score_error=float(np.mean(errors)) if errors else None)
-    return parts, det
+    return parts, _detection_parity(len(errors), n_ref, n_cand, errors)
 
 
 def _detection_agreement(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[Mapping[str, np.ndarray]],
@@ -376,9 +378,7 @@ def _detection_agreement(reference: Sequence[Mapping[str, np.ndarray]], candidat
         m, e = match_detections(rd, cd)
         matched, n_ref, n_cand = matched + m, n_ref + len(rd), n_cand + len(cd)
         errors += e
-    return DetectionParity(recall=matched / n_ref if n_ref else 1.0, precision=matched / n_cand if n_cand else 1.0,
-                           matched=matched, reference_detections=n_ref, candidate_detections=n_cand,
-                           score_error=float(np.mean(errors)) if errors else None)
+    return _detection_parity(matched, n_ref, n_cand, errors)
 
 
 def _mask_iou(reference: Sequence[Mapping[str, np.ndarray]], candidate: Sequence[Mapping[str, np.ndarray]],

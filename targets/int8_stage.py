@@ -452,13 +452,12 @@ def speed(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, w
     with contextlib.ExitStack() as stack:
         models = {"int8": stack.enter_context(_load(staged["int8"], runtime=runtime, require_signature=False)),
                   "fp32": stack.enter_context(_load(staged["fp32"], runtime=runtime, require_signature=False))}
-        for name, options in list(also.items()):
+        for name, options in also.items():
             try:
                 models[f"fp32_{name}"] = stack.enter_context(_load(staged["fp32"], runtime=runtime,
                                                                    require_signature=False, **options))
             except EdgekitError as err:  # this host cannot run it that way after all: the f32 verdict stands
                 skipped[f"fp32_{name}"] = {"skipped": first_line(err)}
-                del also[name]
         ready = {tag: [stages.adapt_feed(f, m.runner) for f in feeds] for tag, m in models.items()}
         outs = {tag: [m.infer(x) for x in ready[tag]] for tag, m in models.items()}  # also the warm-up
         times: Dict[str, List[float]] = {tag: [] for tag in models}
@@ -481,6 +480,8 @@ def speed(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: Any, w
                       "but check with `edgekit bench` there", stacklevel=2)
     for name, options in also.items():
         tag = f"fp32_{name}"
+        if tag not in models:
+            continue
         db = min(sqnr_db(np.concatenate([np.ravel(o[k]) for o in outs["fp32"]]),
                          np.concatenate([np.ravel(o[k]) for o in outs[tag]])) for k in outs["fp32"][0])
         alt = {"median_ms": round(ms[tag], 4), "int8_ratio": round(i8 / ms[tag], 3) if ms[tag] > 0 else None,

@@ -86,8 +86,8 @@ def sink_fake_quantize(ov_model: Any) -> int:
     for fq in ov_model.get_ordered_ops():
         if fq.get_type_name() != "FakeQuantize":
             continue
-        if any(fq.get_input_partial_shape(i).is_dynamic or fq.get_input_shape(i) and
-               int(np.prod(fq.get_input_shape(i))) != 1 for i in range(1, 5)):
+        if any(fq.get_input_partial_shape(i).is_dynamic or int(np.prod(fq.get_input_shape(i))) != 1
+               for i in range(1, 5)):
             continue  # per-channel ranges would follow the channels the op rearranges
         consumers = list(fq.output(0).get_target_inputs())
         if not consumers or any(c.get_node().get_type_name() not in _REARRANGE for c in consumers):
