@@ -304,16 +304,25 @@ def mixed_precision(req: Any, src: Any, canon: Any, checked: Any, data: Any, bui
         raise GateError(_mixed.failure_message(floor, attempts, closest, budget, len(ranked),
                                                   default_floor=default_floor))
     _, b, v, kept = best
+    if passed:  # the target may offer a faster build of the same mix (openvino: symmetric activations, bf16 parts)
+        from .int8_variant import kept_options, try_faster
+
+        # before the descent below: a variant costs accuracy (symmetric activations ~1 dB) and is judged with
+        # the margin the search left; the descent then spends what margin is left on returning layers to int8
+        b, v = try_faster(req, src, canon, checked, data, b, v, workdir / "after-search", keep=kept)
     refine: Optional[Dict[str, Any]] = None
-    if passed and len(attempts) - 1 < config.max_builds and config.prune_evals > 0:
+    builds_left = config.max_builds - (len(attempts) - 1)
+    if passed and builds_left > 0 and config.prune_evals > 0:
+        variants = (b.artifact.quantization or {}).get("faster_variant")
         b, v, kept, refine = _refine(req, src, canon, checked, data, pl, twin, (b, v, kept),
-                                     gate_db(req, v.parity), target, floor, config, workdir)
+                                     gate_db(req, v.parity), target, floor, config, workdir, builds_left,
+                                     kept_options(b.artifact.quantization or {}))
         if refine.get("kept"):
             attempts.append(_mixed.Attempt(len(kept), float(v.parity.weakest.sqnr_db), pl.twin_db(kept), True))
-    if passed:  # the target may offer a faster build of the same mix (openvino: symmetric activations, bf16 parts)
-        from .int8_variant import try_faster
-
-        b, v = try_faster(req, src, canon, checked, data, b, v, workdir / "after-search", keep=kept)
+            if variants:  # the descent's build carries the variants it was built with; their record stays
+                art = b.artifact
+                b = dataclasses.replace(b, artifact=dataclasses.replace(
+                    art, quantization={**(art.quantization or {}), "faster_variant": variants}))
     by = {x.name: x for x in report.layers}
     kept_set = set(kept)
     record = {
@@ -374,14 +383,20 @@ REFINE_MIN_OFFSET_DB = 0.5
 
 def _refine(req: Any, src: Any, canon: Any, checked: Any, data: Any, pl: Plan, twin: _sens.Twin,
             passing: Tuple[Any, Any, Tuple[str, ...]], real_db: float, target_db: float, floor_db: float,
-            config: _mixed.MixedPrecisionConfig, workdir: Path) -> Tuple[Any, Any, Tuple[str, ...], Dict[str, Any]]:
-    """After a passing build: prune its mix again against the twin calibrated where the search ended.
+            config: _mixed.MixedPrecisionConfig, workdir: Path, builds: int,
+            options: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Any, Tuple[str, ...], Dict[str, Any]]:
+    """After a passing build: return float layers to int8 while the real build still holds its gates.
 
     The twin is a model of the target, and where the target rounds better than the twin (NNCF's bias
     correction and ranges: PP-OCRv4 det's first openvino build read 16.5 dB where the twin said 11.4, and
     27.6 against 26.1 at the mix the search kept) a twin target of floor + margin keeps float layers the
     target never needed.  The offset measured at this very mix (real − twin) lowers the twin's target for one
-    more prune; the pruned mix is built and verified, and kept only if every gate holds.
+    more prune, which names the candidates, heaviest first.  The offset is not a constant, so the real builds
+    decide how many of them go back: all of them first, then — when that misses a gate — a bisection over
+    how many of the first (heaviest) ones, within ``builds`` real builds; the most that held every gate are
+    kept (measured: PP-OCRv4 rec's five candidates together read 21.9 dB against a 25 dB floor, where its
+    first three had passed in another build).  ``options``: the build options the passing build was made
+    with (a faster variant the target kept), so every descent build is the same kind of build.
     """
     b, v, kept = passing
     offset = real_db - pl.twin_db(kept)
@@ -392,20 +407,32 @@ def _refine(req: Any, src: Any, canon: Any, checked: Any, data: Any, pl: Plan, t
         return b, v, kept, record
     lowered = target_db - offset
     macs = {x.name: x.macs for x in twin.layers}
-    left, tested = _mixed.prune(list(kept), macs, lambda keep: pl.twin_db(keep) >= lowered, config.prune_evals)
-    returned = [n for n, ok in tested if ok]
-    record.update(twin_target_db=round(lowered, 2), tried=len(tested), returned_to_int8=returned)
-    if not returned:
+    _, tested = _mixed.prune(list(kept), macs, lambda keep: pl.twin_db(keep) >= lowered, config.prune_evals)
+    candidates = [n for n, ok in tested if ok]
+    record.update(twin_target_db=round(lowered, 2), tried=len(tested), candidates=candidates, returned_to_int8=[])
+    if not candidates:
         record["why"] = "no heavy float layer could return to int8 on the calibrated twin"
         return b, v, kept, record
-    req.progress("mixed precision", config.max_builds, config.max_builds)
-    b2, v2 = build_mix(req, src, canon, checked, data, workdir / "mixed-refine", left)
-    record["refined_db"] = round(float(v2.parity.weakest.sqnr_db), 2)
-    if not gates_hold(req, v2):
-        record["why"] = "the pruned mix missed a gate in the real build"
+    built: Dict[int, Tuple[Any, Any, Tuple[str, ...]]] = {}
+
+    def holds(n: int) -> bool:
+        back = set(candidates[:n])
+        mix = tuple(x for x in kept if x not in back)
+        req.progress("mixed precision", len(built) + 1, builds)
+        b2, v2 = build_mix(req, src, canon, checked, data, workdir / f"mixed-refine-{len(built)}", mix, options)
+        built[n] = (b2, v2, mix)
+        return gates_hold(req, v2)
+
+    good, tried = _mixed.descend(len(candidates), holds, builds)
+    tries = [{"returned": n, "sqnr_db": round(float(built[n][1].parity.weakest.sqnr_db), 2), "passed": ok}
+             for n, ok in tried]
+    record["builds"] = tries
+    if not good:
+        record["why"] = "every descent build missed a gate in the real build"
         return b, v, kept, record
-    record["kept"] = True
-    return b2, v2, tuple(left), record
+    b, v, mix = built[good]
+    record.update(kept=True, returned_to_int8=candidates[:good], refined_db=round(float(v.parity.weakest.sqnr_db), 2))
+    return b, v, mix, record
 
 
 def _reason(i: int, n: int, choice: _mixed.Choice, row: _sens.LayerSensitivity) -> str:

@@ -15,13 +15,15 @@ read 5.7 % less CPU time and 33 % more latency, and cost 2 dB of its map,
 one of fp32's 32 text boxes and two spurious ones, for a speed interleaved
 benchmark runs put at 1-2 % (17.4 vs 17.7 ms); the manifest records every try
 (``quantization.faster_variant``).  It runs after a first build that passes
-and after a mixed-precision search that passes, on the mix the search kept.
+and after a mixed-precision search that passes, on the mix the search kept
+(before the search's descent returns float layers to int8, which then builds
+with the options kept here: :func:`kept_options`).
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from edgekit.errors import EdgekitError
 
@@ -66,6 +68,16 @@ def try_faster(req: Any, src: Any, canon: Any, checked: Any, data: Any, built: A
     art = built.artifact
     art = dataclasses.replace(art, quantization={**(art.quantization or {}), "faster_variant": tries})
     return dataclasses.replace(built, artifact=art), verified
+
+
+def kept_options(quantization: Mapping[str, Any]) -> Dict[str, Any]:
+    """The build options of the faster variants :func:`try_faster` kept, from a build's quantization record
+    (empty: none)."""
+    out: Dict[str, Any] = {}
+    for record in quantization.get("faster_variant") or ():
+        if record.get("kept"):
+            out.update(record["build_options"])
+    return out
 
 
 def _one(req: Any, src: Any, canon: Any, checked: Any, data: Any, keep: Sequence[str], options: Dict[str, Any],

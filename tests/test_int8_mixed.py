@@ -283,6 +283,26 @@ def test_prune_returns_the_heaviest_float_layers_the_twin_does_not_need_within_i
         M.MixedPrecisionConfig(prune_evals=-1)
 
 
+def test_descent_returns_all_candidates_in_one_build_when_they_hold_else_bisects_within_its_builds():
+    built = []
+
+    def upto(limit):
+        def holds(n):
+            built.append(n)
+            return n <= limit  # the real build holds while at most ``limit`` of the first candidates went back
+        return holds
+
+    assert M.descend(5, upto(5), builds=4) == (5, [(5, True)]) and built == [5]  # the twin was right: one build
+    built.clear()
+    good, tried = M.descend(5, upto(2), builds=4)
+    assert good == 2 and tried == [(5, False), (2, True), (3, False)]  # all, then halves between hold and miss
+    assert M.descend(8, upto(6), builds=4)[0] == 6
+    # the builds bound it: the best found so far stands, or none (0: the mix as it passed)
+    assert M.descend(8, upto(6), builds=2) == (4, [(8, False), (4, True)])
+    assert M.descend(5, upto(0), builds=3) == (0, [(5, False), (2, False), (1, False)])
+    assert M.descend(5, upto(5), builds=0) == (0, []) and M.descend(0, upto(5), builds=3) == (0, [])
+
+
 def test_mixed_config_is_validated():
     assert M.MixedPrecisionConfig.parse(None).enabled and not M.MixedPrecisionConfig.parse(False).enabled
     assert M.MixedPrecisionConfig.parse({"max_float_share": 0.25}).budget(10) == 3
@@ -339,6 +359,11 @@ def test_missed_floor_keeps_the_most_sensitive_layers_in_float_until_it_holds(tm
     assert after is not None and after["offset_db"] == pytest.approx(after["real_db"] - after["twin_db"], abs=0.02)
     if after["kept"]:
         assert after["refined_db"] >= 42.0 and after["returned_to_int8"] and not set(after["returned_to_int8"]) & set(kept)
+        # the descent's real builds: the most candidates (first ones first) that held every gate went back
+        assert after["returned_to_int8"] == after["candidates"][:len(after["returned_to_int8"])]
+        held = [t for t in after["builds"] if t["passed"]]
+        assert max(t["returned"] for t in held) == len(after["returned_to_int8"])
+        assert max(t["sqnr_db"] for t in held if t["returned"] == len(after["returned_to_int8"])) == after["refined_db"]
     else:
         assert after["why"]
     assert all("benefit per cost" in x["reason"] and "MAC-equivalents" in x["reason"] for x in mp["kept_float"])

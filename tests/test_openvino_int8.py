@@ -427,6 +427,42 @@ def test_no_variant_when_mixed_precision_is_off(tmp_path):
         assert "faster_variant" not in m.manifest.quantization
 
 
+def test_after_a_search_the_variants_come_first_and_the_descent_builds_with_what_they_kept(tmp_path):
+    """A floor the first build misses: the search's passing mix is offered the faster variants first, then the
+    descent returns layers to int8 in builds made with the options the variants kept (a descent build made
+    without them would silently drop a kept variant), and the manifest keeps both records."""
+    from edgekit.targets.int8_variant import kept_options
+    from edgekit.targets.pipeline import build_package
+    from models.meta import GOLDEN_MODELS
+
+    gm = next(g for g in GOLDEN_MODELS if g.name == "mobilenet_v2_class")
+    rng = np.random.default_rng(0)
+    calib = [{t.name: rng.standard_normal(t.shape).astype(np.float32) for t in gm.inputs} for _ in range(24)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = build_package(gm.path, target="openvino", precision="int8", calibration=calib,
+                            gates={"min_sqnr_db": 32.0}, output=tmp_path / "mnv2.edgepkg",
+                            mixed_precision={"max_float_share": 1.0, "samples": 6, "speed_check": False})
+    q = res.package.quantization.to_json()
+    mp, variants = q["mixed_precision"], q["faster_variant"]
+    assert mp["attempts"][0]["sqnr_db"] < 32.0 and mp["passed"] and res.package.verification.min_sqnr_db >= 32.0
+    after = mp["prune"]["after_pass"]
+    kept_variants = [t for t in variants if t["kept"]]
+    # the descent starts from what the variants left: its real SQNR is the last kept variant's
+    start = kept_variants[-1]["variant_sqnr_db"] if kept_variants else variants[0]["before_sqnr_db"]
+    assert after["real_db"] == pytest.approx(start, abs=0.01)
+    assert after["kept"], after  # measured here: 11 candidates back in int8 in one build (35.5 → 33.8 dB)
+    assert res.package.verification.min_sqnr_db == pytest.approx(after["refined_db"], abs=0.01)
+    assert mp["float_layers"] == mp["attempts"][-1]["float_layers"] < mp["attempts"][1]["float_layers"]
+    # ... and was built as the kept variants say
+    options = kept_options(q)
+    assert options == {k: v for t in kept_variants for k, v in t["build_options"].items()}
+    if options.get("nncf_preset") == "performance":
+        assert q["preset"] == "performance"
+    if options.get("int8_float_parts") == "bf16":
+        assert res.manifest["target"]["details"]["float_parts"] == "bf16"
+
+
 @pytest.mark.slow
 def test_real_yolox_int8_tries_symmetric_activations(tmp_path):
     """The ddddocr YOLOX passes its recall floor on the first (asymmetric) build; the symmetric variant is built
@@ -569,9 +605,9 @@ def test_faster_offers_follow_the_options_and_what_auto_picked(monkeypatch):
 
 # -- NNCF's overflow fix: 7-bit weights only where the CPU's int8 kernels would saturate ----------------------------
 def test_overflow_fix_rule(monkeypatch):
-    """The recipe's reduce_range decides; else NNCF's default (the first quantized convolution of each input path
-    at 7 bits) unless build option int8_overflow_fix=cpu, where a VNNI/AMX (or Arm) host turns it off and an x86
-    host without VNNI and a GPU/NPU build keep NNCF's default."""
+    """The recipe's reduce_range decides; else build option int8_overflow_fix=cpu (the default): a VNNI/AMX (or
+    Arm) host turns the fix off, an x86 host without VNNI and a GPU/NPU build keep NNCF's default (the first
+    quantized convolution of each input path at 7 bits), which int8_overflow_fix=nncf keeps everywhere."""
     from edgekit import cpu
     from edgekit.quantize.recipe import Recipe
     from edgekit.targets.openvino.int8 import overflow_fix
@@ -580,15 +616,15 @@ def test_overflow_fix_rule(monkeypatch):
     avx2 = cpu.CpuFeatures("x86_64", frozenset({"avx2", "fma"}), "test")
     arm = cpu.CpuFeatures("aarch64", frozenset({"neon", "dotprod"}), "test")
     monkeypatch.setattr(cpu, "cpu_features", lambda: vnni)
-    assert overflow_fix(Recipe(), "CPU")[0] == "first_layer_only"  # the default: NNCF's own
-    assert overflow_fix(Recipe(), "CPU", "cpu")[0] == "disable"
+    assert overflow_fix(Recipe(), "CPU", "nncf")[0] == "first_layer_only"  # NNCF's own
+    assert overflow_fix(Recipe(), "CPU", "cpu")[0] == "disable" == overflow_fix(Recipe(), "CPU")[0]
     assert overflow_fix(Recipe(), "GPU", "cpu")[0] == "first_layer_only"
     assert overflow_fix(Recipe.from_json({"global_config": {"reduce_range": True}}), "CPU", "cpu") == \
         ("enable", "set by the recipe (reduce_range)")
     monkeypatch.setattr(cpu, "cpu_features", lambda: avx2)
     fix, why = overflow_fix(Recipe(), "CPU", "cpu")
     assert fix == "first_layer_only" and "lacks VNNI" in why
-    assert overflow_fix(Recipe.from_json({"global_config": {"reduce_range": False}}), "CPU")[0] == "disable"
+    assert overflow_fix(Recipe.from_json({"global_config": {"reduce_range": False}}), "CPU", "nncf")[0] == "disable"
     monkeypatch.setattr(cpu, "cpu_features", lambda: arm)
     assert overflow_fix(Recipe(), "CPU", "cpu")[0] == "disable"
 

@@ -106,8 +106,8 @@ class OverflowFixChoice(str, enum.Enum):
     """Which int8 weights NNCF's overflow fix puts at 7 bits (build option ``int8_overflow_fix``); the recipe's
     ``reduce_range`` decides over both when set (see :func:`.int8.overflow_fix`)."""
 
+    CPU = "cpu"  # the default: none where this build host's CPU has VNNI/AMX or is Arm (no saturation); NNCF's elsewhere
     NNCF = "nncf"  # NNCF's default: the first quantized convolution on each path from an input
-    CPU = "cpu"  # none where this build host's CPU has VNNI/AMX or is Arm (no saturation); NNCF's default elsewhere
 
 
 class OpenVinoTarget(Target):
@@ -137,9 +137,9 @@ class OpenVinoTarget(Target):
         Option("int8_float_parts", FloatParts, FloatParts.AUTO, "int8 on the CPU: what the layers kept in float "
                "run in — auto: bf16 where this build host's CPU has AVX512-BF16/AMX (verified in bf16; a device "
                "CPU without bf16 runs them in f32), else f32; f32; bf16 (needs such a build host)"),
-        Option("int8_overflow_fix", OverflowFixChoice, OverflowFixChoice.NNCF, "int8: which weights get 7 bits "
-               "against int8 saturation — nncf: NNCF's default (the first quantized convolution of each input path); "
-               "cpu: none where this build host's CPU has VNNI/AMX or is Arm, NNCF's default elsewhere"),
+        Option("int8_overflow_fix", OverflowFixChoice, OverflowFixChoice.CPU, "int8: which weights get 7 bits "
+               "against int8 saturation — cpu: none where this build host's CPU has VNNI/AMX or is Arm, NNCF's "
+               "default elsewhere; nncf: NNCF's default (the first quantized convolution of each input path)"),
         Option("int8_detector_stem", DetectorStem, DetectorStem.AUTO, "int8 detectors: the stem (the layers "
                "down to stride 4) — auto: float, and when that build holds its gates an int8 stem too, kept if "
                "the gates still hold and it runs cheaper on this host; float; int8"),
