@@ -11,7 +11,9 @@ target then builds that mix for real — its own mechanism keeps the layers in
 float, through the recipe's ``exclude_nodes`` every target honours — and its
 verification is the verdict; when the real build still misses, the fewest further layers whose
 modelled gain covers what the build fell short follow (:func:`next_after_miss`),
-until the gates hold or the float budget is spent.
+until the gates hold or the float budget is spent.  After a pass, the twin
+re-aimed by what the real build beat it by names heavy float layers to return,
+and real builds decide how many go back (:func:`descend`).
 """
 from __future__ import annotations
 
