@@ -262,11 +262,12 @@ def overflow_fix(recipe: "Recipe", device: str, choice: str = "cpu") -> Tuple[st
     everywhere).  The recipe's ``reduce_range`` decides over both when set.
 
     Measured on PP-OCRv4 rec, the same 178 float layers: 27.7 dB with NNCF's default, 29.4 without; the
-    search's descent then returned two 1×1 convolutions to int8 where it had returned one (67 % of MACs int8
-    instead of 60 %, 25.9 dB held out), and the package ran 0.96× NNCF's default int8 of the model where the
-    one built with NNCF's fix ran 0.99× (side by side, one process).  It was not the default while the search
-    tried the faster variants after its descent: the descent then spent YOLOv8n's margin, and the symmetric
-    variant missed (0.77 → 0.97× the anchor); the variants now come first."""
+    search's descent then returned two heavy 1×1 convolutions to int8 where it had returned one (67 % of MACs
+    int8 instead of 60 %, 25.9 dB held out), and the package ran 0.96× NNCF's default int8 of the model where
+    the one built with NNCF's fix ran 0.99× (side by side, one process).  It was not the default while the
+    search tried the faster variants after its descent: the descent then spent YOLOv8n's margin, and the
+    symmetric variant missed (0.77 → 0.97× the anchor); the variants now come first (YOLOv8n: 0.96×, 27.0 dB,
+    its symmetric variant no cheaper on an AVX512-BF16 host without AMX)."""
     from edgekit.cpu import cpu_features
 
     rr = recipe.global_config.reduce_range
