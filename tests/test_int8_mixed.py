@@ -522,7 +522,7 @@ def test_real_ppocrv4_rec_on_openvino_descends_from_the_searched_mix_in_real_bui
     searched = next(a for a in mp["attempts"][1:] if a["passed"])
     assert after is not None and after["real_db"] >= 25.0
     if after["kept"]:  # what went back is the longest prefix of the candidates a real build held the floor with
-        assert mp["float_layers"] < searched["float_layers"] and v.min_sqnr_db == pytest.approx(after["refined_db"])
+        assert mp["float_layers"] < searched["float_layers"] and v.min_sqnr_db == pytest.approx(after["refined_db"], abs=0.01)
         held = max(t["returned"] for t in after["builds"] if t["passed"])
         assert after["returned_to_int8"] == after["candidates"][:held]
         assert all(not t["passed"] for t in after["builds"] if t["returned"] > held)
