@@ -254,7 +254,7 @@ def main(argv: Any = None) -> int:
                          "block's ratio is printed")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--build-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="a target build option for the packages (e.g. int8_overflow_fix=cpu); repeatable")
+                    help="a target build option for the packages (e.g. int8_overflow_fix=nncf); repeatable")
     a = ap.parse_args(argv)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     calib = suite.CalibrationCache(a.out_dir / "calibration")
